@@ -1,0 +1,73 @@
+"""Fit a state dict (in vitkit names) into a model: resample position embeddings, re-initialise the head."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from vitkit.models import ViTConfig, VisionTransformer
+from vitkit.models.posemb import resample_axis, resample_posemb
+
+log = logging.getLogger(__name__)
+
+HEAD_KEYS = ("head.weight", "head.bias")
+
+
+def adapt_state_dict(
+    state_dict: dict[str, torch.Tensor], source: ViTConfig, model: VisionTransformer, origin: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
+    """Return `state_dict` made to fit `model`: new resolution -> resampled E_pos; new classes -> fresh head.
+
+    Both changes are reported in one log line; any other difference is left for `load_into` to report.
+    """
+    target = model.config
+    state = dict(state_dict)
+    changes = []
+    if source.grid_size != target.grid_size:
+        if "pos_embed.weight" in state:
+            state["pos_embed.weight"] = resample_posemb(
+                state["pos_embed.weight"], target.grid_size, source.grid_size, source.num_prefix_tokens
+            )
+        if "pos_embed.row" in state:
+            state["pos_embed.row"] = resample_axis(state["pos_embed.row"], target.grid_size[0])
+            state["pos_embed.col"] = resample_axis(state["pos_embed.col"], target.grid_size[1])
+        changes.append(
+            f"position embeddings resampled from a {source.grid_size[0]}x{source.grid_size[1]} grid "
+            f"({source.img_size[0]}x{source.img_size[1]} px) to {target.grid_size[0]}x{target.grid_size[1]} "
+            f"({target.img_size[0]}x{target.img_size[1]} px)"
+        )
+    head_shape = state.get("head.weight", torch.empty(0)).shape
+    if "head.weight" in state and tuple(head_shape) != tuple(model.head.weight.shape):
+        # A new task's head starts at zero, as in the paper's fine-tuning (Sec. 3.2).
+        for key in HEAD_KEYS:
+            state[key] = torch.zeros_like(model.state_dict()[key])
+        changes.append(f"head re-initialised (zeros) for {target.num_classes} classes (was {source.num_classes})")
+    if changes:
+        log.info("loaded %s: %s", origin, "; ".join(changes))
+    return state
+
+
+def load_into(model: VisionTransformer, state_dict: dict[str, torch.Tensor], origin: str = "checkpoint") -> None:
+    """Strictly load `state_dict`, or raise one error naming missing keys, unexpected keys and shape mismatches."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = [
+        f"{key}: checkpoint {tuple(state_dict[key].shape)} vs model {tuple(expected[key].shape)}"
+        for key in sorted(set(expected) & set(state_dict))
+        if tuple(state_dict[key].shape) != tuple(expected[key].shape)
+    ]
+    if missing or unexpected or mismatched:
+        problems = []
+        if missing:
+            problems.append(f"missing keys: {', '.join(missing)}")
+        if unexpected:
+            problems.append(f"unexpected keys: {', '.join(unexpected)}")
+        if mismatched:
+            problems.append(f"shape mismatches: {'; '.join(mismatched)}")
+        raise ValueError(
+            f"{origin} does not fit the model {model.config.name or ''} ({'; '.join(problems)}). "
+            "Check the model name and its overrides (hidden size, depth, patch size, pooling, position embedding)."
+        )
+    model.load_state_dict({key: value.to(expected[key].dtype) for key, value in state_dict.items()})

@@ -1,0 +1,53 @@
+"""`vitkit` command line: a thin layer that parses arguments and calls the public API."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Sub-command name -> module. Each module has a docstring (its help), `add_arguments(parser)` and
+# `run(args) -> int` (the exit status), and keeps heavy imports inside `run` so `vitkit --help` is instant.
+COMMANDS: dict[str, str] = {
+    "demo": "vitkit.cli.demo",
+    "models": "vitkit.cli.models",
+    "convert": "vitkit.cli.convert",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one sub-parser per command."""
+    parser = argparse.ArgumentParser(prog="vitkit", description="Vision Transformers: build, train, look inside.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        summary = (module.__doc__ or "").strip().splitlines()[0]
+        command_parser = sub.add_parser(name, help=summary, description=module.__doc__)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `vitkit` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args._module.run(args) or 0)
+    except (ValueError, FileNotFoundError) as error:
+        # Bad input: the message says what was wrong and how to fix it; a traceback would only hide it.
+        print(f"vitkit {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The one configuration object of a Vision Transformer, serialised into every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+POOLS = ("token", "gap")
+POSEMBS = ("learned", "learned_2d", "sincos_2d", "none")
+
+
+def to_pair(value: int | tuple[int, int] | list[int], what: str) -> tuple[int, int]:
+    """Return (height, width) from an int or a pair, refusing anything else with a clear message."""
+    if isinstance(value, int):
+        pair = (value, value)
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise ValueError(f"{what} must be an int or a (height, width) pair of ints, got {value!r}")
+    if min(pair) <= 0:
+        raise ValueError(f"{what} must be positive, got {value!r}")
+    return pair
+
+
+def nearest_multiples(size: int, step: int) -> list[int]:
+    """The multiples of `step` just below and just above `size` (the valid sizes to suggest)."""
+    below = (size // step) * step
+    return [s for s in (below, below + step) if s > 0]
+
+
+def check_divisible(img_size: tuple[int, int], patch_size: tuple[int, int]) -> None:
+    """Raise a ValueError naming both numbers and the nearest valid sizes when patches do not tile the image."""
+    square = img_size[0] == img_size[1] and patch_size[0] == patch_size[1]
+    for axis, size, patch in (("height", img_size[0], patch_size[0]), ("width", img_size[1], patch_size[1])):
+        if size % patch:
+            valid = " or ".join(str(s) for s in nearest_multiples(size, patch))
+            what = "image size" if square else f"image {axis}"
+            raise ValueError(f"{what} {size} is not divisible by patch size {patch}; use an {what} of {valid}")
+
+
+@dataclass
+class ViTConfig:
+    """Every architectural choice of a ViT (paper Sec. 3.1 and Appendix D); defaults are ViT-B/16 at 224."""
+
+    img_size: tuple[int, int] = (224, 224)
+    patch_size: tuple[int, int] = (16, 16)
+    in_chans: int = 3
+    num_classes: int = 1000
+    hidden_dim: int = 768  # D in the paper
+    depth: int = 12  # L
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    pool: str = "token"  # "token": class token (paper); "gap": global average pooling (Appendix D.3)
+    posemb: str = "learned"  # learned 1D (paper), learned 2D (Appendix D.4), fixed 2D sin-cos, or none
+    representation_size: int | None = None  # pre-logits Dense+tanh used for pre-training (Sec. 3.1)
+    zero_init_head: bool = True  # the paper zero-initialises the head when fine-tuning (Sec. 3.2)
+    qkv_bias: bool = True
+    layer_norm_eps: float = 1e-6  # JAX/timm value; Hugging Face checkpoints bring their own (1e-12)
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    drop_path: float = 0.0  # stochastic depth: rate of the last block, rising linearly from 0
+    name: str = ""  # the variant string it was built from, for display only
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (e.g. source checkpoint)
+
+    def __post_init__(self) -> None:
+        self.img_size = to_pair(self.img_size, "img_size")
+        self.patch_size = to_pair(self.patch_size, "patch_size")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
+        if self.posemb not in POSEMBS:
+            raise ValueError(f"posemb must be one of {POSEMBS}, got {self.posemb!r}")
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(
+                f"hidden_dim {self.hidden_dim} is not divisible by num_heads {self.num_heads}; "
+                f"pick num_heads among {[h for h in range(1, 33) if self.hidden_dim % h == 0]}"
+            )
+        if self.posemb in ("learned_2d", "sincos_2d") and self.hidden_dim % 4:
+            raise ValueError(f"posemb {self.posemb!r} needs hidden_dim divisible by 4, got {self.hidden_dim}")
+        for knob in ("dropout", "attn_dropout", "drop_path"):
+            if not 0.0 <= getattr(self, knob) < 1.0:
+                raise ValueError(f"{knob} must be in [0, 1), got {getattr(self, knob)}")
+        check_divisible(self.img_size, self.patch_size)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Patches along (height, width) at the configured resolution."""
+        return (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
+
+    @property
+    def num_patches(self) -> int:
+        """N = HW / P^2 in the paper."""
+        return math.prod(self.grid_size)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patch tokens (the class token when pool='token')."""
+        return 1 if self.pool == "token" else 0
+
+    def replace(self, **changes: Any) -> ViTConfig:
+        """A copy with some fields changed, validated again."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown ViT config field(s) {sorted(unknown)}; valid fields: {self.field_names()}")
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Names of every config field, for error messages and CLI overrides."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (pairs become lists)."""
+        out = dataclasses.asdict(self)
+        out["img_size"], out["patch_size"] = list(self.img_size), list(self.patch_size)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ViTConfig:
+        """Rebuild from `to_dict` output; unknown keys are an error that names them."""
+        unknown = set(data) - set(cls.field_names())
+        if unknown:
+            raise ValueError(f"unknown ViT config field(s) {sorted(unknown)}; valid fields: {cls.field_names()}")
+        return cls(**data)

@@ -1,0 +1,239 @@
+"""The Vision Transformer as the paper writes it (Dosovitskiy et al. 2020, Sec. 3.1, equations 1-4).
+
+    z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos          (1)  PatchEmbedding, class token, PositionEmbedding
+    z'_l = MSA(LN(z_{l-1})) + z_{l-1}                        (2)  Block: attention half
+    z_l = MLP(LN(z'_l)) + z'_l                               (3)  Block: MLP half
+    y = LN(z_L^0)                                            (4)  final norm, pooling, head
+
+Variants live in `registry.py`, position-embedding builders in `posemb.py`, foreign weights in
+`vitkit.checkpoints`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitkit.models.config import ViTConfig, check_divisible
+from vitkit.models.posemb import PositionEmbedding
+
+
+class PatchEmbedding(nn.Module):
+    """x_p E of eq. (1): a PxP convolution with stride P equals flattening each patch and multiplying by E."""
+
+    def __init__(self, patch_size: tuple[int, int], in_chans: int, dim: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(B, C, H, W) -> (B, N, D) patch tokens and the (H/P, W/P) grid they came from."""
+        if images.ndim != 4:
+            raise ValueError(f"expected images of shape (batch, channels, height, width), got {tuple(images.shape)}")
+        if images.shape[1] != self.proj.in_channels:
+            raise ValueError(f"expected {self.proj.in_channels} image channels, got {images.shape[1]}")
+        check_divisible((images.shape[2], images.shape[3]), self.patch_size)
+        tokens = self.proj(images)
+        return tokens.flatten(2).transpose(1, 2), (tokens.shape[2], tokens.shape[3])
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention (Appendix A) with fused qkv; explicit softmax path when weights are asked for."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_dropout: float, dropout: float) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.attn_dropout, self.proj_dropout = attn_dropout, nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, N, D) -> (B, N, D), plus the (B, heads, N, N) attention probabilities when `need_weights`."""
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        dropout = self.attn_dropout if self.training else 0.0
+        weights = None
+        if need_weights:
+            # Same function as the fused kernel, spelled out so the probabilities can be returned.
+            weights = (q @ k.transpose(-2, -1) * self.head_dim**-0.5).softmax(dim=-1)
+            out = F.dropout(weights, dropout, self.training) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        out = out.transpose(1, 2).reshape(batch, tokens, dim)
+        return self.proj_dropout(self.proj(out)), weights
+
+
+class Mlp(nn.Module):
+    """The two-layer GELU MLP of eq. (3)."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> (B, N, D)."""
+        return self.dropout(self.fc2(self.dropout(F.gelu(self.fc1(x)))))
+
+
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth (Huang et al. 2016): drop a residual branch per sample, rescaling the survivors."""
+    if rate == 0.0 or not training:
+        return x
+    keep = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device).bernoulli_(1 - rate)
+    return x * keep / (1 - rate)
+
+
+class Block(nn.Module):
+    """One pre-norm encoder layer: eq. (2) then eq. (3)."""
+
+    def __init__(self, config: ViTConfig, drop_path_rate: float) -> None:
+        super().__init__()
+        dim, eps = config.hidden_dim, config.layer_norm_eps
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, config.num_heads, config.qkv_bias, config.attn_dropout, config.dropout)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, config.mlp_dim, config.dropout)
+        self.drop_path_rate = drop_path_rate
+
+    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """z_{l-1} -> z_l, plus this layer's attention probabilities when asked."""
+        attended, weights = self.attn(self.norm1(x), need_weights)
+        x = x + drop_path(attended, self.drop_path_rate, self.training)  # eq. (2)
+        x = x + drop_path(self.mlp(self.norm2(x)), self.drop_path_rate, self.training)  # eq. (3)
+        return x, weights
+
+
+@dataclass
+class ViTOutput:
+    """Everything one forward pass can report: logits, per-block hidden states, attention probabilities."""
+
+    logits: torch.Tensor
+    features: torch.Tensor  # final-norm tokens (B, prefix + N, D)
+    hidden_states: list[torch.Tensor] = field(default_factory=list)  # z_0 .. z_L (L + 1 entries)
+    attentions: list[torch.Tensor] = field(default_factory=list)  # one (B, heads, T, T) per block
+    grid: tuple[int, int] = (0, 0)
+
+
+class VisionTransformer(nn.Module):
+    """ViT: image -> patch tokens (+ class token, + E_pos) -> L blocks -> LN -> pooled -> (pre-logits) -> head."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.class_names: list[str] | None = None  # labels of the head's outputs, set by checkpoint loading
+        dim = config.hidden_dim
+        self.patch_embed = PatchEmbedding(config.patch_size, config.in_chans, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if config.pool == "token" else None
+        self.pos_embed = PositionEmbedding(config.posemb, config.grid_size, dim, config.num_prefix_tokens)
+        self.dropout = nn.Dropout(config.dropout)
+        rates = [config.drop_path * i / max(config.depth - 1, 1) for i in range(config.depth)]
+        self.blocks = nn.ModuleList(Block(config, rate) for rate in rates)
+        self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.pre_logits = nn.Linear(dim, config.representation_size) if config.representation_size else None
+        head_in = config.representation_size or dim
+        self.head = nn.Linear(head_in, config.num_classes) if config.num_classes > 0 else nn.Identity()
+        self.reset_parameters()
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patches (1 with a class token, else 0)."""
+        return self.config.num_prefix_tokens
+
+    def reset_parameters(self) -> None:
+        """Initialise as the reference JAX implementation: xavier-uniform linears, small-normal MLP biases."""
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.normal_(module.bias, std=1e-6) if ".mlp." in f".{name}." else nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for block in self.blocks:
+            # The reference initialises q, k and v as three D x D kernels, not one D x 3D kernel.
+            for chunk in block.attn.qkv.weight.data.chunk(3, dim=0):
+                nn.init.xavier_uniform_(chunk)
+        conv = self.patch_embed.proj
+        fan_in = conv.in_channels * math.prod(conv.kernel_size)
+        nn.init.trunc_normal_(conv.weight, std=math.sqrt(1.0 / fan_in) / 0.87962566103423978)  # lecun_normal
+        nn.init.zeros_(conv.bias)
+        if self.pre_logits is not None:
+            nn.init.trunc_normal_(self.pre_logits.weight, std=math.sqrt(1.0 / self.pre_logits.in_features) / 0.8796)
+        if self.cls_token is not None:
+            nn.init.zeros_(self.cls_token)
+        self.pos_embed.reset_parameters()
+        if isinstance(self.head, nn.Linear):
+            self.reset_head()
+
+    def reset_head(self) -> None:
+        """Zero the head (paper Sec. 3.2 fine-tuning) or give it a xavier init, as the config says."""
+        if self.config.zero_init_head:
+            nn.init.zeros_(self.head.weight)
+        else:
+            nn.init.xavier_uniform_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Eq. (1): z_0 for a batch of images of any size the patches tile, and the patch grid."""
+        tokens, grid = self.patch_embed(images)
+        posemb = self.pos_embed(grid)
+        covers_prefix = self.pos_embed.covers_prefix()
+        if posemb is not None and not covers_prefix:
+            tokens = tokens + posemb.to(tokens.dtype)
+        if self.cls_token is not None:
+            tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
+        if posemb is not None and covers_prefix:
+            tokens = tokens + posemb.to(tokens.dtype)
+        return self.dropout(tokens), grid
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Eqs. (1)-(3) and the final LayerNorm: (B, C, H, W) -> (B, prefix + N, D)."""
+        x, _ = self.embed(images)
+        for block in self.blocks:
+            x, _ = block(x)
+        return self.norm(x)
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """The image representation: the class token (eq. 4) or the mean of all tokens (GAP)."""
+        return features[:, 0] if self.config.pool == "token" else features.mean(dim=1)
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool the tokens, apply the optional Dense+tanh representation layer, then the linear head."""
+        x = self.pool(features)
+        if self.pre_logits is not None:
+            x = torch.tanh(self.pre_logits(x))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W), normalised, of any size the patches tile -> logits (B, num_classes)."""
+        return self.forward_head(self.forward_features(images))
+
+    def forward_with_details(self, images: torch.Tensor, attentions: bool = True) -> ViTOutput:
+        """Forward pass that also returns z_0..z_L and, when `attentions`, every block's attention probabilities.
+
+        Attention probabilities come from the explicit softmax path, which computes the same function as the
+        fused kernel used by `forward`.
+        """
+        x, grid = self.embed(images)
+        hidden, maps = [x], []
+        for block in self.blocks:
+            x, weights = block(x, need_weights=attentions)
+            hidden.append(x)
+            if weights is not None:
+                maps.append(weights)
+        features = self.norm(x)
+        return ViTOutput(self.forward_head(features), features, hidden, maps, grid)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that AdamW should not decay: biases, norms, position embeddings and tokens."""
+        skip = set()
+        for name, param in self.named_parameters():
+            if param.ndim <= 1 or name.startswith(("pos_embed.", "cls_token")):
+                skip.add(name)
+        return skip
