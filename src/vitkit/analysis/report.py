@@ -1,0 +1,352 @@
+"""`vitkit analyze`: run every analysis on a checkpoint and some images; write PNGs, analysis.json, report.html."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vitkit.analysis import figures
+from vitkit.analysis.attention import (
+    check_attentions,
+    head_maps,
+    mean_distance_from_attentions,
+    rollout_from_attentions,
+    rollout_map,
+    upsample_maps,
+)
+from vitkit.analysis.embeddings import embedding_filters, has_position_embedding, posemb_similarity, row_col_similarity
+from vitkit.analysis.inputs import (
+    DEFAULT_MEAN,
+    DEFAULT_STD,
+    dataset_images,
+    denormalize,
+    load_images,
+    read_normalization,
+    resolve_checkpoint,
+    run_directory,
+)
+from vitkit.models import VisionTransformer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageAnalysis:
+    """Per-image results: display pixels, rollout and last-layer head maps (upsampled), top predictions."""
+
+    path: Path
+    pixels: np.ndarray  # (H, W, 3) in [0, 1]
+    rollout: np.ndarray  # (H, W)
+    heads: np.ndarray  # (heads, H, W)
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class ModelAnalysis:
+    """Model-level results: attention distance, position-embedding similarity, embedding filters."""
+
+    mean_distance: np.ndarray  # (layers, heads) pixels
+    posemb_similarity: np.ndarray | None  # (gh, gw, gh, gw); None for posemb='none'
+    filters: np.ndarray  # (k, Ph, Pw, C)
+
+
+def top_predictions(logits: torch.Tensor, class_names: Sequence[str] | None, k: int = 5) -> list[list[tuple]]:
+    """Per image, the k most probable (label, probability) pairs; labels are 'class i' without class names."""
+    if logits.shape[-1] == 0:
+        return [[] for _ in range(logits.shape[0])]
+    probs = logits.float().softmax(dim=-1)
+    values, indices = probs.topk(min(k, probs.shape[-1]), dim=-1)
+    rows = []
+    for row_probs, row_indices in zip(values.tolist(), indices.tolist(), strict=True):
+        labels = [class_names[i] if class_names else f"class {i}" for i in row_indices]
+        rows.append(list(zip(labels, row_probs, strict=True)))
+    return rows
+
+
+@torch.no_grad()
+def analyze_images(
+    model: VisionTransformer,
+    batch: torch.Tensor,
+    paths: Sequence[Path],
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 16,
+) -> tuple[list[ImageAnalysis], np.ndarray]:
+    """Per-image maps and predictions, and the (layers, heads) mean attention distance over all the images."""
+    if len(batch) == 0:
+        raise ValueError("no images to analyse")
+    model.eval()
+    device = next(model.parameters()).device
+    results, distance_sum = [], 0.0
+    for start in range(0, len(batch), batch_size):
+        chunk = batch[start : start + batch_size].to(device)
+        rollouts, heads, distance, tops = analyze_chunk(model, chunk)
+        distance_sum = distance_sum + distance * len(chunk)
+        pixels = denormalize(chunk, mean, std)
+        for offset, path in enumerate(paths[start : start + len(chunk)]):
+            results.append(ImageAnalysis(path, pixels[offset], rollouts[offset], heads[offset], tops[offset]))
+    return results, (distance_sum / len(batch)).cpu().numpy()
+
+
+def analyze_chunk(model: VisionTransformer, chunk: torch.Tensor) -> tuple[np.ndarray, np.ndarray, torch.Tensor, list]:
+    """One explicit-attention forward pass: upsampled rollout and last-layer head maps, mean distance, top-5."""
+    output = model.forward_with_details(chunk, attentions=True)
+    prefix, grid = model.num_prefix_tokens, output.grid
+    check_attentions(output.attentions, grid, prefix)
+    size = tuple(chunk.shape[-2:])
+    rollouts = upsample_maps(rollout_map(rollout_from_attentions(output.attentions), grid, prefix), size)
+    heads = upsample_maps(head_maps(output.attentions[-1], grid, prefix), size)
+    distance = mean_distance_from_attentions(output.attentions, grid, model.config.patch_size, prefix)
+    tops = top_predictions(output.logits, model.class_names)
+    return rollouts.cpu().numpy(), heads.cpu().numpy(), distance, tops
+
+
+def analyze_model(model: VisionTransformer, mean_distance: np.ndarray) -> ModelAnalysis:
+    """The image-independent analyses, plus the distance already averaged over the images."""
+    similarity = posemb_similarity(model) if has_position_embedding(model) else None
+    return ModelAnalysis(mean_distance, similarity, embedding_filters(model))
+
+
+def model_summary(model: VisionTransformer, checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """The facts the report's header shows."""
+    config = model.config
+    return {
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "name": config.name or "(unnamed)",
+        "img_size": list(config.img_size),
+        "patch_size": list(config.patch_size),
+        "grid": list(config.grid_size),
+        "hidden_dim": config.hidden_dim,
+        "depth": config.depth,
+        "num_heads": config.num_heads,
+        "mlp_dim": config.mlp_dim,
+        "pool": config.pool,
+        "posemb": config.posemb,
+        "num_classes": config.num_classes,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def analysis_document(
+    summary: dict[str, Any], images: Sequence[ImageAnalysis], result: ModelAnalysis, files: dict[str, Any]
+) -> dict[str, Any]:
+    """The content of analysis.json."""
+    similarity = None
+    if result.posemb_similarity is not None:
+        similarity = {"posemb": summary["posemb"], **row_col_similarity(result.posemb_similarity)}
+    return {
+        "model": summary,
+        "mean_attention_distance": [[round(float(v), 4) for v in row] for row in result.mean_distance],
+        "mean_attention_distance_note": "pixels of the model input; one row per layer, one value per head; "
+        "patch-to-patch attention only, renormalised over patch keys, averaged over queries and images",
+        "posemb_similarity": similarity,
+        "embedding_filter_components": len(result.filters),
+        "images": [
+            {
+                "path": str(image.path),
+                "figure": files["images"][index],
+                "top5": [{"label": label, "probability": round(prob, 6)} for label, prob in image.top],
+            }
+            for index, image in enumerate(images)
+        ],
+        "figures": {k: v for k, v in files.items() if k != "images"},
+    }
+
+
+def figure_name(index: int, path: Path) -> str:
+    """A file name for an image's attention figure: numbered (names may repeat across folders), safe characters."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem)[:60] or "image"
+    return f"attention_{index:03d}_{stem}.png"
+
+
+def write_figures(
+    out: Path, images: Sequence[ImageAnalysis], result: ModelAnalysis, posemb: str, img_size: tuple[int, int]
+) -> dict[str, Any]:
+    """Draw and write every PNG; returns {figure key: file name} (per-image names under 'images')."""
+    pngs: dict[str, bytes] = {}
+    names = []
+    for index, image in enumerate(images):
+        title = f"{image.path.name}: " + (f"{image.top[0][0]} ({image.top[0][1]:.1%})" if image.top else "")
+        names.append(figure_name(index, image.path))
+        pngs[names[-1]] = figures.attention_figure(image.pixels, image.rollout, image.heads, title)
+    files: dict[str, Any] = {"images": names}
+    if result.posemb_similarity is not None:
+        files["posemb_similarity"] = "posemb_similarity.png"
+        pngs["posemb_similarity.png"] = figures.posemb_similarity_figure(result.posemb_similarity, posemb)
+    files["embedding_filters"] = "embedding_filters.png"
+    pngs["embedding_filters.png"] = figures.embedding_filters_figure(result.filters)
+    files["mean_attention_distance"] = "mean_attention_distance.png"
+    pngs["mean_attention_distance.png"] = figures.mean_distance_figure(result.mean_distance, img_size)
+    for name, data in pngs.items():
+        (out / name).write_bytes(data)
+    return files
+
+
+# Sets data-images-drawn / data-images-broken on <body> once the page has loaded, so a headless browser
+# (and the test) can tell that every inline image decoded and was drawn.
+_CHECK_SCRIPT = """
+window.addEventListener("load", function () {
+  var images = Array.prototype.slice.call(document.images);
+  var drawn = images.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  document.body.setAttribute("data-images-total", String(images.length));
+  document.body.setAttribute("data-images-drawn", String(drawn));
+  document.body.setAttribute("data-images-broken", String(images.length - drawn));
+});
+"""
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0; }
+td, th { border: 1px solid #ccc; padding: 2px 8px; text-align: left; font-size: 0.9em; }
+img { max-width: 100%; }
+section { margin-bottom: 2em; }
+.note { color: #555; font-size: 0.9em; }
+"""
+
+
+def _img(out: Path, name: str, alt: str) -> str:
+    """An <img> with the PNG inlined as a data URI (the page must work offline, as one file)."""
+    encoded = base64.b64encode((out / name).read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -> str:
+    """A small HTML table, every cell escaped."""
+    head = "<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>" if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def render_html(out: Path, document: dict[str, Any]) -> str:
+    """The self-contained report page: model summary, per-image predictions and maps, model-level figures."""
+    name = html.escape(document["model"]["name"])
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>vitkit analyze: {name}</title><style>{_STYLE}</style>",
+        f"<script>{_CHECK_SCRIPT}</script></head><body>",
+        f"<h1>vitkit analyze: {name}</h1>",
+        "<section><h2>Model</h2>" + _table(list(document["model"].items())) + "</section>",
+        *_image_sections(out, document),
+        *_model_sections(out, document),
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _image_sections(out: Path, document: dict[str, Any]) -> list[str]:
+    """One section per image: its top predictions and its attention figure."""
+    source = "class token" if document["model"]["pool"] == "token" else "mean over tokens (GAP model)"
+    parts = [
+        "<h2>Images</h2>",
+        f"<p class='note'>Attention rollout (Abnar &amp; Zuidema 2020) from the {source}, and the last layer's "
+        "attention per head (paper Fig. 6 and 13).</p>",
+    ]
+    for image in document["images"]:
+        title = html.escape(Path(image["path"]).name)
+        predictions = _table([(p["label"], f"{p['probability']:.2%}") for p in image["top5"]], ("label", "prob."))
+        parts += [
+            f"<section><h3>{title}</h3><p class='note'>{html.escape(image['path'])}</p>",
+            predictions if image["top5"] else "<p>(the model has no classification head)</p>",
+            _img(out, image["figure"], f"attention maps of {Path(image['path']).name}"),
+            "</section>",
+        ]
+    return parts
+
+
+def _model_sections(out: Path, document: dict[str, Any]) -> list[str]:
+    """The three model-level figures: attention distance, position-embedding similarity, embedding filters."""
+    figs, similarity = document["figures"], document["posemb_similarity"]
+    parts = [
+        "<section><h2>Mean attention distance</h2>",
+        "<p class='note'>Per head, the attention-weighted distance in input pixels between query and key patch "
+        "centres (patch-to-patch attention, renormalised over patch keys), averaged over the images above; "
+        "paper Fig. 7 right and Fig. 11.</p>",
+        _img(out, figs["mean_attention_distance"], "mean attention distance"),
+        "</section><section><h2>Position-embedding similarity</h2>",
+    ]
+    if similarity is None:
+        parts.append("<p>This model has no position embedding (posemb='none'); there is nothing to compare.</p>")
+    else:
+        parts += [
+            "<p class='note'>Each small map: cosine similarity of one patch position's embedding with every other "
+            "position's (paper Fig. 7 centre). Mean similarity of pairs sharing a row or column "
+            f"{similarity['same_row_or_col']:.3f}; of all other pairs {similarity['other']:.3f}.</p>",
+            _img(out, figs["posemb_similarity"], "position embedding similarity"),
+        ]
+    parts += [
+        "</section><section><h2>Embedding filters</h2>",
+        "<p class='note'>Principal components of the patch-embedding filters E, each min-max scaled and shown as "
+        "an RGB patch (paper Fig. 7 left).</p>",
+        _img(out, figs["embedding_filters"], "embedding filters"),
+        "</section>",
+    ]
+    return parts
+
+
+def gather_images(
+    images: Sequence[str | Path], data: str | Path | None, num_images: int, out: Path, img_size: int
+) -> tuple[list[Path], int]:
+    """The image paths to analyse: those named, then `num_images` taken from `data`; and how many were named."""
+    named = [Path(p) for p in images]
+    for path in named:
+        if not path.is_file():
+            raise FileNotFoundError(f"image {path} not found")
+    picked = dataset_images(data, num_images, out / "inputs", img_size) if data is not None else []
+    return named + picked, len(named)
+
+
+def analyze_checkpoint(
+    checkpoint: str | Path,
+    out: str | Path,
+    images: Sequence[str | Path] = (),
+    data: str | Path | None = None,
+    num_images: int = 8,
+    img_size: int | None = None,
+    device: str = "cpu",
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Everything `vitkit analyze` does; returns the analysis.json document."""
+    from vitkit.checkpoints import load
+    from vitkit.models.config import check_divisible
+
+    if not images and data is None:
+        raise ValueError("no images to analyse: name image files with --images and/or a dataset with --data")
+    resolved = resolve_checkpoint(checkpoint)
+    model = load(resolved).to(device).eval()
+    if model.config.in_chans != 3:
+        raise ValueError(f"analyze reads RGB images, but this model takes {model.config.in_chans} channels")
+    size = model.config.img_size if img_size is None else (img_size, img_size)
+    check_divisible(size, model.config.patch_size)
+    out = Path(out)
+    paths, num_named = gather_images(images, data, num_images, out, size[0])
+    normalization = read_normalization(run_directory(resolved))
+    mean, std = normalization or (DEFAULT_MEAN, DEFAULT_STD)
+    log.info("normalising with mean=%s std=%s (%s)", mean, std, "from the run" if normalization else "default")
+    batch, good, skipped = load_images(paths, size, mean, std)
+    named_bad = [f"cannot read image {p}: {why}" for p, why in skipped if p in paths[:num_named]]
+    if named_bad:
+        raise ValueError("; ".join(named_bad))
+    for path, why in skipped:
+        log.warning("skipping %s: %s", path, why)
+    if len(good) == 0:
+        raise ValueError(f"none of the {len(paths)} images could be read")
+    per_image, distance = analyze_images(model, batch, good, mean, std, batch_size)
+    result = analyze_model(model, distance)
+    out.mkdir(parents=True, exist_ok=True)
+    files = write_figures(out, per_image, result, model.config.posemb, size)
+    document = analysis_document(model_summary(model, resolved), per_image, result, files)
+    document["model"]["analysed_at"] = list(size)
+    document["normalization"] = {"mean": list(mean), "std": list(std), "from_run": normalization is not None}
+    (out / "analysis.json").write_text(json.dumps(document, indent=2) + "\n")
+    (out / "report.html").write_text(render_html(out, document), encoding="utf-8")
+    return document
