@@ -37,15 +37,26 @@ def adapt_state_dict(
             f"({source.img_size[0]}x{source.img_size[1]} px) to {target.grid_size[0]}x{target.grid_size[1]} "
             f"({target.img_size[0]}x{target.img_size[1]} px)"
         )
-    head_shape = state.get("head.weight", torch.empty(0)).shape
-    if "head.weight" in state and tuple(head_shape) != tuple(model.head.weight.shape):
-        # A new task's head starts at zero, as in the paper's fine-tuning (Sec. 3.2).
+    expected = model.state_dict()
+    if _shape(state, "head.weight") != _shape(expected, "head.weight"):
+        # A new task's head starts at zero, as in the paper's fine-tuning (Sec. 3.2); a headless model
+        # (num_classes=0) drops the checkpoint's head, and a headless checkpoint gets a fresh one.
         for key in HEAD_KEYS:
-            state[key] = torch.zeros_like(model.state_dict()[key])
-        changes.append(f"head re-initialised (zeros) for {target.num_classes} classes (was {source.num_classes})")
+            state.pop(key, None)
+            if key in expected:
+                state[key] = torch.zeros_like(expected[key])
+        if target.num_classes:
+            changes.append(f"head re-initialised (zeros) for {target.num_classes} classes (was {source.num_classes})")
+        else:
+            changes.append(f"head dropped (num_classes=0; was {source.num_classes})")
     if changes:
         log.info("loaded %s: %s", origin, "; ".join(changes))
     return state
+
+
+def _shape(state: dict[str, torch.Tensor], key: str) -> tuple[int, ...] | None:
+    """The shape of `state[key]`, or None when the key is absent."""
+    return tuple(state[key].shape) if key in state else None
 
 
 def load_into(model: VisionTransformer, state_dict: dict[str, torch.Tensor], origin: str = "checkpoint") -> None:
