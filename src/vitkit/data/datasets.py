@@ -1,0 +1,67 @@
+"""`load_dataset`: one entry point that recognises ImageFolder, CIFAR-10/100 and scikit-learn's digits."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from vitkit.data.cifar import find_cifar, load_cifar
+from vitkit.data.config import DataConfig
+from vitkit.data.decode import report_skipped
+from vitkit.data.imagefolder import load_imagefolder, stratified_split
+from vitkit.data.sources import DatasetSplits, TensorSource
+
+logger = logging.getLogger("vitkit.data")
+
+
+def load_dataset(config: DataConfig) -> DatasetSplits:
+    """Load the dataset `config.path` names: "digits", a CIFAR pickle folder or .tar.gz, or an ImageFolder."""
+    if config.path == "digits":
+        return load_digits(config)
+    path = Path(config.path).expanduser()
+    if not path.exists():
+        raise ValueError(
+            f"dataset path {path} does not exist; give an ImageFolder directory, a CIFAR-10/100 python folder "
+            "(cifar-10-batches-py) or its .tar.gz, or 'digits'"
+        )
+    cifar = find_cifar(path)
+    if cifar is not None:
+        return load_cifar(*cifar, limit_per_class=config.limit_per_class)
+    if not path.is_dir():
+        raise ValueError(f"{path} is a file but not a CIFAR-10/100 python-pickle archive; give a folder of images")
+    splits, from_cache = load_imagefolder(path, config)
+    logger.info(
+        "%s: %d train / %d val images at %dpx (%s)",
+        path,
+        len(splits.train),
+        len(splits.val),
+        splits.image_size,
+        "cache hit" if from_cache else "decoded",
+    )
+    report_skipped(splits.skipped, str(path))
+    return splits
+
+
+def load_digits(config: DataConfig) -> DatasetSplits:
+    """scikit-learn's 1,797 real 8x8 handwritten digits (16 grey levels) as RGB uint8 at img_size, split by seed."""
+    from sklearn.datasets import load_digits as sklearn_digits  # imported here: scikit-learn is slow to import
+
+    digits = sklearn_digits()
+    gray = torch.from_numpy(digits.images).float().mul(255.0 / 16.0)  # 0..16 -> 0..255
+    images = F.interpolate(gray[:, None], size=(config.img_size, config.img_size), mode="bilinear", align_corners=False)
+    images = images.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    labels = torch.from_numpy(digits.target).to(torch.int64)
+    if config.limit_per_class is not None:
+        keep = torch.cat([torch.nonzero(labels == c).flatten()[: config.limit_per_class] for c in range(10)]).sort()
+        images, labels = images[keep.values], labels[keep.values]
+    class_names = [str(d) for d in range(10)]
+    train, val = stratified_split(labels, config.val_fraction, config.seed)
+    return DatasetSplits(
+        TensorSource(images[train], labels[train], class_names),
+        TensorSource(images[val], labels[val], class_names),
+        class_names,
+        [],
+    )

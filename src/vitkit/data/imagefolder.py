@@ -1,0 +1,284 @@
+"""ImageFolder datasets (root/<class>/<image>, optionally under train/ and val/): scan, check, decode once, cache."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from vitkit.data import decode
+from vitkit.data.cache import cache_path, cache_root, content_key, load_entry, save_entry
+from vitkit.data.config import DataConfig
+from vitkit.data.decode import (
+    CROP_FRACTION,
+    BadImageError,
+    SkippedFile,
+    check_pixels,
+    decode_image,
+    is_image_name,
+    to_square,
+)
+from vitkit.data.sources import DatasetSplits, FileSource, ImageSource, TensorSource
+
+logger = logging.getLogger("vitkit.data")
+
+_CHUNK = 256  # files per worker task: large enough to amortise inter-process transfer, small enough to balance
+
+
+def has_split_folders(root: Path) -> bool:
+    """True when `root` holds train/ and val/ folders (used as they are instead of a seeded split).
+
+    A train/ without val/ is refused: read as a class folder, it would silently become a class named "train".
+    """
+    if (root / "train").is_dir() and not (root / "val").is_dir():
+        raise ValueError(
+            f"{root} has a train/ folder but no val/ folder; vitkit uses train/ and val/ as they are (rename "
+            f"test/ or valid/ to val/), or give {root / 'train'} as the path to split it by val_fraction"
+        )
+    return (root / "train").is_dir() and (root / "val").is_dir()
+
+
+FileStat = tuple[str, int, int]  # (path, size in bytes, mtime in ns): what the cache key is made of
+
+
+def scan_classes(folder: Path, limit: int | None) -> tuple[dict[str, list[FileStat]], list[SkippedFile]]:
+    """Map each class sub-folder of `folder` to its image files (recursive, sorted); other files are skipped."""
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ValueError(
+            f"{folder} has no class sub-folders; an ImageFolder dataset needs one sub-folder per class "
+            f"({folder}/<class>/<image>.jpg), or train/ and val/ folders that each hold such class sub-folders"
+        )
+    files, skipped = {}, []
+    for name in classes:
+        found = []
+        for entry in _walk(str(folder / name)):
+            if is_image_name(entry.name):
+                info = entry.stat()
+                found.append((entry.path, info.st_size, info.st_mtime_ns))
+            else:
+                skipped.append(SkippedFile(entry.path, "not an image file extension"))
+        files[name] = found[:limit] if limit else found
+    return files, skipped
+
+
+def _walk(directory: str) -> list[os.DirEntry]:
+    """Files under `directory` in sorted order, recursively; hidden files and folders (.DS_Store) are not data."""
+    entries = sorted((e for e in os.scandir(directory) if not e.name.startswith(".")), key=lambda e: e.name)
+    found = []
+    for entry in entries:
+        if entry.is_dir():
+            found += _walk(entry.path)
+        elif entry.is_file():
+            found.append(entry)
+    return found
+
+
+def check_same_classes(train: Sequence[str], val: Sequence[str], root: Path) -> None:
+    """Raise a ValueError naming the classes that only one of train/ and val/ has."""
+    if list(train) != list(val):
+        only_train = sorted(set(train) - set(val))
+        only_val = sorted(set(val) - set(train))
+        raise ValueError(
+            f"{root}/train and {root}/val have different class folders (only in train: {only_train}; only in val: "
+            f"{only_val}); both need the same class sub-folders so labels mean the same thing in each"
+        )
+
+
+def stored_size(sizes: np.ndarray, img_size: int) -> int:
+    """The square size images are stored at: their own if all share one square size no larger than
+    round(img_size / 0.875) (CIFAR's 32), else round(img_size / 0.875), reached by a shorter-side resize and
+    centre crop, so EvalTransform's 87.5% centre crop lands exactly on img_size."""
+    target = round(img_size / CROP_FRACTION)
+    if len(sizes) and (sizes == sizes[0]).all() and sizes[0, 0] == sizes[0, 1] and sizes[0, 0] <= target:
+        return int(sizes[0, 0])
+    return target
+
+
+def read_header(path: str) -> tuple[int, int] | str:
+    """(width, height) from the file header, or the reason the file is unusable (no pixel decoding)."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "zero-byte file"
+        with Image.open(path) as image:
+            width, height = image.size
+        check_pixels(width, height)
+    except BadImageError as error:
+        return str(error)
+    except Image.DecompressionBombError as error:
+        return f"decompression bomb refused: {error}"
+    except Exception as error:  # UnidentifiedImageError, OSError, SyntaxError: all mean "not a usable image"
+        return f"not an image (Pillow cannot identify the format): {type(error).__name__}"
+    return width, height
+
+
+def decode_chunk(paths: Sequence[str], size: int) -> tuple[torch.Tensor, list[str]]:
+    """Decode files to a uint8 (K, 3, size, size) tensor of the good ones, and a reason per file ("" when good)."""
+    good, reasons = [], []
+    for path in paths:
+        try:
+            good.append(np.asarray(to_square(decode_image(path), size), dtype=np.uint8))
+            reasons.append("")
+        except BadImageError as error:
+            reasons.append(str(error))
+    if not good:
+        return torch.empty(0, 3, size, size, dtype=torch.uint8), reasons
+    return torch.from_numpy(np.stack(good)).permute(0, 3, 1, 2).contiguous(), reasons
+
+
+def _headers_chunk(paths: Sequence[str]) -> list[tuple[int, int] | str]:
+    return [read_header(p) for p in paths]
+
+
+class _Chunks(Dataset):
+    """Item i is fn(chunk i of items): lets a DataLoader's worker processes do any per-file work in parallel."""
+
+    def __init__(self, fn: Callable[..., Any], items: Sequence[str], *args: Any) -> None:
+        self.fn, self.items, self.args = fn, items, args
+
+    def __len__(self) -> int:
+        return (len(self.items) + _CHUNK - 1) // _CHUNK
+
+    def __getitem__(self, index: int) -> Any:
+        return self.fn(self.items[index * _CHUNK : (index + 1) * _CHUNK], *self.args)
+
+
+def parallel_chunks(fn: Callable[..., Any], items: Sequence[str], num_workers: int, *args: Any) -> list[Any]:
+    """fn applied to consecutive chunks of `items`, in order, by `num_workers` processes (0: in this process)."""
+    task = _Chunks(fn, items, *args)
+    if num_workers <= 0 or len(task) <= 1:
+        return [task[i] for i in range(len(task))]
+    loader = DataLoader(task, batch_size=None, num_workers=min(num_workers, len(task)), prefetch_factor=4)
+    return list(loader)
+
+
+def load_imagefolder(root: Path, config: DataConfig) -> tuple[DatasetSplits, bool]:
+    """Load an ImageFolder dataset; returns the splits and whether the decoded images came from the cache."""
+    skipped: list[SkippedFile] = []
+    if has_split_folders(root):
+        train_files, train_skipped = scan_classes(root / "train", config.limit_per_class)
+        val_files, val_skipped = scan_classes(root / "val", config.limit_per_class)
+        check_same_classes(list(train_files), list(val_files), root)
+        skipped += train_skipped + val_skipped
+        groups = [(root / "train", train_files, 0), (root / "val", val_files, 1)]
+    else:
+        files, skipped = scan_classes(root, config.limit_per_class)
+        groups = [(root, files, -1)]
+    class_names = list(groups[0][1])
+    paths, labels, split, folders, stats = [], [], [], [], []
+    for folder, files, tag in groups:
+        for label, name in enumerate(class_names):
+            paths += [path for path, _, _ in files[name]]
+            stats += [(path[len(str(root)) + 1 :], size, mtime) for path, size, mtime in files[name]]
+            labels += [label] * len(files[name])
+            split += [tag] * len(files[name])
+            folders.append((folder / name, label, tag))
+    labels_t, split_t = torch.tensor(labels, dtype=torch.int64), torch.tensor(split, dtype=torch.int64)
+
+    key = content_key(
+        stats, {"source": "imagefolder", "img_size": config.img_size, "max_pixels": decode.MAX_IMAGE_PIXELS}
+    )
+    cache = cache_root(config.cache_dir)
+    index = load_entry(cache_path(cache, "index", key))
+    if index is None:
+        results = [r for chunk in parallel_chunks(_headers_chunk, paths, config.num_workers) for r in chunk]
+        good = [r for r in results if not isinstance(r, str)]
+        index = {
+            "bad": {i: r for i, r in enumerate(results) if isinstance(r, str)},
+            "size": stored_size(np.array(good, dtype=np.int64).reshape(-1, 2), config.img_size),
+        }
+        save_entry(cache_path(cache, "index", key), index)
+    size = int(index["size"])
+    kept = torch.ones(len(paths), dtype=torch.bool)
+    kept[list(index["bad"])] = False
+    skipped += [SkippedFile(paths[i], reason) for i, reason in index["bad"].items()]
+    check_classes_nonempty(folders, labels_t[kept], split_t[kept], skipped)
+
+    fits = int(kept.sum()) * 3 * size * size <= config.max_memory_gb * 2**30
+    from_cache = False
+    if fits:
+        images, decode_failures, from_cache = _decoded_images(paths, kept, size, config, cache, key)
+        skipped += [SkippedFile(paths[i], reason) for i, reason in decode_failures.items()]
+        kept[list(decode_failures)] = False
+        check_classes_nonempty(folders, labels_t[kept], split_t[kept], skipped)
+        source: Callable[[torch.Tensor], ImageSource] = lambda rows: TensorSource(  # noqa: E731
+            _select(images, kept, rows), labels_t[rows], class_names
+        )
+    else:
+        logger.info("%s: %d images at %dpx exceed max_memory_gb; streaming", root, int(kept.sum()), size)
+        source = lambda rows: FileSource(  # noqa: E731
+            [paths[i] for i in rows.tolist()], labels_t[rows], class_names, size, config.num_workers
+        )
+
+    rows = torch.nonzero(kept).flatten()
+    if groups[0][2] == 0:
+        train_rows, val_rows = rows[split_t[rows] == 0], rows[split_t[rows] == 1]
+    else:
+        train_at, val_at = stratified_split(labels_t[rows], config.val_fraction, config.seed)
+        train_rows, val_rows = rows[train_at], rows[val_at]
+    return DatasetSplits(source(train_rows), source(val_rows), class_names, skipped), from_cache
+
+
+def _select(images: torch.Tensor, kept: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The decoded images of file `rows` (`images` holds only the kept files, in order).
+
+    A contiguous run (train/ or val/ of a pre-split folder) is a view, so a memory-mapped cache entry is
+    read lazily instead of copied up front.
+    """
+    positions = (torch.cumsum(kept.long(), 0) - 1)[rows]
+    if len(positions) and int(positions[-1] - positions[0]) == len(positions) - 1:
+        return images[int(positions[0]) : int(positions[-1]) + 1]
+    return images[positions]
+
+
+def _decoded_images(
+    paths: list[str], kept: torch.Tensor, size: int, config: DataConfig, cache: Path, key: str
+) -> tuple[torch.Tensor, dict[int, str], bool]:
+    """uint8 images of the files that decode (from the cache when present) and {file row: reason} of the others.
+
+    Rows of the tensor are the files with kept=True that decoded, in file order.
+    """
+    location = cache_path(cache, "images", key)
+    entry = load_entry(location)
+    if entry is not None:
+        return entry["images"], entry["bad"], True
+    todo = [p for p, k in zip(paths, kept.tolist(), strict=True) if k]
+    chunks = parallel_chunks(decode_chunk, todo, config.num_workers, size)
+    images = torch.cat([c[0] for c in chunks]) if chunks else torch.empty(0, 3, size, size, dtype=torch.uint8)
+    rows = torch.nonzero(kept).flatten().tolist()  # header failures are reported already
+    bad = {row: reason for row, reason in zip(rows, (r for c in chunks for r in c[1]), strict=True) if reason}
+    save_entry(location, {"images": images, "bad": bad})
+    return images, bad, False
+
+
+def check_classes_nonempty(
+    folders: list[tuple[Path, int, int]], labels: torch.Tensor, split: torch.Tensor, skipped: list[SkippedFile]
+) -> None:
+    """Raise a ValueError naming every class folder that has no usable image."""
+    counts = torch.bincount(labels * 3 + split + 1, minlength=3 * max(label for _, label, _ in folders) + 3).tolist()
+    empty = [str(folder) for folder, label, tag in folders if counts[label * 3 + tag + 1] == 0]
+    if empty:
+        raise ValueError(
+            f"class folder(s) with no valid images: {', '.join(empty)} ({len(skipped)} file(s) were skipped as "
+            "unreadable); add images to them or remove the folders so the classes are dropped"
+        )
+
+
+def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded per-class split: round(n * val_fraction) of each class (at least 1 when it has 2+) is held out."""
+    generator = torch.Generator().manual_seed(seed)
+    train, val = [], []
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        n_val = min(max(round(len(members) * val_fraction), 1), len(members) - 1) if len(members) > 1 else 0
+        val.append(members[:n_val])
+        train.append(members[n_val:])
+    return torch.cat(train).sort().values, torch.cat(val).sort().values

@@ -1,0 +1,119 @@
+"""Batches of uint8 images in an order that is a pure function of (seed, epoch), so an epoch can resume mid-way."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader
+
+from vitkit.data.sources import FileSource, ImageSource, TensorSource
+
+PREFETCH_BATCHES = 4  # per streaming worker: enough decoded batches queued that the training loop never waits
+
+
+def num_batches(source: ImageSource | int, batch_size: int, drop_last: bool = False) -> int:
+    """Batches in one epoch of `source` (or of that many images)."""
+    n = source if isinstance(source, int) else len(source)
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
+    """The index order of one epoch: a permutation seeded by (seed, epoch) alone, or 0..n-1 without shuffling."""
+    if not shuffle:
+        return torch.arange(n)
+    # A private generator: the order never depends on, or disturbs, the global RNG the augmentations draw from.
+    # Its seed hashes (seed, epoch) to 32 bits, all torch's CPU generator uses (seed * 2**32 + epoch would
+    # drop the seed).
+    digest = hashlib.sha256(f"vitkit-epoch-order:{seed}:{epoch}".encode()).digest()
+    generator = torch.Generator().manual_seed(int.from_bytes(digest[:4], "little"))
+    return torch.randperm(n, generator=generator)
+
+
+class BatchLoader:
+    """One epoch of (uint8 images (B, 3, S, S), int64 labels (B,)) on `device`, from batch `start_batch` onwards.
+
+    `len()` is the number of batches of the whole epoch, so a schedule counts steps the same way whether
+    or not the epoch was resumed; iteration yields batches start_batch .. len-1, exactly those an
+    uninterrupted epoch would have yielded there.
+    """
+
+    def __init__(
+        self,
+        source: ImageSource,
+        batch_size: int,
+        order: torch.Tensor,
+        start_batch: int,
+        drop_last: bool,
+        device: torch.device,
+        num_workers: int,
+    ) -> None:
+        self.source, self.batch_size, self.order = source, batch_size, order
+        self.drop_last, self.device, self.num_workers = drop_last, device, num_workers
+        total = num_batches(source, batch_size, drop_last)
+        if not 0 <= start_batch <= total:
+            raise ValueError(f"start_batch {start_batch} is outside this epoch's {total} batches")
+        self.start_batch = start_batch
+
+    def __len__(self) -> int:
+        return num_batches(self.source, self.batch_size, self.drop_last)
+
+    def batch_indices(self) -> list[torch.Tensor]:
+        """The index tensor of every batch still to come."""
+        size = self.batch_size
+        return [self.order[b * size : (b + 1) * size] for b in range(self.start_batch, len(self))]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if isinstance(self.source, TensorSource):
+            return self._from_memory()
+        return self._from_workers()
+
+    def _from_memory(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # Pinned host memory makes the host-to-device copy asynchronous, so the next batch is gathered while
+        # the device is still busy with this one.
+        cuda = self.device.type == "cuda"
+        images, labels = self.source.images, self.source.labels
+        for indices in self.batch_indices():
+            x, y = images.index_select(0, indices), labels.index_select(0, indices)
+            if cuda:
+                x, y = x.pin_memory(), y.pin_memory()
+            yield x.to(self.device, non_blocking=cuda), y.to(self.device, non_blocking=cuda)
+
+    def _from_workers(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        cuda = self.device.type == "cuda"
+        loader = DataLoader(
+            self.source,
+            batch_sampler=[b.tolist() for b in self.batch_indices()],
+            num_workers=self.num_workers,
+            pin_memory=cuda,
+            prefetch_factor=PREFETCH_BATCHES if self.num_workers > 0 else None,
+        )
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=cuda), y.to(self.device, non_blocking=cuda)
+
+
+def make_loader(
+    source: ImageSource,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    epoch: int,
+    start_batch: int = 0,
+    drop_last: bool = False,
+    device: str | torch.device = "cpu",
+    num_workers: int | None = None,
+) -> BatchLoader:
+    """The batches of one epoch; order depends only on (seed, epoch), so resuming at start_batch repeats nothing.
+
+    In-memory sources are indexed directly; streaming sources decode in `num_workers` processes (default:
+    the source's own setting, DataConfig.num_workers) with prefetching.
+    """
+    if not isinstance(source, (TensorSource, FileSource)):
+        raise TypeError(f"make_loader needs a TensorSource or FileSource, got {type(source).__name__}")
+    workers = getattr(source, "num_workers", 0) if num_workers is None else num_workers
+    order = epoch_order(len(source), shuffle=shuffle, seed=seed, epoch=epoch)
+    return BatchLoader(source, batch_size, order, start_batch, drop_last, torch.device(device), workers)
