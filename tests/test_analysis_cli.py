@@ -141,9 +141,8 @@ def test_error_for_a_dataset_that_is_not_one(tmp_path, vitkit, capsys):
     assert "expected an ImageFolder layout" in capsys.readouterr().err
 
 
-def test_fallback_decoder_crops_to_the_aspect_ratio_and_normalises(tmp_path, monkeypatch):
-    """Without vitkit.data the PIL fallback decodes, centre-crops, resizes and normalises; bad files are skipped."""
-    monkeypatch.setattr(inputs, "_data_function", lambda name: None)
+def test_non_square_inputs_are_cropped_to_the_aspect_ratio_and_normalised(tmp_path):
+    """A non-square analysis size: decode, centre-crop to the aspect ratio, resize, normalise; bad files skipped."""
     grey = tmp_path / "grey.png"
     Image.new("L", (30, 10), color=51).save(grey)  # greyscale in, RGB out
     bad = tmp_path / "bad.png"
@@ -152,7 +151,7 @@ def test_fallback_decoder_crops_to_the_aspect_ratio_and_normalises(tmp_path, mon
     assert batch.shape == (1, 3, 8, 12) and good == [grey]
     expected = (torch.tensor([0.2, 0.2, 0.2]) - torch.tensor([0.1, 0.2, 0.3])) / 0.5
     torch.testing.assert_close(batch[0, :, 4, 6], expected, atol=1e-5, rtol=0)
-    assert skipped[0][0] == bad and "not a readable image" in skipped[0][1]
+    assert skipped == [(bad, "zero-byte file")]
     assert inputs.fit_image(Image.new("RGB", (30, 10)), (8, 12)).size == (12, 8)
 
 

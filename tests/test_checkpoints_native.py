@@ -12,7 +12,7 @@ import torch
 import vitkit
 from vitkit.checkpoints import atomic_directory
 from vitkit.checkpoints.native import CONFIG_FILE, WEIGHTS_FILE, load_class_names, resolve_checkpoint_dir
-from vitkit.models import ViTConfig, VisionTransformer
+from vitkit.models import VisionTransformer, ViTConfig
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from vitkit.models import VARIANTS, ViTConfig, VisionTransformer, model_config, resample_posemb, sincos_2d
+from vitkit.models import VARIANTS, VisionTransformer, ViTConfig, model_config, resample_posemb, sincos_2d
 from vitkit.models.posemb import resample_axis
 from vitkit.models.summary import summarize
 from vitkit.models.vit import drop_path
@@ -121,7 +121,9 @@ def test_explicit_attention_equals_fused(tiny_config: ViTConfig, pool: str) -> N
 def test_pooling_and_pre_logits(tiny_config: ViTConfig) -> None:
     model = VisionTransformer(tiny_config.replace(representation_size=16)).eval()
     features = torch.randn(2, 17, 32)
-    torch.testing.assert_close(model.forward_head(features, pre_logits=True), torch.tanh(model.pre_logits(features[:, 0])))
+    torch.testing.assert_close(
+        model.forward_head(features, pre_logits=True), torch.tanh(model.pre_logits(features[:, 0]))
+    )
     gap = VisionTransformer(tiny_config.replace(pool="gap")).eval()
     torch.testing.assert_close(gap.pool(features), features.mean(1))
     assert gap.cls_token is None
@@ -186,7 +188,10 @@ def test_variant_strings_and_presets() -> None:
     ("kwargs", "message"),
     [
         ({"img_size": 225}, "image size 225 is not divisible by patch size 16; use an image size of 224 or 240"),
-        ({"img_size": (224, 230)}, "image width 230 is not divisible by patch size 16; use an image width of 224 or 240"),
+        (
+            {"img_size": (224, 230)},
+            "image width 230 is not divisible by patch size 16; use an image width of 224 or 240",
+        ),
         ({"pool": "max"}, "pool must be one of"),
         ({"posemb": "rope"}, "posemb must be one of"),
         ({"num_heads": 5}, "hidden_dim 768 is not divisible by num_heads 5"),
@@ -207,7 +212,9 @@ def test_model_name_and_field_errors() -> None:
 
 def test_forward_rejects_untileable_images(tiny_config: ViTConfig) -> None:
     model = VisionTransformer(tiny_config)
-    with pytest.raises(ValueError, match="image size 18 is not divisible by patch size 4; use an image size of 16 or 20"):
+    with pytest.raises(
+        ValueError, match="image size 18 is not divisible by patch size 4; use an image size of 16 or 20"
+    ):
         model(torch.randn(1, 3, 18, 18))
     with pytest.raises(ValueError, match="expected 3 image channels, got 1"):
         model(torch.randn(1, 1, 16, 16))

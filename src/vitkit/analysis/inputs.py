@@ -1,12 +1,11 @@
 """What `vitkit analyze` reads: the checkpoint, the run's normalisation, and the images (files or a dataset).
 
-Image decoding uses `vitkit.data` (`decode_image`, `load_images`) when that package provides them; the
-small PIL fallback here does the same job (EXIF orientation, RGB, crop and resize, normalise) otherwise.
+Decoding is `vitkit.data`'s (EXIF orientation, every mode to RGB, bad files named); square inputs take its
+evaluation resize and centre crop, and non-square inputs are cropped to their aspect ratio here.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 from collections.abc import Sequence
@@ -103,11 +102,9 @@ def export_dataset_images(data: str | Path, count: int, folder: Path, img_size: 
     The pick is the same round-robin over classes as for folders (first image of each class in file order,
     then the second...). The files make the inputs of the report visible and keep one path-based pipeline.
     """
-    datasets = _optional_module("vitkit.data")
-    if datasets is None or not hasattr(datasets, "load_dataset"):
-        raise ValueError(f"{data} is not an ImageFolder directory (reading CIFAR or digits needs vitkit.data)")
     from PIL import Image
 
+    from vitkit.data import DataConfig, load_dataset
     from vitkit.data.cifar import find_cifar
 
     if str(data) != "digits" and find_cifar(data) is None:
@@ -115,7 +112,7 @@ def export_dataset_images(data: str | Path, count: int, folder: Path, img_size: 
             f"no images found in {data}: expected an ImageFolder layout ({data}/<class>/<image>.jpg), "
             "a CIFAR-10/100 python folder or .tar.gz, or 'digits'"
         )
-    val = datasets.load_dataset(datasets.DataConfig(path=str(data), img_size=img_size)).val
+    val = load_dataset(DataConfig(path=str(data), img_size=img_size)).val
     by_class = [np.flatnonzero(val.labels.numpy() == c).tolist() for c in range(val.num_classes)]
     picks = _round_robin([indices for indices in by_class if indices], count)
     folder.mkdir(parents=True, exist_ok=True)
@@ -144,37 +141,25 @@ def _images_by_class(root: Path) -> list[list[Path]]:
     return [files for files in found if files]
 
 
-def decode_image(path: str | Path):  # -> PIL.Image.Image
-    """Open an image file upright (EXIF orientation applied) and in RGB; ValueError with the reason if unusable."""
-    shared = _data_function("decode_image")
-    if shared is not None:
-        return shared(path)
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return ImageOps.exif_transpose(image).convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"not a readable image ({error})") from error
-
-
 def load_images(
     paths: Sequence[Path], img_size: tuple[int, int], mean: Sequence[float], std: Sequence[float]
 ) -> tuple[torch.Tensor, list[Path], list[tuple[Path, str]]]:
     """Decode, fit and normalise images into a (B, 3, H, W) batch; unreadable ones come back as (path, reason).
 
-    Square sizes go through `vitkit.data.load_images` when present (the evaluation resize and centre crop);
-    otherwise each image is centre-cropped to the target aspect ratio and resized.
+    Square sizes take `vitkit.data.load_images` (the evaluation resize and centre crop); other sizes are
+    centre-cropped to the target aspect ratio and resized.
     """
-    shared = _data_function("load_images")
-    if shared is not None and img_size[0] == img_size[1]:
-        batch, kept, skipped = shared([str(p) for p in paths], img_size[0], mean, std)
+    from vitkit.data import BadImageError, decode_image
+    from vitkit.data import load_images as load_square_images
+
+    if img_size[0] == img_size[1]:
+        batch, kept, skipped = load_square_images([str(p) for p in paths], img_size[0], mean, std)
         return batch, [Path(p) for p in kept], [(Path(s.path), s.reason) for s in skipped]
     arrays, good, skipped = [], [], []
     for path in paths:
         try:
             image = decode_image(path)
-        except ValueError as error:
+        except BadImageError as error:
             skipped.append((Path(path), str(error)))
             continue
         arrays.append(np.asarray(fit_image(image, img_size), dtype=np.float32) / 255.0)
@@ -204,20 +189,3 @@ def denormalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]
     pixels = batch.detach().float().cpu() * torch.tensor(std[:chans]).view(1, -1, 1, 1)
     pixels = pixels + torch.tensor(mean[:chans]).view(1, -1, 1, 1)
     return pixels.clamp(0, 1).permute(0, 2, 3, 1).numpy()
-
-
-def _data_function(name: str):
-    """`vitkit.data`'s function of that name when the data package provides it, else None."""
-    for module in ("vitkit.data", "vitkit.data.decode"):
-        function = getattr(_optional_module(module), name, None)
-        if function is not None:
-            return function
-    return None
-
-
-def _optional_module(name: str):
-    """The module if it is installed in this tree, else None (sibling packages land independently)."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None

@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from vitkit.models import ViTConfig, VisionTransformer
+from vitkit.models import VisionTransformer, ViTConfig
 from vitkit.models.posemb import resample_axis, resample_posemb
 
 log = logging.getLogger(__name__)

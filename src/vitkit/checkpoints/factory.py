@@ -7,7 +7,7 @@ from typing import Any
 
 from vitkit.checkpoints.adapt import adapt_state_dict, load_into
 from vitkit.checkpoints.formats import Checkpoint, read_checkpoint
-from vitkit.models import ViTConfig, VisionTransformer, model_config, parse_variant
+from vitkit.models import VisionTransformer, ViTConfig, model_config, parse_variant
 from vitkit.models.registry import PRESETS
 
 # The fields a model name fixes; a checkpoint that disagrees with them is the wrong checkpoint for the name.
@@ -53,7 +53,9 @@ def _resolve_config(
     overrides: dict[str, Any],
 ) -> ViTConfig:
     """Merge name, checkpoint and explicit arguments into one config; explicit arguments win."""
-    explicit = {k: v for k, v in {"num_classes": num_classes, "img_size": img_size, **overrides}.items() if v is not None}
+    explicit = {
+        k: v for k, v in {"num_classes": num_classes, "img_size": img_size, **overrides}.items() if v is not None
+    }
     if checkpoint is None:
         return model_config(name, **explicit)
     config = checkpoint.config

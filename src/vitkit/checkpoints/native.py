@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from vitkit.models import ViTConfig, VisionTransformer
+from vitkit.models import VisionTransformer, ViTConfig
 
 FORMAT_NAME = "vitkit"
 FORMAT_VERSION = 1
@@ -56,7 +56,9 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
     if not path.exists() and old.exists():
         import logging
 
-        logging.getLogger(__name__).warning("checkpoint %s was being replaced when the run stopped; using %s", path, old)
+        logging.getLogger(__name__).warning(
+            "checkpoint %s was being replaced when the run stopped; using %s", path, old
+        )
         return old
     return path
 
@@ -116,7 +118,7 @@ def read_native(path: str | Path) -> tuple[ViTConfig, dict[str, torch.Tensor], d
     except json.JSONDecodeError as error:
         raise ValueError(f"{config_file} is not valid JSON ({error}); the checkpoint is corrupt") from error
     if document.get("format") != FORMAT_NAME:
-        raise ValueError(f"{config_file} was not written by vitkit (no \"format\": \"vitkit\")")
+        raise ValueError(f'{config_file} was not written by vitkit (no "format": "vitkit")')
     if not weights_file.is_file():
         raise FileNotFoundError(f"{path} has a config but no {WEIGHTS_FILE}")
     config = ViTConfig.from_dict(document["model"])
@@ -128,7 +130,9 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, RuntimeError) as error:
-        raise ValueError(f"cannot read {path}: {error}. The file is truncated or corrupt; export or fetch it again") from error
+        raise ValueError(
+            f"cannot read {path}: {error}. The file is truncated or corrupt; export or fetch it again"
+        ) from error
 
 
 def load_class_names(path: str | Path) -> list[str] | None:

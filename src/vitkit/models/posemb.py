@@ -82,9 +82,7 @@ class PositionEmbedding(nn.Module):
             return resample_posemb(self.weight, grid, self.grid, self.num_prefix_tokens)
         if self.kind == "learned_2d":
             rows, cols = resample_axis(self.row, grid[0]), resample_axis(self.col, grid[1])
-            table = torch.cat(
-                [rows[:, None].expand(-1, grid[1], -1), cols[None].expand(grid[0], -1, -1)], dim=-1
-            )
+            table = torch.cat([rows[:, None].expand(-1, grid[1], -1), cols[None].expand(grid[0], -1, -1)], dim=-1)
             return table.reshape(1, grid[0] * grid[1], self.dim)
         if self.kind == "sincos_2d":
             return self.fixed if tuple(grid) == self.grid else sincos_2d(grid, self.dim).to(self.fixed)[None]
