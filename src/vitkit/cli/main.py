@@ -13,6 +13,10 @@ COMMANDS: dict[str, str] = {
     "demo": "vitkit.cli.demo",
     "models": "vitkit.cli.models",
     "convert": "vitkit.cli.convert",
+    "analyze": "vitkit.cli.analyze",
+    "train": "vitkit.cli.train",
+    "eval": "vitkit.cli.evaluate",
+    "predict": "vitkit.cli.predict",
 }
 
 

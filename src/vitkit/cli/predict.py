@@ -1,0 +1,48 @@
+"""Predict labels of image files with a checkpoint: the top-k classes and their probabilities per image.
+
+CKPT is a run directory (its best checkpoint) or a checkpoint directory. Files that cannot be read are
+named with the reason; the exit status is 2 when any file failed, 0 when all succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `vitkit predict`."""
+    parser.add_argument("checkpoint", metavar="CKPT", help="run directory or checkpoint directory")
+    parser.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
+    parser.add_argument("--top-k", type=int, default=5, help="labels per image (default 5)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--json", action="store_true", help="print JSON: predictions and errors")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the predictions of the good files and the reason for each bad one."""
+    from vitkit.training.inference import predict_files
+
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    predictions, skipped, checkpoint = predict_files(args.checkpoint, args.images, top_k=args.top_k, device=args.device)
+    if args.json:
+        report = {
+            "checkpoint": str(checkpoint),
+            "predictions": [p.to_dict() for p in predictions],
+            "errors": [{"path": s.path, "reason": s.reason} for s in skipped],
+        }
+        print(json.dumps(report, indent=2))
+    else:
+        for prediction in predictions:
+            ranked = ", ".join(
+                f"{label} {100 * p:.1f}%" for label, p in zip(prediction.labels, prediction.probabilities, strict=True)
+            )
+            print(f"{prediction.path}: {ranked}")
+    for bad in skipped:
+        print(f"vitkit predict: error: {bad.path}: {bad.reason}", file=sys.stderr)
+    if skipped:
+        print(f"vitkit predict: {len(skipped)} of {len(args.images)} file(s) could not be read", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,321 @@
+"""The training configuration: one dataclass per concern, read from YAML recipes and overridden by flags.
+
+`TrainConfig()` is the embedded default recipe (`recipes/digits.yaml`): a narrow ViT on scikit-learn's
+digits that trains in well under three minutes on a 2-core CPU. Every run writes its fully resolved
+config to `RUN_DIR/config.yaml`, which is itself a recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vitkit.data import AugmentConfig, DataConfig
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+ATTENTION_KERNELS = ("auto", "math", "flash")
+ARCHITECTURE_KEYS = ("hidden_dim", "depth", "num_heads", "mlp_dim", "pool", "posemb")
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+@dataclass
+class ModelConfig:
+    """Which ViT to train: a variant ("mu/4") or preset name, architecture overrides, and its regularisation.
+
+    Setting `name` (in a recipe or with --model) resets the architecture overrides to null (the variant's own
+    values) unless they are given alongside it.
+    """
+
+    name: str = "mu/4"
+    hidden_dim: int | None = 96  # None keeps the variant's value; likewise below
+    depth: int | None = 4
+    num_heads: int | None = 3
+    mlp_dim: int | None = 192
+    pool: str | None = "gap"
+    posemb: str | None = "sincos_2d"
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    drop_path: float = 0.0  # stochastic depth of the last block, rising linearly from 0
+    pretrained: str | None = None  # start from this checkpoint (any format `vitkit.load` reads)
+
+    def __post_init__(self) -> None:
+        for knob in ("dropout", "attn_dropout", "drop_path"):
+            if not 0.0 <= getattr(self, knob) < 1.0:
+                raise ValueError(f"model.{knob} must be in [0, 1), got {getattr(self, knob)}")
+        for knob in ("hidden_dim", "depth", "num_heads", "mlp_dim"):
+            value = getattr(self, knob)
+            if value is not None and value <= 0:
+                raise ValueError(f"model.{knob} must be positive (or null for the variant's value), got {value}")
+
+    def overrides(self) -> dict[str, Any]:
+        """The ViTConfig fields this section sets (None means: keep the variant's value)."""
+        fields = (*ARCHITECTURE_KEYS, "dropout", "attn_dropout", "drop_path")
+        return {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer, learning-rate schedule (linear warm-up, then per-step decay), clipping and weight EMA."""
+
+    optimizer: str = "adamw"  # "adamw" (no decay on biases, norms, position embeddings, tokens) | "sgd"
+    lr: float = 2e-3  # peak learning rate, reached at the end of warm-up
+    weight_decay: float = 0.05
+    momentum: float = 0.9  # SGD only
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW only
+    schedule: str = "cosine"  # decay after warm-up: "cosine" | "linear" | "constant"
+    warmup_epochs: float = 2.0
+    warmup_steps: int | None = None  # when set, overrides warmup_epochs
+    min_lr: float = 1e-5  # learning rate at the end of the decay
+    clip_grad: float = 1.0  # max global gradient norm; 0 disables clipping
+    ema_decay: float = 0.0  # exponential moving average of the weights; 0 disables
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optim.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.lr <= 0:
+            raise ValueError(f"optim.lr must be positive, got {self.lr}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"optim.min_lr must be in [0, lr={self.lr}], got {self.min_lr}")
+        if self.weight_decay < 0 or self.clip_grad < 0 or self.warmup_epochs < 0:
+            raise ValueError(
+                "optim.weight_decay, optim.clip_grad and optim.warmup_epochs must be >= 0, got "
+                f"{self.weight_decay}, {self.clip_grad}, {self.warmup_epochs}"
+            )
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ValueError(f"optim.warmup_steps must be >= 0 (or null to use warmup_epochs), got {self.warmup_steps}")
+        if not 0 <= self.momentum < 1 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optim.momentum and optim.betas must be in [0, 1), got {self.momentum}, {self.betas}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(
+                f"optim.ema_decay must be in [0, 1) (0 disables EMA; 0.999 is typical), got {self.ema_decay}"
+            )
+
+
+@dataclass
+class RunConfig:
+    """How long and where to train: epochs, batch, seed, device, precision, checkpoints and logging."""
+
+    epochs: int = 40
+    batch_size: int = 64  # images per optimizer step (split into grad_accum micro-batches)
+    grad_accum: int = 1  # micro-batches per optimizer step, to fit a batch in memory
+    seed: int = 0  # weights, augmentation, dropout and batch order
+    device: str = "auto"  # "auto" (cuda when available) | "cpu" | "cuda" | "cuda:N"
+    # "auto": bf16 on CUDA and on CPUs with AMX, fp32 on other CPUs (where bf16 matmuls are no faster) |
+    # "bf16" autocast | "fp16" autocast + GradScaler (CUDA) | "fp32"
+    precision: str = "auto"
+    eval_batch_size: int | None = None  # default: batch_size
+    save_every: int = 0  # also checkpoint every N optimizer steps; 0: only at the end of each epoch
+    log_every: int = 50  # optimizer steps between plain log lines (when stdout is not a terminal)
+    time_budget_min: float = 0.0  # > 0: after epoch 1, cut the epochs so the run fits this many minutes
+    # torch intra-op threads; None: torch's default (one per core). The digits default uses 1: its matrices are
+    # too small to split, and on a shared CPU a second spinning OpenMP thread was measured 1.5-3x slower.
+    threads: int | None = 1
+    attention: str = "auto"  # scaled-dot-product kernel: "auto" (torch picks) | "math" | "flash"
+    compile: bool = False  # torch.compile the model (measure first: it is not always faster on CPU)
+    # Progressive resizing: the first `low_res_epochs` epochs train at `low_res_size` px (a quarter of the
+    # tokens at half the size, ~5x cheaper per image), the rest and every evaluation at data.img_size.
+    # Use learned position embeddings (resampled to the smaller grid) so positions mean the same at both sizes.
+    low_res_size: int | None = None
+    low_res_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        for knob in ("epochs", "batch_size", "grad_accum", "log_every"):
+            if getattr(self, knob) < 1:
+                raise ValueError(f"run.{knob} must be >= 1, got {getattr(self, knob)}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"run.batch_size {self.batch_size} is not divisible by run.grad_accum {self.grad_accum}; "
+                "the batch is split into grad_accum equal micro-batches"
+            )
+        if not _DEVICE_PATTERN.match(self.device):
+            raise ValueError(f"run.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"run.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.attention not in ATTENTION_KERNELS:
+            raise ValueError(f"run.attention must be one of {ATTENTION_KERNELS}, got {self.attention!r}")
+        if self.save_every < 0 or self.time_budget_min < 0:
+            raise ValueError(
+                f"run.save_every and run.time_budget_min must be >= 0, got {self.save_every}, {self.time_budget_min}"
+            )
+        if self.eval_batch_size is not None and self.eval_batch_size < 1:
+            raise ValueError(f"run.eval_batch_size must be >= 1 or null, got {self.eval_batch_size}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"run.threads must be >= 1 or null, got {self.threads}")
+        if self.low_res_epochs < 0 or (self.low_res_epochs > 0 and not self.low_res_size):
+            raise ValueError(
+                f"run.low_res_epochs must be >= 0 and needs run.low_res_size, got {self.low_res_epochs}, "
+                f"{self.low_res_size}"
+            )
+        if self.low_res_epochs > 0 and self.time_budget_min > 0:
+            raise ValueError(
+                "run.time_budget_min cannot be combined with run.low_res_epochs (the budget is planned from the "
+                "time of epoch 1, which runs at the low resolution); set run.epochs instead"
+            )
+
+
+def _digits_augment() -> AugmentConfig:
+    """Light augmentation for 8x8 digits upsampled to 32: small shifts, no flips (a flipped 2 is not a 2), no mixing."""
+    return AugmentConfig(
+        crop="pad", pad=2, hflip=False, randaugment_n=0, mixup=0.0, cutmix=0.0, random_erasing=0.0, label_smoothing=0.1
+    )
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; the defaults are the embedded digits recipe."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(img_size=16))  # 8x8 digits, 2x upsampled
+    augment: AugmentConfig = field(default_factory=_digits_augment)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A YAML-ready nested dict (tuples become lists)."""
+        return {section: _plain(dataclasses.asdict(getattr(self, section))) for section in section_names()}
+
+    def to_yaml(self) -> str:
+        """The config as a recipe file."""
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, values: dict[str, Any], origin: str = "config") -> TrainConfig:
+        """A copy with dotted keys ("optim.lr") or nested sections set, each value checked against its field's type."""
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in values.items():
+            if "." in key:
+                section, name = key.split(".", 1)
+                nested.setdefault(section, {})[name] = value
+            elif isinstance(value, dict):
+                nested.setdefault(key, {}).update(value)
+            elif key in section_names():
+                raise ValueError(f"{origin}: section {key!r} must be a mapping of keys to values, got {value!r}")
+            else:
+                raise ValueError(f"{origin}: unknown section {key!r}; valid sections: {', '.join(section_names())}")
+        changed = {}
+        for section, updates in nested.items():
+            if section not in section_names():
+                raise ValueError(f"{origin}: unknown section {section!r}; valid sections: {', '.join(section_names())}")
+            current = getattr(self, section)
+            if section == "model" and "name" in updates:
+                # A model name fixes the whole architecture; only overrides given alongside it apply.
+                current = dataclasses.replace(current, **dict.fromkeys(ARCHITECTURE_KEYS))
+            hints = typing.get_type_hints(type(current))
+            known = [f.name for f in dataclasses.fields(current)]
+            coerced = {}
+            for name, value in updates.items():
+                if name not in known:
+                    raise ValueError(
+                        f"{origin}: unknown key {section}.{name}; valid keys of {section!r}: {', '.join(known)}"
+                    )
+                coerced[name] = coerce(value, hints[name], f"{section}.{name}")
+            changed[section] = dataclasses.replace(current, **coerced)
+        return dataclasses.replace(self, **changed)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], origin: str = "config") -> TrainConfig:
+        """Build from a nested dict such as a parsed recipe; missing keys keep their defaults."""
+        if not isinstance(values, dict):
+            raise ValueError(
+                f"{origin}: a recipe is a mapping of sections (model, data, ...), got {type(values).__name__}"
+            )
+        return cls().replace(values, origin)
+
+
+def section_names() -> list[str]:
+    """The sections of a recipe, in file order."""
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The default recipe, updated by the YAML recipe at `path`, then by dotted-key `overrides` (flags)."""
+    config = TrainConfig()
+    if path is not None:
+        config = TrainConfig.from_dict(read_recipe(path), origin=str(path))
+    if overrides:
+        config = config.replace(overrides, origin="command line")
+    return config
+
+
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML recipe into a dict, with errors that name the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe {path} does not exist; see recipes/ for examples")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"recipe {path} is not valid YAML: {error}") from error
+    return values or {}
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """Return `value` as the type `hint` describes (ints widen to floats, lists to tuples), or raise naming `key`."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, key)
+            except ValueError as error:
+                errors.append(str(error))
+        raise ValueError(errors[0] if len(errors) == 1 else f"{key} must be {_type_name(hint)}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
+            raise ValueError(f"{key} must be a list of {len(args)} values ({_type_name(hint)}), got {value!r}")
+        element_types = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
+        return tuple(coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, element_types, strict=True)))
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _type_name(hint: Any) -> str:
+    """A readable name for a type hint, for error messages."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if typing.get_origin(hint) is tuple:
+        return f"[{', '.join(_type_name(a) for a in args)}]"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively, so YAML stays plain."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

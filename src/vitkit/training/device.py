@@ -1,0 +1,75 @@
+"""Device and numeric precision: autocast contexts, the fp16 GradScaler, thread counts and attention kernels."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" -> cuda when available, else cpu; an explicit cuda request without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} was requested but torch sees no CUDA device; use --device cpu or auto")
+    return device
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Sapphire Rapids and later), which make bf16 matmuls several times faster."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    if probe is not None:
+        with contextlib.suppress(Exception):
+            return bool(probe())
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return "amx_bf16" in handle.read()
+    except OSError:
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """ "auto" -> bf16 on CUDA with bf16 support and on AMX CPUs, else fp32 (measured faster without AMX)."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_amx() else "fp32"
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse combinations that cannot work, saying what to use instead."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("--precision fp16 needs a CUDA device (it relies on a GradScaler); use bf16 or fp32 on CPU")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"{torch.cuda.get_device_name(device)} has no bfloat16 support; use --precision fp16 or fp32")
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Mixed-precision autocast for bf16/fp16; a no-op context for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
+def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """A GradScaler that is active only for fp16 (bf16 has fp32's range and needs no loss scaling)."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+@contextlib.contextmanager
+def attention_kernel(kind: str) -> Iterator[None]:
+    """Restrict scaled-dot-product attention to one kernel ("math", "flash") or leave torch's choice ("auto")."""
+    if kind == "auto":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = SDPBackend.MATH if kind == "math" else SDPBackend.FLASH_ATTENTION
+    with sdpa_kernel([backend]):
+        yield

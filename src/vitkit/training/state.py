@@ -1,0 +1,103 @@
+"""Everything besides the weights that a resumed run needs to continue exactly: counters, optimizer, RNGs."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE_FILE = "training_state.pt"
+STATE_VERSION = 1
+
+
+@dataclass
+class RunState:
+    """Where the run is and what it has measured so far (all of it is saved with each checkpoint)."""
+
+    epoch: int = 0  # epochs completed; the current epoch's 0-based index
+    batch: int = 0  # batches of the current epoch already trained on (the loader's start_batch)
+    step: int = 0  # optimizer steps taken
+    planned_epochs: int = 0  # the run's length (config epochs, or fewer under a time budget)
+    best_top1: float = -1.0
+    best_top5: float = 0.0
+    best_epoch: int = 0
+    best_weights: str = "raw"  # "raw" or "ema": which weights scored best_top1
+    elapsed_s: float = 0.0  # wall time of all sessions up to the checkpoint
+    train_s: float = 0.0  # time inside training steps (excludes evaluation and checkpoints)
+    data_wait_s: float = 0.0  # time spent waiting for the loader inside training steps
+    augment_s: float = 0.0  # time spent in batched augmentation
+    images: int = 0  # training images processed
+    metrics_rows: int = 0  # rows of metrics.csv written when this state was saved
+    epoch_stats: dict[str, float] = field(default_factory=dict)  # running sums of the current epoch
+    last_eval: dict[str, float] = field(default_factory=dict)  # validation metrics of the last completed epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, safe for `torch.load(weights_only=True)`."""
+        return asdict(self)
+
+
+def capture_rng() -> dict[str, Any]:
+    """The state of every random generator the run draws from: python, numpy, torch CPU and CUDA."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Put every generator back where `capture_rng` found it."""
+    random.setstate(_as_tuples(state["python"]))
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and every GPU) from one number."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _as_tuples(value: Any) -> Any:
+    """random.setstate needs tuples; a round trip through storage may have made them lists."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_tuples(v) for v in value)
+    return value
+
+
+def training_state(
+    progress: RunState,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    ema: Any,
+    config: dict[str, Any],
+) -> dict[str, Any]:
+    """The object saved as `training_state.pt` next to the weights of checkpoints/last."""
+    return {
+        "version": STATE_VERSION,
+        "progress": progress.to_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "rng": capture_rng(),
+        "config": config,
+    }
+
+
+def load_training_state(path: Any) -> dict[str, Any]:
+    """Read `training_state.pt`, refusing files from another version with a clear message."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        raise ValueError(f"{path} is not a vitkit training state (version {STATE_VERSION}); the run cannot be resumed")
+    return state

@@ -1,0 +1,129 @@
+"""Training configuration: recipes, flags, validation messages, the learning-rate schedule, decay groups."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from vitkit.cli import train as train_cli
+from vitkit.training.config import ModelConfig, OptimConfig, TrainConfig, load_config
+from vitkit.training.optim import build_optimizer, learning_rate, parameter_groups, warmup_steps
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_default_config_is_the_digits_recipe() -> None:
+    assert load_config(RECIPES / "digits.yaml") == TrainConfig()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in RECIPES.glob("*.yaml")))
+def test_every_recipe_loads(name: str) -> None:
+    load_config(RECIPES / name)
+
+
+def test_yaml_round_trip(tmp_path: Path) -> None:
+    config = load_config(overrides={"optim.lr": 0.01, "data.mean": (0.1, 0.2, 0.3), "run.compile": True})
+    assert load_config(write(tmp_path, config.to_yaml())) == config
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown key optim\.lrr.*valid keys of 'optim': optimizer, lr"):
+        load_config(write(tmp_path, "optim:\n  lrr: 0.1\n"))
+
+
+def test_unknown_section_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown section 'optimizer'; valid sections: model, data, augment"):
+        load_config(write(tmp_path, "optimizer:\n  lr: 0.1\n"))
+
+
+def test_wrong_type_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"optim\.lr must be a number, got 'fast'"):
+        load_config(write(tmp_path, "optim:\n  lr: fast\n"))
+    with pytest.raises(ValueError, match=r"data\.mean must be a list of 3 values"):
+        load_config(write(tmp_path, "data:\n  mean: [0.5, 0.5]\n"))
+    with pytest.raises(ValueError, match=r"augment\.hflip must be true or false"):
+        load_config(write(tmp_path, "augment:\n  hflip: 3\n"))
+
+
+def test_bad_values_say_what_is_allowed(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"run\.precision must be one of .*'fp8'"):
+        load_config(write(tmp_path, "run:\n  precision: fp8\n"))
+    with pytest.raises(ValueError, match=r"batch_size 10 is not divisible by run\.grad_accum 3"):
+        load_config(overrides={"run.batch_size": 10, "run.grad_accum": 3})
+    with pytest.raises(ValueError, match=r"optim\.optimizer must be one of \('adamw', 'sgd'\)"):
+        load_config(overrides={"optim.optimizer": "lamb"})
+    with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\)"):
+        load_config(overrides={"data.val_fraction": 1.5})
+
+
+def test_invalid_yaml_and_missing_file_are_reported(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_config(write(tmp_path, "optim: [lr: 1\n"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_model_name_resets_the_architecture(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "model:\n  name: Ti/4\n  depth: 6\n"))
+    assert config.model == ModelConfig(
+        name="Ti/4", hidden_dim=None, depth=6, num_heads=None, mlp_dim=None, pool=None, posemb=None
+    )
+    assert load_config(overrides={"optim.lr": 0.1}).model == TrainConfig().model  # other keys keep the default model
+
+
+def test_flags_override_the_recipe(tmp_path: Path) -> None:
+    recipe = write(tmp_path, "optim:\n  lr: 0.5\n  weight_decay: 0.2\nrun:\n  epochs: 3\n")
+    args = parse(["--config", str(recipe), "--lr", "0.01", "--no-hflip", "--mean", "0.1", "0.2", "0.3",
+                  "--warmup-steps", "none", "--seed", "7", "--split-seed", "3"])  # fmt: skip
+    config = load_config(args.config, train_cli.overrides_from(args))
+    assert config.optim.lr == 0.01 and config.optim.weight_decay == 0.2 and config.run.epochs == 3
+    assert config.augment.hflip is False and config.data.mean == (0.1, 0.2, 0.3)
+    assert config.optim.warmup_steps is None and config.run.seed == 7 and config.data.seed == 3
+
+
+def test_every_knob_has_a_flag_with_help() -> None:
+    keys = [key for key, _, _ in train_cli.config_fields()]
+    assert len({train_cli.flag_name(k) for k in keys}) == len(keys)
+    assert not [k for k in keys if k not in train_cli.HELP]
+
+
+def test_schedule_warms_up_then_decays() -> None:
+    config = OptimConfig(lr=1.0, min_lr=0.0, warmup_steps=10)
+    warmup = warmup_steps(config, steps_per_epoch=100)
+    rates = [learning_rate(step, config, warmup, 110) for step in range(110)]
+    assert rates[:10] == pytest.approx([(i + 1) / 10 for i in range(10)])
+    assert rates[10] == pytest.approx(1.0)
+    assert rates[60] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:], strict=False))
+    linear = OptimConfig(lr=1.0, min_lr=0.1, schedule="linear", warmup_epochs=0.0)
+    assert learning_rate(50, linear, 0, 100) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert warmup_steps(OptimConfig(warmup_epochs=1.5), steps_per_epoch=10) == 15
+
+
+def test_no_weight_decay_on_biases_norms_and_embeddings() -> None:
+    from vitkit import create_model
+
+    model = create_model("mu/4", num_classes=3, img_size=16, depth=1, posemb="learned")
+    decay, no_decay = parameter_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    skipped = {names[id(p)] for p in no_decay["params"]}
+    assert {"cls_token", "pos_embed.weight", "norm.weight", "head.bias"} <= skipped
+    assert all(names[id(p)].endswith("weight") and p.ndim > 1 for p in decay["params"])
+    assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.05
+    assert isinstance(build_optimizer(model, OptimConfig(optimizer="sgd")), torch.optim.SGD)

@@ -1,0 +1,123 @@
+"""Pieces of the training loop: EMA, metrics log truncation on resume, RNG capture, the time budget, precision."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vitkit import create_model
+from vitkit.training import load_config, train
+from vitkit.training.device import autocast, resolve_precision
+from vitkit.training.ema import ModelEma
+from vitkit.training.metrics import MetricsLog, plot_curves, read_metrics
+from vitkit.training.state import capture_rng, restore_rng
+
+
+def tiny_model():
+    return create_model("mu/4", num_classes=3, img_size=8, hidden_dim=16, depth=1, num_heads=2, mlp_dim=16)
+
+
+def test_ema_follows_the_weights_with_a_warm_up() -> None:
+    model = tiny_model()
+    ema = ModelEma(model, decay=0.99)
+    assert ema.current_decay() == pytest.approx(1 / 10)  # (1 + 0) / (10 + 0): early averages move fast
+    before = {k: v.clone() for k, v in ema.model.state_dict().items()}
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(1.0)
+    ema.update(model)
+    for key, value in ema.model.state_dict().items():
+        expected = 0.1 * before[key] + 0.9 * model.state_dict()[key]
+        torch.testing.assert_close(value, expected)
+    assert not any(p.requires_grad for p in ema.model.parameters())
+    restored = ModelEma(tiny_model(), decay=0.99)
+    restored.load_state_dict(ema.state_dict())
+    assert restored.updates == 1 and restored.current_decay() == ema.current_decay()
+
+
+def test_metrics_log_is_cut_back_on_resume(tmp_path: Path) -> None:
+    log = MetricsLog(tmp_path)
+    assert log.rows == 0
+    for step in range(1, 7):
+        log.write("step", epoch=1 + (step > 3), step=step, loss=1.0 / step, acc=10.0 * step)
+        if step == 3:
+            log.write("epoch", epoch=1, step=3, loss=0.5, acc=30.0, val_top1=40.0, val_loss=0.9)
+    log.close()
+    with open(tmp_path / "metrics.csv", "a") as handle:
+        handle.write("step,2,7,0.1")  # half a row: the kill came mid-write
+    MetricsLog(tmp_path, keep_rows=5).close()  # the checkpoint had seen 5 rows (4 steps and 1 epoch)
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert [(r["kind"], r["step"]) for r in rows] == [("step", "1"), ("step", "2"), ("step", "3"), ("epoch", "3"),
+                                                      ("step", "4")]  # fmt: skip
+    assert plot_curves(tmp_path / "metrics.csv", tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rng_round_trip_through_storage(tmp_path: Path) -> None:
+    state = capture_rng()
+    torch.save(state, tmp_path / "rng.pt")
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    restore_rng(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def test_precision_choices() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) in ("bf16", "fp32")
+    with autocast("bf16", cpu):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with autocast("fp32", cpu):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_time_budget_cuts_the_epochs(tmp_path: Path) -> None:
+    config = load_config(
+        overrides={
+            "data.limit_per_class": 5,
+            "data.img_size": 8,
+            "model.hidden_dim": 16,
+            "model.depth": 1,
+            "model.num_heads": 2,
+            "model.mlp_dim": 16,
+            "model.name": "mu/4",
+            "run.epochs": 5,
+            "run.batch_size": 8,
+            "run.time_budget_min": 1e-4,
+            "run.precision": "fp32",
+        }  # fmt: skip
+    )
+    summary = train(config, tmp_path / "run", progress_bar=False)
+    assert summary["epochs"] == summary["planned_epochs"] == 1
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last" / "training_state.pt", weights_only=True)
+    assert state["progress"]["planned_epochs"] == 1
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "finished"
+
+
+def test_progressive_resizing_trains_low_then_full_resolution(tmp_path: Path) -> None:
+    overrides = {"data.limit_per_class": 5, "data.img_size": 16, "model.name": "mu/4", "model.hidden_dim": 16,
+                 "model.depth": 1, "model.num_heads": 2, "model.mlp_dim": 16, "model.posemb": "learned",
+                 "run.epochs": 2, "run.batch_size": 8, "run.precision": "fp32", "run.low_res_size": 8,
+                 "run.low_res_epochs": 1}  # fmt: skip
+    seen = []
+    original = torch.nn.Conv2d.forward
+
+    def spy(self, x):
+        if self.training:
+            seen.append(x.shape[-1])
+        return original(self, x)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.nn.Conv2d, "forward", spy)
+        summary = train(load_config(overrides=overrides), tmp_path / "run", progress_bar=False)
+    assert summary["status"] == "finished" and summary["epochs"] == 2
+    steps = len(seen) // 2
+    assert seen == [8] * steps + [16] * steps  # epoch 1 at 8 px, epoch 2 at 16 px
+    with pytest.raises(ValueError, match="multiple of the patch size 4"):
+        train(load_config(overrides={**overrides, "run.low_res_size": 10}), tmp_path / "bad", progress_bar=False)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        load_config(overrides={**overrides, "run.time_budget_min": 5.0})
