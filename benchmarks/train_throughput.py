@@ -307,9 +307,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = trainer.model
     params = sum(p.numel() for p in model.parameters())
+    precision = "bf16 autocast" if args.precision == "bf16" else "fp32"
     print(
         f"model {config.model.name} D={model.config.hidden_dim} L={model.config.depth} ({params / 1e6:.2f}M params), "
-        f"{config.data.img_size}px, batch {args.batch_size}, {args.precision} autocast, {args.threads} thread(s), "
+        f"{config.data.img_size}px, batch {args.batch_size}, {precision}, {args.threads} thread(s), "
         f"RandAugment n={args.randaugment_n} m={args.randaugment_m}; conventional loop: {args.workers} workers; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )

@@ -281,11 +281,12 @@ def announce(trainer: Trainer, reporter: ProgressReporter) -> None:
     """One line saying what is being trained on what."""
     data, cfg = trainer.data, trainer.config
     params = sum(p.numel() for p in trainer.model.parameters())
+    threads = torch.get_num_threads()
     reporter.message(
         f"training ViT {cfg.model.name} ({params / 1e6:.2f}M params) on {cfg.data.path}: {len(data.train)} train / "
         f"{len(data.val)} val images, {len(data.class_names)} classes, {cfg.data.img_size}px; "
         f"{trainer.state.planned_epochs} epochs x {trainer.steps_per_epoch} steps of {cfg.run.batch_size} on "
-        f"{trainer.device} ({trainer.precision}, {torch.get_num_threads()} threads); run directory {trainer.run_dir}"
+        f"{trainer.device} ({trainer.precision}, {threads} thread{'s' * (threads > 1)}); run dir {trainer.run_dir}"
     )
 
 
