@@ -20,7 +20,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vitkit  # noqa: E402
-from common import machine_description, matmul_peak_tflops, paired_median_seconds  # noqa: E402
+from common import (  # noqa: E402
+    bf16_matmul_is_usable,
+    machine_description,
+    matmul_peak_tflops,
+    paired_median_seconds,
+)
 from vitkit.models.summary import summarize  # noqa: E402
 
 MODES = ("fp32", "bf16 autocast", "bf16 weights")
@@ -67,19 +72,25 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="precisions to measure")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    peaks = {torch.float32: matmul_peak_tflops(torch.float32), torch.bfloat16: matmul_peak_tflops(torch.bfloat16)}
-    print(
-        f"machine: {machine_description()}; measured matmul peak: fp32 {peaks[torch.float32]:.3f}, "
-        f"bf16 {peaks[torch.bfloat16]:.3f} TFLOP/s\n"
-    )
+    modes = list(args.modes)
+    if any(mode.startswith("bf16") for mode in modes):
+        usable, sentence = bf16_matmul_is_usable()
+        if not usable:
+            modes = [mode for mode in modes if not mode.startswith("bf16")]
+            print(f"skipping the bf16 modes: {sentence} (no native bf16 matmul on this CPU)")
+    dtypes = {torch.float32 if mode == "fp32" else torch.bfloat16 for mode in modes}
+    peaks = {dtype: matmul_peak_tflops(dtype) for dtype in dtypes}
+    peak_text = ", ".join(f"{str(dtype).removeprefix('torch.')} {tflops:.3f}" for dtype, tflops in peaks.items())
+    print(f"machine: {machine_description()}; measured matmul peak: {peak_text} TFLOP/s\n")
     rows = []
     for variant in args.models:
         gflops = summarize(vitkit.models.model_config(variant, img_size=args.img_size)).gflops
-        for mode in MODES:
+        for mode in modes:
             with tempfile.TemporaryDirectory() as tmp:
                 reference = hf_model(variant, args.img_size)
                 reference.save_pretrained(tmp)

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from vitkit import create_model
+from vitkit.training import device as device_module
 from vitkit.training import load_config, train
-from vitkit.training.device import autocast, resolve_precision
+from vitkit.training.device import autocast, precision_warning, resolve_precision
 from vitkit.training.ema import ModelEma
 from vitkit.training.metrics import MetricsLog, plot_curves, read_metrics
 from vitkit.training.state import capture_rng, restore_rng
@@ -73,6 +74,16 @@ def test_precision_choices() -> None:
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     with autocast("fp32", cpu):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_slow_bf16_on_cpu_is_warned_about(monkeypatch) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
+    warning = precision_warning("bf16", cpu)
+    assert warning is not None and "--precision fp32" in warning and "AVX512-BF16 or AMX" in warning
+    assert precision_warning("fp32", cpu) is None and precision_warning("bf16", cuda) is None
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: True)
+    assert precision_warning("bf16", cpu) is None
 
 
 def test_time_budget_cuts_the_epochs(tmp_path: Path) -> None:

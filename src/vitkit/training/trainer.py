@@ -30,6 +30,7 @@ from vitkit.training.device import (
     autocast,
     check_precision,
     make_scaler,
+    precision_warning,
     resolve_device,
     resolve_precision,
 )
@@ -278,8 +279,11 @@ def run(trainer: Trainer, progress_bar: bool | None = None) -> dict[str, Any]:
 
 
 def announce(trainer: Trainer, reporter: ProgressReporter) -> None:
-    """One line saying what is being trained on what."""
+    """One line saying what is being trained on what (and a warning for a precision that is slow here)."""
     data, cfg = trainer.data, trainer.config
+    warning = precision_warning(trainer.precision, trainer.device)
+    if warning:
+        reporter.message(f"warning: {warning}")
     params = sum(p.numel() for p in trainer.model.parameters())
     threads = torch.get_num_threads()
     reporter.message(
