@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -26,22 +27,26 @@ def cpu_has_amx() -> bool:
     if probe is not None:
         with contextlib.suppress(Exception):
             return bool(probe())
-    try:
-        with open("/proc/cpuinfo") as handle:
-            return "amx_bf16" in handle.read()
-    except OSError:
-        return False
+    cpuinfo = read_cpuinfo()
+    return cpuinfo is not None and "amx_bf16" in cpuinfo
 
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); without it bf16 matmuls crawl."""
     if cpu_has_amx():
         return True
+    cpuinfo = read_cpuinfo()
+    return cpuinfo is None or "avx512_bf16" in cpuinfo  # unreadable (not Linux): unknown, so do not warn
+
+
+@functools.cache
+def read_cpuinfo() -> str | None:
+    """The text of /proc/cpuinfo, read once per process; None where there is none (not Linux)."""
     try:
         with open("/proc/cpuinfo") as handle:
-            return "avx512_bf16" in handle.read()
+            return handle.read()
     except OSError:
-        return True  # not Linux: unknown, so do not warn
+        return None
 
 
 def precision_warning(precision: str, device: torch.device) -> str | None:
