@@ -18,7 +18,7 @@ from vitkit.data import DataConfig, FileSource, TensorSource, load_dataset
 from vitkit.data import imagefolder as imagefolder_module
 from vitkit.data.cifar import read_cifar_pickle
 
-CIFAR10 = Path("/work/shared/data/cifar10")
+CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"  # ../shared beside the repo
 
 
 def colour_image(path: Path, label: int, index: int, size: tuple[int, int] = (12, 12)) -> None:
