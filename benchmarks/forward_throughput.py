@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vitkit.training.device import cpu_has_native_bf16  # noqa: E402
+
 import vitkit  # noqa: E402
 from common import bf16_matmul_rates, machine_description, matmul_peak_tflops, paired_median_seconds  # noqa: E402
 from vitkit.models.summary import summarize  # noqa: E402
-from vitkit.training.device import cpu_has_native_bf16  # noqa: E402
 
 MODES = ("fp32", "bf16 autocast", "bf16 weights")
 

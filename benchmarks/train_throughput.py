@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageEnhance, ImageOps
 from torch.utils.data import DataLoader, Dataset
+from vitkit.training.device import attention_kernel, autocast, resolve_precision
 
 from vitkit.data import AugmentConfig
 from vitkit.training import load_config
-from vitkit.training.device import attention_kernel, autocast, resolve_precision
 from vitkit.training.trainer import create_trainer, train_step
 
 REPO = Path(__file__).resolve().parents[1]

@@ -38,7 +38,7 @@ def test_every_recipe_loads(name: str) -> None:
 
 
 def test_yaml_round_trip(tmp_path: Path) -> None:
-    config = load_config(overrides={"optim.lr": 0.01, "data.mean": (0.1, 0.2, 0.3), "run.compile": True})
+    config = load_config(overrides={"optim.lr": 0.01, "data.mean": (0.1, 0.2, 0.3), "runtime.compile": True})
     assert load_config(write(tmp_path, config.to_yaml())) == config
 
 
@@ -62,8 +62,10 @@ def test_wrong_type_is_named(tmp_path: Path) -> None:
 
 
 def test_bad_values_say_what_is_allowed(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"run\.precision must be one of .*'fp8'"):
-        load_config(write(tmp_path, "run:\n  precision: fp8\n"))
+    with pytest.raises(ValueError, match=r"runtime\.precision must be one of .*'fp8'"):
+        load_config(write(tmp_path, "runtime:\n  precision: fp8\n"))
+    with pytest.raises(ValueError, match=r"unknown key run\.threads \(it moved to the runtime section\)"):
+        load_config(write(tmp_path, "run:\n  threads: 2\n"))
     with pytest.raises(ValueError, match=r"batch_size 10 is not divisible by run\.grad_accum 3"):
         load_config(overrides={"run.batch_size": 10, "run.grad_accum": 3})
     with pytest.raises(ValueError, match=r"optim\.optimizer must be one of \('adamw', 'sgd'\)"):
@@ -81,10 +83,18 @@ def test_invalid_yaml_and_missing_file_are_reported(tmp_path: Path) -> None:
 
 def test_model_name_resets_the_architecture(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "model:\n  name: Ti/4\n  depth: 6\n"))
-    assert config.model == ModelConfig(
-        name="Ti/4", hidden_dim=None, depth=6, num_heads=None, mlp_dim=None, pool=None, posemb=None
-    )
+    assert config.model == ModelConfig(name="Ti/4", overrides={"depth": 6})
     assert load_config(overrides={"optim.lr": 0.1}).model == TrainConfig().model  # other keys keep the default model
+    assert load_config(overrides={"model.depth": 2}).model.overrides["hidden_dim"] == 96  # a field keeps the rest
+
+
+def test_model_fields_are_checked_against_the_model_config(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown model field 'depht'; valid fields: name, pretrained, .*depth"):
+        load_config(write(tmp_path, "model:\n  name: Ti/4\n  depht: 6\n"))
+    with pytest.raises(ValueError, match=r"model\.depth must be an integer, got 'six'"):
+        load_config(write(tmp_path, "model:\n  depth: six\n"))
+    config = load_config(write(tmp_path, "model:\n  name: S/16\n  drop_path: 0.1\n  pool: gap\n"))
+    assert config.to_dict()["model"] == {"name": "S/16", "pretrained": None, "drop_path": 0.1, "pool": "gap"}
 
 
 def test_flags_override_the_recipe(tmp_path: Path) -> None:
@@ -98,9 +108,14 @@ def test_flags_override_the_recipe(tmp_path: Path) -> None:
 
 
 def test_every_knob_has_a_flag_with_help() -> None:
-    keys = [key for key, _, _ in train_cli.config_fields()]
+    fields = train_cli.config_fields()
+    keys = [key for key, _, _, _ in fields]
     assert len({train_cli.flag_name(k) for k in keys}) == len(keys)
-    assert not [k for k in keys if k not in train_cli.HELP]
+    assert not [key for key, _, _, help_text in fields if not help_text]
+    args = parse(["--model", "Ti/4", "--depth", "6", "--threads", "2", "--precision", "fp32"])
+    config = load_config(None, train_cli.overrides_from(args))
+    assert config.model.overrides == {"depth": 6} and config.runtime.threads == 2
+    assert config.runtime.precision == "fp32"
 
 
 def test_schedule_warms_up_then_decays() -> None:
@@ -126,4 +141,4 @@ def test_no_weight_decay_on_biases_norms_and_embeddings() -> None:
     assert {"cls_token", "pos_embed.weight", "norm.weight", "head.bias"} <= skipped
     assert all(names[id(p)].endswith("weight") and p.ndim > 1 for p in decay["params"])
     assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.05
-    assert isinstance(build_optimizer(model, OptimConfig(optimizer="sgd")), torch.optim.SGD)
+    assert isinstance(build_optimizer(model, None, OptimConfig(optimizer="sgd")), torch.optim.SGD)

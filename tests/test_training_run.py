@@ -15,7 +15,7 @@ from PIL import Image
 import vitkit
 from vitkit.cli.main import main
 from vitkit.training import load_config, train
-from vitkit.training import trainer as trainer_module
+from vitkit.training import objectives as objectives_module
 from vitkit.training.metrics import read_metrics
 
 # A 2-block, 32-wide ViT on 120 digits at 16 px: 6 steps of 16 images per epoch.
@@ -57,7 +57,7 @@ def digit_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
 def test_run_directory_has_everything(run_dir: Path) -> None:
     config = load_config(run_dir / "config.yaml")
-    assert config.run.epochs == 2 and config.optim.ema_decay == 0.9 and config.model.hidden_dim == 32
+    assert config.run.epochs == 2 and config.optim.ema_decay == 0.9 and config.model.overrides["hidden_dim"] == 32
     rows = read_metrics(run_dir / "metrics.csv")
     assert [r["step"] for r in rows if r["kind"] == "step"] == [str(i) for i in range(1, 13)]
     assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == ["1", "2"]
@@ -129,7 +129,7 @@ def test_a_non_finite_loss_stops_the_run(tmp_path: Path, monkeypatch: pytest.Mon
         loss = torch.nn.functional.cross_entropy(logits, targets, **kwargs)
         return loss * float("nan") if calls["n"] == 4 else loss
 
-    monkeypatch.setattr(trainer_module, "F", types.SimpleNamespace(cross_entropy=cross_entropy))
+    monkeypatch.setattr(objectives_module, "F", types.SimpleNamespace(cross_entropy=cross_entropy))
     out = tmp_path / "run"
     assert main(["train", *TINY, "--epochs", "2", "--save-every", "2", "--out", str(out)]) == 1
     error = capsys.readouterr().err
@@ -143,7 +143,7 @@ def test_a_non_finite_loss_stops_the_run(tmp_path: Path, monkeypatch: pytest.Mon
 def test_gradient_accumulation_matches_one_batch(tmp_path: Path) -> None:
     base = load_config(overrides={"data.limit_per_class": 6, "data.img_size": 16, "model.hidden_dim": 32,
                                   "model.depth": 1, "model.num_heads": 2, "model.mlp_dim": 32, "run.epochs": 1,
-                                  "run.batch_size": 16, "run.precision": "fp32", "run.threads": 1})  # fmt: skip
+                                  "run.batch_size": 16, "runtime.precision": "fp32", "runtime.threads": 1})  # fmt: skip
     weights = []
     for accum in (1, 4):
         config = base.replace({"run.grad_accum": accum})
@@ -175,5 +175,5 @@ def test_refusals_say_what_to_do(run_dir: Path, tmp_path: Path, capsys: pytest.C
 
 def test_config_yaml_is_a_recipe(run_dir: Path) -> None:
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert list(saved) == ["model", "data", "augment", "optim", "run"]
+    assert list(saved) == ["model", "data", "augment", "optim", "run", "objective", "runtime"]
     assert load_config(run_dir / "config.yaml").to_dict() == saved

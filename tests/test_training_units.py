@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from vitkit import create_model
-from vitkit.training import device as device_module
 from vitkit.training import load_config, train
-from vitkit.training.device import autocast, precision_warning, resolve_precision
+from vitkit.training import runtime as runtime_module
 from vitkit.training.ema import ModelEma
 from vitkit.training.metrics import MetricsLog, plot_curves, read_metrics
+from vitkit.training.runtime import autocast, default_threads, precision_warning, resolve_precision
 from vitkit.training.state import capture_rng, restore_rng
 
 
@@ -66,24 +66,70 @@ def test_rng_round_trip_through_storage(tmp_path: Path) -> None:
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
 
 
-def test_precision_choices() -> None:
+def test_precision_choices(monkeypatch) -> None:
     cpu = torch.device("cpu")
-    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
-    assert resolve_precision("auto", cpu) in ("bf16", "fp32")
+    assert resolve_precision("fp32", cpu)[0] == "fp32" and resolve_precision("bf16", cpu)[0] == "bf16"
     with autocast("bf16", cpu):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     with autocast("fp32", cpu):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
 
 
+@pytest.mark.parametrize(("speedup", "chosen"), [(4.4, "bf16"), (1.1, "fp32"), (0.01, "fp32")])
+def test_auto_precision_follows_the_measured_speedup(monkeypatch, speedup: float, chosen: str) -> None:
+    monkeypatch.setattr(runtime_module, "bf16_speedup", lambda: speedup)
+    precision, reason, measured = resolve_precision("auto", torch.device("cpu"))
+    assert precision == chosen and measured == speedup and f"{speedup:.1f}" in reason
+
+
+def test_bf16_probe_is_measured_once_and_cached(tmp_path: Path, monkeypatch) -> None:
+    calls = []
+
+    def rate(dtype):
+        calls.append(dtype)
+        return 300.0 if dtype == torch.bfloat16 else 100.0
+
+    monkeypatch.setattr(runtime_module, "matmul_rate", rate)
+    cache = tmp_path / "probes.json"
+    assert runtime_module.bf16_speedup(cache) == pytest.approx(3.0)
+    assert runtime_module.bf16_speedup(cache) == pytest.approx(3.0)
+    assert len(calls) == 2  # one bf16 and one fp32 timing, then the cache answers
+    assert list(json.loads(cache.read_text()).values()) == [3.0]
+
+
+def test_real_probe_measures_a_positive_rate() -> None:
+    assert runtime_module.matmul_rate(torch.float32, size=64, seconds=0.01) > 0
+
+
+def test_threads_default_to_the_cores_this_process_may_use() -> None:
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    assert default_threads() == cores
+    two_ranks = runtime_module.DistContext(rank=0, world_size=2, local_rank=0, local_world_size=2)
+    assert default_threads(two_ranks) == max(1, cores // 2)
+    config = load_config(overrides={"data.limit_per_class": 2})
+    assert config.runtime.threads is None  # the default recipe pins nothing
+
+
 def test_slow_bf16_on_cpu_is_warned_about(monkeypatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(runtime_module, "bf16_speedup", lambda: 0.01)
     warning = precision_warning("bf16", cpu)
-    assert warning is not None and "--precision fp32" in warning and "AVX512-BF16 or AMX" in warning
+    assert warning is not None and "--precision fp32" in warning and "0.01x the fp32 rate" in warning
     assert precision_warning("fp32", cpu) is None and precision_warning("bf16", cuda) is None
-    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(runtime_module, "bf16_speedup", lambda: 4.0)
     assert precision_warning("bf16", cpu) is None
+
+
+def test_attention_kernel_is_chosen_by_timing(monkeypatch) -> None:
+    runtime = runtime_module.Runtime(torch.device("cpu"), "fp32", threads=1)
+    monkeypatch.setattr(runtime_module, "time_attention", lambda kind, *shape: {"math": 0.002, "flash": 0.005}[kind])
+    runtime.choose_attention(8, 2, 17, 8)
+    assert runtime.attention == "math" and "math 2.0 ms" in runtime.attention_reason
+    fixed = runtime_module.Runtime(torch.device("cpu"), "fp32", threads=1, attention="flash")
+    fixed.choose_attention(8, 2, 17, 8)
+    assert fixed.attention == "flash"
 
 
 def test_time_budget_cuts_the_epochs(tmp_path: Path) -> None:
@@ -99,7 +145,7 @@ def test_time_budget_cuts_the_epochs(tmp_path: Path) -> None:
             "run.epochs": 5,
             "run.batch_size": 8,
             "run.time_budget_min": 1e-4,
-            "run.precision": "fp32",
+            "runtime.precision": "fp32",
         }  # fmt: skip
     )
     summary = train(config, tmp_path / "run", progress_bar=False)
@@ -112,7 +158,7 @@ def test_time_budget_cuts_the_epochs(tmp_path: Path) -> None:
 def test_progressive_resizing_trains_low_then_full_resolution(tmp_path: Path) -> None:
     overrides = {"data.limit_per_class": 5, "data.img_size": 16, "model.name": "mu/4", "model.hidden_dim": 16,
                  "model.depth": 1, "model.num_heads": 2, "model.mlp_dim": 16, "model.posemb": "learned",
-                 "run.epochs": 2, "run.batch_size": 8, "run.precision": "fp32", "run.low_res_size": 8,
+                 "run.epochs": 2, "run.batch_size": 8, "runtime.precision": "fp32", "run.low_res_size": 8,
                  "run.low_res_epochs": 1}  # fmt: skip
     seen = []
     original = torch.nn.Conv2d.forward

@@ -81,12 +81,13 @@ def save(
     class_names: list[str] | None = None,
     metadata: dict[str, Any] | None = None,
     extra_files: dict[str, Any] | None = None,
+    state_dict: dict[str, Any] | None = None,
 ) -> Path:
     """Write `model` as a native checkpoint directory, atomically; returns the path.
 
     `class_names` label the head's outputs (used by predict/eval); `metadata` is free-form JSON;
     `extra_files` maps file names to objects saved with `torch.save` in the same atomic write
-    (training state for resuming).
+    (training state for resuming). `state_dict` replaces the model's own (weights gathered from shards).
     """
     config = model.config
     if class_names is not None and len(class_names) != config.num_classes:
@@ -98,7 +99,8 @@ def save(
         "class_names": class_names,
         "metadata": metadata or {},
     }
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    weights = model.state_dict() if state_dict is None else state_dict
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in weights.items()}
     with atomic_directory(path) as scratch:
         (scratch / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n")
         save_file(state, str(scratch / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vitkit.models.fields import knob
+
 CROPS = ("rrc", "pad", "none")
 
 
@@ -11,16 +13,16 @@ CROPS = ("rrc", "pad", "none")
 class DataConfig:
     """Where the images are, the resolution the model sees, and how they are split, normalised and cached."""
 
-    path: str = "digits"  # ImageFolder dir | CIFAR-10/100 python-pickle folder or .tar.gz | "digits"
-    img_size: int = 32  # model input resolution
-    val_fraction: float = 0.1  # seeded stratified split when the folder has no train/ and val/ sub-folders
-    seed: int = 0
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    cache_dir: str | None = None  # default: ~/.cache/vitkit (env VITKIT_CACHE overrides)
-    num_workers: int = 2  # decode workers (first decode of an in-memory dataset, and streaming)
-    max_memory_gb: float = 4.0  # decode into memory when the decoded dataset fits under this
-    limit_per_class: int | None = None  # keep the first N files of each class per split (tests, benchmarks)
+    path: str = knob("digits", "'digits', an ImageFolder directory, or a CIFAR-10/100 python folder or .tar.gz")
+    img_size: int = knob(32, "model input resolution")
+    val_fraction: float = knob(0.1, "held-out share (seeded, stratified) when the data has no val/ split")
+    seed: int = knob(0, "seed of the train/val split")
+    mean: tuple[float, float, float] = knob((0.5, 0.5, 0.5), "normalisation mean (3 values)")
+    std: tuple[float, float, float] = knob((0.5, 0.5, 0.5), "normalisation std (3 values)")
+    cache_dir: str | None = knob(None, "decoded-image cache (default ~/.cache/vitkit; env VITKIT_CACHE)")
+    num_workers: int = knob(2, "decode worker processes (first decode of an in-memory dataset, and streaming)")
+    max_memory_gb: float = knob(4.0, "hold decoded images in memory when they fit under this")
+    limit_per_class: int | None = knob(None, "keep only the first N images of each class per split (quick experiments)")
 
     def __post_init__(self) -> None:
         if self.img_size <= 0:
@@ -37,18 +39,18 @@ class DataConfig:
 class AugmentConfig:
     """Training-time augmentation (DeiT-style recipe by default: RRC, flip, RandAugment, Mixup/CutMix, erasing)."""
 
-    crop: str = "rrc"  # "rrc" random-resized-crop | "pad" pad-and-crop | "none"
-    rrc_scale: tuple[float, float] = (0.08, 1.0)
-    rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    pad: int = 4
-    hflip: bool = True
-    randaugment_n: int = 2  # 0 disables RandAugment
-    randaugment_m: int = 9  # magnitude on the 0..30 scale of Cubuk et al. 2020
-    mixup: float = 0.8  # Beta alpha; 0 disables
-    cutmix: float = 1.0  # Beta alpha; 0 disables
-    mix_prob: float = 1.0
-    random_erasing: float = 0.25  # probability; 0 disables
-    label_smoothing: float = 0.1
+    crop: str = knob("rrc", "rrc (random resized crop) | pad (pad and crop) | none")
+    rrc_scale: tuple[float, float] = knob((0.08, 1.0), "random-resized-crop area range (2 values)")
+    rrc_ratio: tuple[float, float] = knob((3 / 4, 4 / 3), "random-resized-crop aspect-ratio range (2 values)")
+    pad: int = knob(4, "pixels of padding for --crop pad")
+    hflip: bool = knob(True, "random horizontal flips")
+    randaugment_n: int = knob(2, "RandAugment operations per image (0 disables)")
+    randaugment_m: int = knob(9, "RandAugment magnitude on the 0..30 scale of Cubuk et al. 2020")
+    mixup: float = knob(0.8, "Mixup Beta alpha (0 disables)")
+    cutmix: float = knob(1.0, "CutMix Beta alpha (0 disables)")
+    mix_prob: float = knob(1.0, "probability of mixing a batch")
+    random_erasing: float = knob(0.25, "random-erasing probability (0 disables)")
+    label_smoothing: float = knob(0.1, "label smoothing")
 
     def __post_init__(self) -> None:
         if self.crop not in CROPS:

@@ -50,8 +50,13 @@ class BatchLoader:
         drop_last: bool,
         device: torch.device,
         num_workers: int,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        if batch_size % world_size:
+            raise ValueError(f"batch size {batch_size} does not divide evenly over {world_size} processes")
         self.source, self.batch_size, self.order = source, batch_size, order
+        self.rank, self.world_size = rank, world_size
         self.drop_last, self.device, self.num_workers = drop_last, device, num_workers
         total = num_batches(source, batch_size, drop_last)
         if not 0 <= start_batch <= total:
@@ -62,9 +67,12 @@ class BatchLoader:
         return num_batches(self.source, self.batch_size, self.drop_last)
 
     def batch_indices(self) -> list[torch.Tensor]:
-        """The index tensor of every batch still to come."""
-        size = self.batch_size
-        return [self.order[b * size : (b + 1) * size] for b in range(self.start_batch, len(self))]
+        """The index tensor of every batch still to come (this rank's contiguous share of each global batch)."""
+        size, share = self.batch_size, self.batch_size // self.world_size
+        batches = [self.order[b * size : (b + 1) * size] for b in range(self.start_batch, len(self))]
+        if self.world_size == 1:
+            return batches
+        return [b[self.rank * share : (self.rank + 1) * share] for b in batches]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if isinstance(self.source, TensorSource):
@@ -106,14 +114,19 @@ def make_loader(
     drop_last: bool = False,
     device: str | torch.device = "cpu",
     num_workers: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> BatchLoader:
     """The batches of one epoch; order depends only on (seed, epoch), so resuming at start_batch repeats nothing.
 
     In-memory sources are indexed directly; streaming sources decode in `num_workers` processes (default:
-    the source's own setting, DataConfig.num_workers) with prefetching.
+    the source's own setting, DataConfig.num_workers) with prefetching. With `world_size` > 1 each rank gets
+    its contiguous share of every (global) batch of the same order.
     """
     if not isinstance(source, (TensorSource, FileSource)):
         raise TypeError(f"make_loader needs a TensorSource or FileSource, got {type(source).__name__}")
     workers = getattr(source, "num_workers", 0) if num_workers is None else num_workers
     order = epoch_order(len(source), shuffle=shuffle, seed=seed, epoch=epoch)
-    return BatchLoader(source, batch_size, order, start_batch, drop_last, torch.device(device), workers)
+    return BatchLoader(
+        source, batch_size, order, start_batch, drop_last, torch.device(device), workers, rank, world_size
+    )

@@ -16,65 +16,103 @@ from pathlib import Path
 from typing import Any
 
 from vitkit.data import AugmentConfig, DataConfig
+from vitkit.models.fields import knob
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 ATTENTION_KERNELS = ("auto", "math", "flash")
-ARCHITECTURE_KEYS = ("hidden_dim", "depth", "num_heads", "mlp_dim", "pool", "posemb")
+DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 @dataclass
 class ModelConfig:
-    """Which ViT to train: a variant ("mu/4") or preset name, architecture overrides, and its regularisation.
+    """Which model to train: a variant or preset name, an optional checkpoint to start from, and overrides.
 
-    Setting `name` (in a recipe or with --model) resets the architecture overrides to null (the variant's own
-    values) unless they are given alongside it.
+    `overrides` are fields of the model's own config (`ViTConfig` for a ViT), checked against it, so a new model
+    field needs no change here. In a recipe they sit beside `name` (`model: {name: Ti/4, pool: gap}`). Setting
+    `name` (in a recipe or with --model) drops the overrides that are not given alongside it.
     """
 
-    name: str = "mu/4"
-    hidden_dim: int | None = 96  # None keeps the variant's value; likewise below
-    depth: int | None = 4
-    num_heads: int | None = 3
-    mlp_dim: int | None = 192
-    pool: str | None = "gap"
-    posemb: str | None = "sincos_2d"
-    dropout: float = 0.0
-    attn_dropout: float = 0.0
-    drop_path: float = 0.0  # stochastic depth of the last block, rising linearly from 0
-    pretrained: str | None = None  # start from this checkpoint (any format `vitkit.load` reads)
+    name: str = knob("mu/4", "model: a ViT variant ('Ti/4', 'S/16', 'B/16', ...) or a preset name")
+    pretrained: str | None = knob(None, "initialise from this checkpoint (any format `vitkit.load` reads)")
+    overrides: dict[str, Any] = knob(
+        help="model config fields to change (ViTConfig: hidden_dim, depth, pool, posemb, drop_path, ...)",
+        factory=lambda: {
+            "hidden_dim": 96,
+            "depth": 4,
+            "num_heads": 3,
+            "mlp_dim": 192,
+            "pool": "gap",
+            "posemb": "sincos_2d",
+        },
+    )
 
     def __post_init__(self) -> None:
-        for knob in ("dropout", "attn_dropout", "drop_path"):
-            if not 0.0 <= getattr(self, knob) < 1.0:
-                raise ValueError(f"model.{knob} must be in [0, 1), got {getattr(self, knob)}")
-        for knob in ("hidden_dim", "depth", "num_heads", "mlp_dim"):
-            value = getattr(self, knob)
-            if value is not None and value <= 0:
-                raise ValueError(f"model.{knob} must be positive (or null for the variant's value), got {value}")
+        self.overrides = check_model_overrides(self.overrides)
 
-    def overrides(self) -> dict[str, Any]:
-        """The ViTConfig fields this section sets (None means: keep the variant's value)."""
-        fields = (*ARCHITECTURE_KEYS, "dropout", "attn_dropout", "drop_path")
-        return {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe form: name, pretrained, then the overrides beside them."""
+        return {"name": self.name, "pretrained": self.pretrained, **self.overrides}
+
+    @classmethod
+    def from_flat(cls, values: dict[str, Any], current: ModelConfig, origin: str) -> ModelConfig:
+        """Update `current` from a recipe's flat model section (name, pretrained, override fields)."""
+        values = dict(values)
+        overrides = {} if "name" in values else dict(current.overrides)
+        name = values.pop("name", current.name)
+        pretrained = values.pop("pretrained", current.pretrained)
+        if not isinstance(name, str):
+            raise ValueError(f"{origin}: model.name must be a string, got {name!r}")
+        if pretrained is not None and not isinstance(pretrained, str):
+            raise ValueError(f"{origin}: model.pretrained must be a path or hub id, got {pretrained!r}")
+        overrides.update(values.pop("overrides", None) or {})
+        overrides.update(values)
+        try:
+            return cls(name, pretrained, overrides)
+        except ValueError as error:
+            raise ValueError(f"{origin}: {error}") from None
+
+
+def model_config_fields() -> dict[str, Any]:
+    """Type hints of the model fields a recipe may override (those of ViTConfig a training run does not fix)."""
+    from vitkit.models import ViTConfig
+
+    fixed = {"img_size", "num_classes", "name", "extra"}  # set by the data section, or provenance
+    hints = typing.get_type_hints(ViTConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(ViTConfig) if f.name not in fixed}
+
+
+def check_model_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Overrides coerced to their ViTConfig field types; unknown names are an error listing the valid ones."""
+    if not isinstance(overrides, dict):
+        raise ValueError(f"model overrides must be a mapping of field names to values, got {overrides!r}")
+    known = model_config_fields()
+    out = {}
+    for name, value in overrides.items():
+        if name not in known:
+            raise ValueError(f"unknown model field {name!r}; valid fields: name, pretrained, {', '.join(known)}")
+        out[name] = value if value is None else coerce(value, known[name], f"model.{name}")
+    return out
 
 
 @dataclass
 class OptimConfig:
     """Optimizer, learning-rate schedule (linear warm-up, then per-step decay), clipping and weight EMA."""
 
-    optimizer: str = "adamw"  # "adamw" (no decay on biases, norms, position embeddings, tokens) | "sgd"
-    lr: float = 2e-3  # peak learning rate, reached at the end of warm-up
-    weight_decay: float = 0.05
-    momentum: float = 0.9  # SGD only
-    betas: tuple[float, float] = (0.9, 0.999)  # AdamW only
-    schedule: str = "cosine"  # decay after warm-up: "cosine" | "linear" | "constant"
-    warmup_epochs: float = 2.0
-    warmup_steps: int | None = None  # when set, overrides warmup_epochs
-    min_lr: float = 1e-5  # learning rate at the end of the decay
-    clip_grad: float = 1.0  # max global gradient norm; 0 disables clipping
-    ema_decay: float = 0.0  # exponential moving average of the weights; 0 disables
+    optimizer: str = knob("adamw", "adamw (no decay on biases, norms, position embeddings, tokens) | sgd")
+    lr: float = knob(2e-3, "peak learning rate, reached at the end of warm-up")
+    weight_decay: float = knob(0.05, "weight decay (not on biases, norms, position embeddings, tokens)")
+    momentum: float = knob(0.9, "SGD momentum")
+    nesterov: bool = knob(False, "Nesterov momentum (SGD)")
+    betas: tuple[float, float] = knob((0.9, 0.999), "AdamW betas (2 values)")
+    schedule: str = knob("cosine", "decay after warm-up: cosine | linear | constant")
+    warmup_epochs: float = knob(2.0, "linear warm-up length in epochs")
+    warmup_steps: int | None = knob(None, "linear warm-up length in steps (overrides --warmup-epochs)")
+    min_lr: float = knob(1e-5, "learning rate at the end of the decay")
+    clip_grad: float = knob(1.0, "clip the global gradient norm to this (0 disables)")
+    ema_decay: float = knob(0.0, "exponential moving average of the weights, e.g. 0.999 (0 disables)")
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -102,54 +140,38 @@ class OptimConfig:
 
 @dataclass
 class RunConfig:
-    """How long and where to train: epochs, batch, seed, device, precision, checkpoints and logging."""
+    """How long to train and how to record it: epochs, batch, seed, evaluation, checkpoints, logging."""
 
-    epochs: int = 40
-    batch_size: int = 64  # images per optimizer step (split into grad_accum micro-batches)
-    grad_accum: int = 1  # micro-batches per optimizer step, to fit a batch in memory
-    seed: int = 0  # weights, augmentation, dropout and batch order
-    device: str = "auto"  # "auto" (cuda when available) | "cpu" | "cuda" | "cuda:N"
-    # "auto": bf16 on CUDA and on CPUs with AMX, fp32 on other CPUs (where bf16 matmuls are no faster) |
-    # "bf16" autocast | "fp16" autocast + GradScaler (CUDA) | "fp32"
-    precision: str = "auto"
-    eval_batch_size: int | None = None  # default: batch_size
-    save_every: int = 0  # also checkpoint every N optimizer steps; 0: only at the end of each epoch
-    log_every: int = 50  # optimizer steps between plain log lines (when stdout is not a terminal)
-    time_budget_min: float = 0.0  # > 0: after epoch 1, cut the epochs so the run fits this many minutes
-    # torch intra-op threads; None: torch's default (one per core). The digits default uses 1: its matrices are
-    # too small to split, and on a shared CPU a second spinning OpenMP thread was measured 1.5-3x slower.
-    threads: int | None = 1
-    attention: str = "auto"  # scaled-dot-product kernel: "auto" (torch picks) | "math" | "flash"
-    compile: bool = False  # torch.compile the model (measure first: it is not always faster on CPU)
+    epochs: int = knob(40, "epochs")
+    batch_size: int = knob(64, "images per optimizer step, over all processes (split into grad_accum micro-batches)")
+    grad_accum: int = knob(1, "micro-batches per optimizer step, to fit a batch in memory (same result)")
+    seed: int = knob(0, "seed of weights, augmentation, dropout and batch order")
+    eval_batch_size: int | None = knob(None, "validation batch size (default: --batch-size)")
+    save_every: int = knob(0, "also checkpoint every N optimizer steps (0: only at the end of each epoch)")
+    log_every: int = knob(50, "optimizer steps between plain log lines (when stdout is not a terminal)")
+    time_budget_min: float = knob(0.0, "> 0: after epoch 1, cut the epochs so the run fits this many minutes")
     # Progressive resizing: the first `low_res_epochs` epochs train at `low_res_size` px (a quarter of the
     # tokens at half the size, ~5x cheaper per image), the rest and every evaluation at data.img_size.
     # Use learned position embeddings (resampled to the smaller grid) so positions mean the same at both sizes.
-    low_res_size: int | None = None
-    low_res_epochs: int = 0
+    low_res_size: int | None = knob(None, "progressive resizing: train the first --low-res-epochs epochs at this size")
+    low_res_epochs: int = knob(0, "epochs at --low-res-size before switching to --img-size")
+    eval_flip: bool = knob(False, "validate on each image and its mirror image, averaging the logits")
 
     def __post_init__(self) -> None:
-        for knob in ("epochs", "batch_size", "grad_accum", "log_every"):
-            if getattr(self, knob) < 1:
-                raise ValueError(f"run.{knob} must be >= 1, got {getattr(self, knob)}")
+        for name in ("epochs", "batch_size", "grad_accum", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"run.{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"run.batch_size {self.batch_size} is not divisible by run.grad_accum {self.grad_accum}; "
                 "the batch is split into grad_accum equal micro-batches"
             )
-        if not _DEVICE_PATTERN.match(self.device):
-            raise ValueError(f"run.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"run.precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.attention not in ATTENTION_KERNELS:
-            raise ValueError(f"run.attention must be one of {ATTENTION_KERNELS}, got {self.attention!r}")
         if self.save_every < 0 or self.time_budget_min < 0:
             raise ValueError(
                 f"run.save_every and run.time_budget_min must be >= 0, got {self.save_every}, {self.time_budget_min}"
             )
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
             raise ValueError(f"run.eval_batch_size must be >= 1 or null, got {self.eval_batch_size}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"run.threads must be >= 1 or null, got {self.threads}")
         if self.low_res_epochs < 0 or (self.low_res_epochs > 0 and not self.low_res_size):
             raise ValueError(
                 f"run.low_res_epochs must be >= 0 and needs run.low_res_size, got {self.low_res_epochs}, "
@@ -160,6 +182,51 @@ class RunConfig:
                 "run.time_budget_min cannot be combined with run.low_res_epochs (the budget is planned from the "
                 "time of epoch 1, which runs at the low resolution); set run.epochs instead"
             )
+
+
+@dataclass
+class RuntimeConfig:
+    """Where and how the run computes. Defaults use the machine: measured precision, every core this process has."""
+
+    device: str = knob("auto", "auto (cuda when available) | cpu | cuda | cuda:N")
+    precision: str = knob(
+        "auto", "auto (bf16 where a timed probe finds it clearly faster, else fp32) | bf16 | fp16 (CUDA) | fp32"
+    )
+    threads: int | None = knob(None, "torch CPU threads (default: the cores this process may use)")
+    attention: str = knob(
+        "auto", "attention kernel: auto (CPU: the faster of math/flash, timed at the model's shapes) | math | flash"
+    )
+    compile: bool = knob(False, "torch.compile the model (measure first)")
+    distributed: str = knob("auto", "auto (DDP under torchrun) | ddp | fsdp (shard parameters, for large models)")
+    activation_checkpointing: bool = knob(False, "recompute each block in the backward pass (less memory, ~30% slower)")
+
+    def __post_init__(self) -> None:
+        if not _DEVICE_PATTERN.match(self.device):
+            raise ValueError(f"runtime.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"runtime.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.attention not in ATTENTION_KERNELS:
+            raise ValueError(f"runtime.attention must be one of {ATTENTION_KERNELS}, got {self.attention!r}")
+        if self.distributed not in DISTRIBUTED:
+            raise ValueError(f"runtime.distributed must be one of {DISTRIBUTED}, got {self.distributed!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"runtime.threads must be >= 1 or null, got {self.threads}")
+
+
+RUNTIME_KEYS = [f.name for f in dataclasses.fields(RuntimeConfig)]
+
+
+@dataclass
+class ObjectiveConfig:
+    """What a training step optimises (see `vitkit.training.objectives`)."""
+
+    name: str = knob("supervised", "training objective: supervised (cross-entropy against the labels)")
+
+    def __post_init__(self) -> None:
+        from vitkit.training.objectives import OBJECTIVES
+
+        if self.name not in OBJECTIVES:
+            raise ValueError(f"objective.name must be one of {sorted(OBJECTIVES)}, got {self.name!r}")
 
 
 def _digits_augment() -> AugmentConfig:
@@ -178,10 +245,14 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=_digits_augment)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """A YAML-ready nested dict (tuples become lists)."""
-        return {section: _plain(dataclasses.asdict(getattr(self, section))) for section in section_names()}
+        out = {section: _plain(dataclasses.asdict(getattr(self, section))) for section in section_names()}
+        out["model"] = _plain(self.model.to_dict())
+        return out
 
     def to_yaml(self) -> str:
         """The config as a recipe file."""
@@ -207,16 +278,18 @@ class TrainConfig:
             if section not in section_names():
                 raise ValueError(f"{origin}: unknown section {section!r}; valid sections: {', '.join(section_names())}")
             current = getattr(self, section)
-            if section == "model" and "name" in updates:
+            if section == "model":
                 # A model name fixes the whole architecture; only overrides given alongside it apply.
-                current = dataclasses.replace(current, **dict.fromkeys(ARCHITECTURE_KEYS))
+                changed[section] = ModelConfig.from_flat(updates, current, origin)
+                continue
             hints = typing.get_type_hints(type(current))
             known = [f.name for f in dataclasses.fields(current)]
             coerced = {}
             for name, value in updates.items():
                 if name not in known:
+                    moved = " (it moved to the runtime section)" if section == "run" and name in RUNTIME_KEYS else ""
                     raise ValueError(
-                        f"{origin}: unknown key {section}.{name}; valid keys of {section!r}: {', '.join(known)}"
+                        f"{origin}: unknown key {section}.{name}{moved}; valid keys of {section!r}: {', '.join(known)}"
                     )
                 coerced[name] = coerce(value, hints[name], f"{section}.{name}")
             changed[section] = dataclasses.replace(current, **coerced)

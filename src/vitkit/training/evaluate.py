@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from vitkit.data import EvalTransform, ImageSource, make_loader
-from vitkit.training.device import autocast
+from vitkit.training.runtime import autocast
 
 
 @dataclass
@@ -57,8 +57,12 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     precision: str = "fp32",
+    flip: bool = False,
 ) -> EvalResult:
-    """Run `model` over every image of `source` once, in order, under the given precision."""
+    """Run `model` over every image of `source` once, in order, under the given precision.
+
+    `flip` averages the logits of each image and its mirror image (test-time augmentation).
+    """
     was_training = model.training
     model.eval()
     num_classes = len(source.class_names)
@@ -67,8 +71,11 @@ def evaluate(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     k = min(5, num_classes)
     for images, labels in make_loader(source, batch_size, shuffle=False, seed=0, epoch=0, device=device):
+        inputs = transform(images)
         with autocast(precision, device):
-            logits = model(transform(images)).float()
+            logits = model(inputs).float()
+            if flip:
+                logits = (logits + model(inputs.flip(-1)).float()) / 2
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
         top5_hits += (logits.topk(k, dim=1).indices == labels[:, None]).any(1).sum()
         confusion.view(-1).index_add_(0, labels * num_classes + logits.argmax(1), torch.ones_like(labels))

@@ -17,8 +17,8 @@ from vitkit.checkpoints.native import is_native_checkpoint, read_native_document
 from vitkit.data import DataConfig, EvalTransform, SkippedFile, load_dataset, load_images
 from vitkit.models import VisionTransformer
 from vitkit.training.config import TrainConfig
-from vitkit.training.device import autocast, resolve_device
 from vitkit.training.evaluate import EvalResult, evaluate
+from vitkit.training.runtime import autocast, resolve_device
 
 log = logging.getLogger("vitkit.training")
 

@@ -10,24 +10,17 @@ from typing import Any
 
 log = logging.getLogger("vitkit.training")
 
-COLUMNS = [
-    "kind",  # "step" or "epoch"
-    "epoch",  # 1-based
-    "step",  # optimizer steps taken so far
-    "time_s",
-    "lr",
-    "loss",
-    "acc",
-    "grad_norm",
-    "images_per_s",
-    "data_wait_share",
-    "val_loss",
-    "val_top1",
-    "val_top5",
-    "ema_val_loss",
-    "ema_val_top1",
-    "ema_val_top5",
-]
+BASE_COLUMNS = ["kind", "epoch", "step", "time_s", "lr"]  # kind: "step" or "epoch"; epoch is 1-based
+STEP_COLUMNS = ["grad_norm", "images_per_s", "data_wait_share"]
+
+
+def metric_columns(train_metrics: list[str], val_metrics: list[str]) -> list[str]:
+    """The CSV columns for an objective's training and validation metrics (raw and EMA weights)."""
+    validation = [f"val_{name}" for name in val_metrics] + [f"ema_val_{name}" for name in val_metrics]
+    return BASE_COLUMNS + list(train_metrics) + STEP_COLUMNS + validation
+
+
+COLUMNS = metric_columns(["loss", "acc"], ["loss", "top1", "top5"])  # the supervised objective's
 
 
 class MetricsLog:
@@ -37,16 +30,19 @@ class MetricsLog:
     back to exactly those, so a killed run leaves no duplicate, orphan or half-written row.
     """
 
-    def __init__(self, run_dir: Path, keep_rows: int = 0, resume_step: int = 0) -> None:
+    def __init__(
+        self, run_dir: Path, keep_rows: int = 0, resume_step: int = 0, columns: list[str] | None = None
+    ) -> None:
         self.path = run_dir / "metrics.csv"
+        self.columns = columns or COLUMNS
         kept = read_metrics(self.path)[:keep_rows] if keep_rows and self.path.exists() else []
         with open(self.path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(kept)
         self.rows = len(kept)
         self.handle = open(self.path, "a", newline="")  # noqa: SIM115 - kept open for the run
-        self.writer = csv.DictWriter(self.handle, fieldnames=COLUMNS)
+        self.writer = csv.DictWriter(self.handle, fieldnames=self.columns)
         self.tensorboard = _tensorboard_writer(run_dir, resume_step)
 
     def write(self, kind: str, **values: Any) -> None:

@@ -5,26 +5,36 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
-from vitkit.models import VisionTransformer
 from vitkit.training.config import OptimConfig
 
+WRAPPER_PREFIXES = ("_checkpoint_wrapped_module.", "_orig_mod.")  # added by activation checkpointing / compile
 
-def parameter_groups(model: VisionTransformer, weight_decay: float) -> list[dict]:
-    """Two groups: decayed weights, and the biases, norms, position embeddings and tokens `no_weight_decay` names."""
-    skip = model.no_weight_decay()
+
+def parameter_groups(model: nn.Module, weight_decay: float, extra: nn.Module | None = None) -> list[dict]:
+    """Two groups: decayed weights, and what `no_weight_decay` names (biases, norms, E_pos, tokens).
+
+    `extra` (an objective's own trainable parts) decays its matrices and nothing else.
+    """
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
     decay, no_decay = [], []
     for name, param in model.named_parameters():
+        for prefix in WRAPPER_PREFIXES:
+            name = name.replace(prefix, "")
         if param.requires_grad:
-            (no_decay if name in skip else decay).append(param)
+            (no_decay if name in skip or param.ndim <= 1 else decay).append(param)
+    for param in extra.parameters() if extra is not None else []:
+        if param.requires_grad:
+            (decay if param.ndim > 1 else no_decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: VisionTransformer, config: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW (decoupled weight decay) or SGD with momentum, over `parameter_groups`."""
-    groups = parameter_groups(model, config.weight_decay)
+def build_optimizer(model: nn.Module, objective: nn.Module | None, config: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay) or SGD with momentum, over the model's and the objective's parameters."""
+    groups = parameter_groups(model, config.weight_decay, objective)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
 
 

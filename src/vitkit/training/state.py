@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 STATE_FILE = "training_state.pt"
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 @dataclass
@@ -21,10 +21,10 @@ class RunState:
     batch: int = 0  # batches of the current epoch already trained on (the loader's start_batch)
     step: int = 0  # optimizer steps taken
     planned_epochs: int = 0  # the run's length (config epochs, or fewer under a time budget)
-    best_top1: float = -1.0
-    best_top5: float = 0.0
+    best_value: float | None = None  # the objective's best_metric of the best checkpoint so far
+    best_scores: dict[str, float] = field(default_factory=dict)  # every validation metric of that checkpoint
     best_epoch: int = 0
-    best_weights: str = "raw"  # "raw" or "ema": which weights scored best_top1
+    best_weights: str = "raw"  # "raw" or "ema": which weights scored best_value
     elapsed_s: float = 0.0  # wall time of all sessions up to the checkpoint
     train_s: float = 0.0  # time inside training steps (excludes evaluation and checkpoints)
     data_wait_s: float = 0.0  # time spent waiting for the loader inside training steps
@@ -78,18 +78,20 @@ def _as_tuples(value: Any) -> Any:
 
 def training_state(
     progress: RunState,
-    optimizer: torch.optim.Optimizer,
+    optimizer_state: dict[str, Any],
     scaler: torch.amp.GradScaler,
     ema: Any,
+    objective_state: dict[str, Any],
     config: dict[str, Any],
 ) -> dict[str, Any]:
     """The object saved as `training_state.pt` next to the weights of checkpoints/last."""
     return {
         "version": STATE_VERSION,
         "progress": progress.to_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer_state,
         "scaler": scaler.state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
+        "objective": objective_state,  # trainable parts of the objective (e.g. a pre-training head)
         "rng": capture_rng(),
         "config": config,
     }

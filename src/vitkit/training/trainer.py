@@ -1,59 +1,38 @@
-"""The training loop, top to bottom: data, model, optimizer, steps, evaluation, checkpoints, summary.
+"""The training loop, top to bottom: build, then for each epoch train steps, validate, checkpoint; summarise.
 
-A run directory holds `config.yaml` (the resolved recipe), `metrics.csv`, `curves.png`, `summary.json` and
-`checkpoints/{last,best}` (plus `checkpoints/ema` with EMA on). `checkpoints/last` carries the training
-state (optimizer, scaler, EMA, every RNG, position in the epoch), so a run killed at any instant resumes
-from its last checkpoint and, on CPU with the same thread count, ends with bit-identical weights.
+The loop does not know what it trains for: each augmented batch goes to the run's `Objective`
+(`vitkit.training.objectives`), which returns the loss and the metrics to log, and which names the validation
+metric that picks the best checkpoint. Where and how it computes (device, precision, threads, attention
+kernel, DDP/FSDP under torchrun) is the `Runtime`, resolved once. A run directory holds `config.yaml`,
+`metrics.csv`, `curves.png`, `summary.json` and `checkpoints/{last,best,ema}`; `last` resumes a killed run
+exactly (on CPU with one process and the same threads: bit-identical weights).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+from torch import nn
 
-from vitkit.checkpoints import create_model, save
-from vitkit.checkpoints.native import read_native, resolve_checkpoint_dir
+from vitkit.checkpoints import create_model
 from vitkit.data import DatasetSplits, EvalTransform, TrainAugment, load_dataset, make_loader, num_batches
-from vitkit.models import VisionTransformer
-from vitkit.training.config import ModelConfig, TrainConfig, load_config
-from vitkit.training.device import (
-    attention_kernel,
-    autocast,
-    check_precision,
-    make_scaler,
-    precision_warning,
-    resolve_device,
-    resolve_precision,
-)
+from vitkit.training import checkpointing, distributed
+from vitkit.training.config import ModelConfig, TrainConfig
 from vitkit.training.ema import ModelEma
-from vitkit.training.evaluate import EvalResult, evaluate
-from vitkit.training.metrics import MetricsLog, plot_curves
+from vitkit.training.metrics import MetricsLog, metric_columns, plot_curves
+from vitkit.training.objectives import Batch, Objective, ObjectiveStep, Validation, build_objective
 from vitkit.training.optim import build_optimizer, learning_rate, set_learning_rate, warmup_steps
 from vitkit.training.progress import ProgressReporter, format_duration
-from vitkit.training.state import (
-    STATE_FILE,
-    RunState,
-    load_training_state,
-    restore_rng,
-    seed_everything,
-    training_state,
-)
-
-log = logging.getLogger("vitkit.training")
-
-CONFIG_FILE = "config.yaml"
-SUMMARY_FILE = "summary.json"
-# Flags that may differ when resuming: they change where and how fast the run goes, not what it computes.
-RESUME_OVERRIDABLE = ("run.device", "run.log_every", "run.threads", "data.num_workers", "data.cache_dir")
+from vitkit.training.rundir import SUMMARY_FILE, check_run_dir, prepare_run_dir, resume_config
+from vitkit.training.runtime import Runtime, make_scaler, precision_warning
+from vitkit.training.state import RunState, seed_everything
 
 
 class TrainingDiverged(RuntimeError):
@@ -62,34 +41,23 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class Trainer:
-    """The objects of one training session (built by `Trainer.create`)."""
+    """The objects of one training session (built by `create_trainer`)."""
 
     config: TrainConfig
     run_dir: Path
-    device: torch.device
-    precision: str  # resolved: "bf16", "fp16" or "fp32"
+    runtime: Runtime
     data: DatasetSplits
-    model: VisionTransformer
+    model: nn.Module  # the bare model: what is saved and evaluated
+    objective: Objective
+    step_module: nn.Module  # model + objective, wrapped for DDP/FSDP: what trains
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     ema: ModelEma | None
     state: RunState
     steps_per_epoch: int
     warmup: int
-    augment: TrainAugment = field(init=False)
-    eval_transform: EvalTransform = field(init=False)
-
-    def __post_init__(self) -> None:
-        data, num_classes = self.config.data, len(self.data.class_names)
-        self.augment = TrainAugment(self.config.augment, data.img_size, data.mean, data.std, num_classes).to(
-            self.device
-        )
-        self.eval_transform = EvalTransform(data.img_size, data.mean, data.std).to(self.device)
-        low = self.config.run.low_res_size
-        self.low_res_augment = (
-            TrainAugment(self.config.augment, low, data.mean, data.std, num_classes).to(self.device) if low else None
-        )
-        self.forward_model = torch.compile(self.model) if self.config.run.compile else self.model
+    augment: dict[int, TrainAugment] = field(default_factory=dict)  # by training resolution
+    eval_transform: EvalTransform | None = None
 
     @property
     def total_steps(self) -> int:
@@ -101,6 +69,11 @@ class Trainer:
         """RUN_DIR/checkpoints."""
         return self.run_dir / "checkpoints"
 
+    def resolution(self, epoch: int) -> int:
+        """The training resolution of `epoch` (progressive resizing trains the first epochs smaller)."""
+        run = self.config.run
+        return run.low_res_size if run.low_res_size and epoch < run.low_res_epochs else self.config.data.img_size
+
 
 def train(
     config: TrainConfig | None,
@@ -110,104 +83,86 @@ def train(
     overwrite: bool = False,
     overrides: dict[str, Any] | None = None,
     progress_bar: bool | None = None,
+    objective: Objective | None = None,
 ) -> dict[str, Any]:
     """Train `config` into `run_dir` (or continue the run there with `resume`) and return its summary.
 
-    Raises TrainingDiverged when the loss becomes non-finite (the last good checkpoint is kept).
+    `objective` replaces the one the config names (e.g. distillation from any `nn.Module` teacher built in
+    Python). Raises TrainingDiverged when the loss becomes non-finite (the last good checkpoint is kept).
     """
     run_dir = Path(run_dir)
-    if resume:
-        trainer = create_trainer(resume_config(run_dir, overrides or {}), run_dir, resume=True)
-    else:
-        config = config or TrainConfig()
-        preflight(config, run_dir, overwrite)
-        trainer = create_trainer(config, run_dir, resume=False)  # loads the data: a bad path fails here
-        prepare_run_dir(run_dir, overwrite)
-        (run_dir / CONFIG_FILE).write_text(config.to_yaml())
-    return run(trainer, progress_bar)
+    config = resume_config(run_dir, overrides or {}) if resume else (config or TrainConfig())
+    if not resume:
+        check_run_dir(run_dir, overwrite)
+    trainer = create_trainer(config, run_dir, resume=resume, objective=objective)  # a bad data path fails here
+    try:
+        if not resume and trainer.runtime.dist.is_main:
+            prepare_run_dir(run_dir, overwrite, config)
+        trainer.runtime.dist.barrier()
+        return run(trainer, progress_bar)
+    finally:
+        trainer.runtime.close()
 
 
-def resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
-    """The config of the run being resumed, with only the harmless overrides allowed."""
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{run_dir} is not a training run ({CONFIG_FILE} is missing); check the --resume path")
-    refused = sorted(set(overrides) - set(RESUME_OVERRIDABLE))
-    if refused:
-        raise ValueError(
-            f"--resume continues the run exactly as configured in {run_dir / CONFIG_FILE}; these options would change "
-            f"it: {', '.join(refused)}. Drop them, or start a new run with --config {run_dir / CONFIG_FILE}"
-        )
-    return load_config(run_dir / CONFIG_FILE, overrides)
-
-
-def preflight(config: TrainConfig, run_dir: Path, overwrite: bool) -> None:
-    """Refuse an impossible device or precision, or an output directory in use, before any work."""
-    device = resolve_device(config.run.device)
-    check_precision(resolve_precision(config.run.precision, device), device)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        is_run = (run_dir / CONFIG_FILE).exists() or (run_dir / "checkpoints").exists()
-        if not overwrite or not is_run:
-            hint = "pass --overwrite to replace it, " if is_run else ""
-            raise ValueError(
-                f"output directory {run_dir} already exists and is not empty; {hint}"
-                f"use --resume {run_dir} to continue it, or choose another --out"
-            )
-
-
-def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Create the run directory, replacing an earlier run there when `overwrite` (checked by `preflight`)."""
-    if overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
-def build_model(config: ModelConfig, num_classes: int, img_size: int) -> VisionTransformer:
-    """A fresh ViT from the model section, or one initialised from `pretrained` (head and E_pos adapted)."""
+def build_model(config: ModelConfig, num_classes: int, img_size: int) -> nn.Module:
+    """A fresh model from the model section, or one initialised from `pretrained` (head and E_pos adapted)."""
     if config.pretrained:
-        regularisation = {"dropout": config.dropout, "attn_dropout": config.attn_dropout, "drop_path": config.drop_path}
-        return create_model(pretrained=config.pretrained, num_classes=num_classes, img_size=img_size, **regularisation)
-    return create_model(config.name, num_classes=num_classes, img_size=img_size, **config.overrides())
+        return create_model(
+            pretrained=config.pretrained, num_classes=num_classes, img_size=img_size, **config.overrides
+        )
+    return create_model(config.name, num_classes=num_classes, img_size=img_size, **config.overrides)
 
 
-def create_trainer(config: TrainConfig, run_dir: Path, resume: bool) -> Trainer:
-    """Load the data, build model, optimizer, scaler and EMA, and restore them from checkpoints/last on resume."""
-    if config.run.threads:
-        torch.set_num_threads(config.run.threads)
-    device = resolve_device(config.run.device)
-    precision = resolve_precision(config.run.precision, device)
-    check_precision(precision, device)
+def create_trainer(
+    config: TrainConfig, run_dir: Path, resume: bool = False, objective: Objective | None = None
+) -> Trainer:
+    """Resolve the runtime, load the data, build model, objective, optimizer and EMA; restore them on resume."""
+    runtime = Runtime.create(config.runtime)
     seed_everything(config.run.seed)
     data = load_dataset(config.data)
-    check_splits(data, config)
-    model = build_model(config.model, len(data.class_names), config.data.img_size).to(device)
+    check_splits(data, config, runtime)
+    model = build_model(config.model, len(data.class_names), config.data.img_size).to(runtime.device)
     model.class_names = list(data.class_names)
     check_low_res(config, model)
-    optimizer = build_optimizer(model, config.optim)
-    scaler = make_scaler(precision, device)
+    objective = (objective or build_objective(config, model, len(data.class_names))).to(runtime.device)
+    choose_attention(runtime, model, config.run.batch_size // (config.run.grad_accum * runtime.dist.world_size))
+    forward_model = torch.compile(model) if runtime.compile else model
+    step_module = distributed.wrap(ObjectiveStep(forward_model, objective), runtime, objective.find_unused_parameters)
+    if runtime.dist.enabled:
+        seed_everything(config.run.seed + 7919 * runtime.dist.rank)  # same weights everywhere, own augmentations
+    optimizer = build_optimizer(model, objective, config.optim)
+    if config.optim.ema_decay > 0 and runtime.distributed == "fsdp":
+        raise ValueError("optim.ema_decay needs the whole model on every rank; it cannot be used with FSDP")
     ema = ModelEma(model, config.optim.ema_decay) if config.optim.ema_decay > 0 else None
     steps_per_epoch = num_batches(data.train, config.run.batch_size, drop_last=True)
-    state = RunState(planned_epochs=config.run.epochs)
+    trainer = Trainer(
+        config, run_dir, runtime, data, model, objective, step_module, optimizer,
+        make_scaler(runtime.precision, runtime.device), ema, RunState(planned_epochs=config.run.epochs),
+        steps_per_epoch, warmup_steps(config.optim, steps_per_epoch),
+    )  # fmt: skip
+    num_classes, mean, std = len(data.class_names), config.data.mean, config.data.std
+    for size in {trainer.resolution(0), config.data.img_size}:
+        trainer.augment[size] = TrainAugment(config.augment, size, mean, std, num_classes).to(runtime.device)
+    trainer.eval_transform = EvalTransform(config.data.img_size, mean, std).to(runtime.device)
     if resume:
-        state = restore(run_dir, model, optimizer, scaler, ema)
-    return Trainer(
-        config,
-        run_dir,
-        device,
-        precision,
-        data,
-        model,
-        optimizer,
-        scaler,
-        ema,
-        state,
-        steps_per_epoch,
-        warmup_steps(config.optim, steps_per_epoch),
-    )
+        trainer.state = checkpointing.restore(trainer)
+    return trainer
 
 
-def check_low_res(config: TrainConfig, model: VisionTransformer) -> None:
+def choose_attention(runtime: Runtime, model: nn.Module, batch: int) -> None:
+    """Resolve the attention kernel at the model's own shapes (nothing to choose for a ConvNet)."""
+    config = getattr(model, "config", None)
+    heads = getattr(config, "num_heads", 0)
+    if heads and hasattr(config, "grid_size"):
+        tokens = math.prod(config.grid_size) + getattr(config, "num_prefix_tokens", 0)
+        runtime.choose_attention(batch, heads, tokens, config.hidden_dim // heads)
+    else:
+        runtime.choose_attention(batch, 0, 0, 0)
+
+
+def check_low_res(config: TrainConfig, model: nn.Module) -> None:
     """Progressive resizing needs a smaller size that the patches tile."""
-    low, patch = config.run.low_res_size, model.config.patch_size[0]
+    low, patch = config.run.low_res_size, getattr(model.config, "patch_size", (1, 1))[0]
     if low and (low >= config.data.img_size or low % patch):
         raise ValueError(
             f"run.low_res_size {low} must be smaller than data.img_size {config.data.img_size} and a multiple of "
@@ -215,106 +170,92 @@ def check_low_res(config: TrainConfig, model: VisionTransformer) -> None:
         )
 
 
-def check_splits(data: DatasetSplits, config: TrainConfig) -> None:
+def check_splits(data: DatasetSplits, config: TrainConfig, runtime: Runtime) -> None:
     """Refuse data the loop cannot use, saying what to change."""
-    if len(data.train) < config.run.batch_size:
+    run, world = config.run, runtime.dist.world_size
+    if len(data.train) < run.batch_size:
         raise ValueError(
-            f"the training split has {len(data.train)} images, fewer than one batch of {config.run.batch_size}; "
+            f"the training split has {len(data.train)} images, fewer than one batch of {run.batch_size}; "
             f"use --batch-size {max(1, len(data.train) // 2)} or more data"
         )
     if len(data.val) == 0:
         raise ValueError("the validation split is empty; add a val/ folder or raise --val-fraction")
-
-
-def restore(
-    run_dir: Path,
-    model: VisionTransformer,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    ema: ModelEma | None,
-) -> RunState:
-    """Load weights and training state from RUN_DIR/checkpoints/last; every RNG is restored last."""
-    last = resolve_checkpoint_dir(run_dir / "checkpoints" / "last")
-    if not (last / STATE_FILE).is_file():
-        raise FileNotFoundError(
-            f"{run_dir} has no resumable checkpoint ({last / STATE_FILE} is missing): the run stopped before its "
-            "first checkpoint; start it again without --resume (add --overwrite)"
+    if run.batch_size % (run.grad_accum * world):
+        raise ValueError(
+            f"run.batch_size {run.batch_size} (the global batch) must divide evenly over {world} processes x "
+            f"{run.grad_accum} micro-batches; use a multiple of {run.grad_accum * world}"
         )
-    _, weights, _ = read_native(last)
-    model.load_state_dict(weights)
-    state = load_training_state(last / STATE_FILE)
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    if ema is not None:
-        if state["ema"] is None:
-            raise ValueError(f"{last} was saved without EMA but the config enables it; the run cannot be resumed")
-        ema.load_state_dict(state["ema"])
-    restore_rng(state["rng"])
-    progress = RunState(**state["progress"])
-    log.info("resuming %s at epoch %d, batch %d (step %d)", run_dir, progress.epoch + 1, progress.batch, progress.step)
-    return progress
 
 
 def run(trainer: Trainer, progress_bar: bool | None = None) -> dict[str, Any]:
-    """Train the remaining epochs, evaluating and checkpointing after each, then write the summary."""
-    state, run_cfg = trainer.state, trainer.config.run
-    session_start = time.perf_counter()
-    elapsed_before = state.elapsed_s
-    metrics = MetricsLog(trainer.run_dir, keep_rows=state.metrics_rows, resume_step=state.step)
-    reporter = ProgressReporter(trainer.total_steps, state.step, run_cfg.log_every, progress_bar)
+    """Train the remaining epochs, validating and checkpointing after each, then write the summary."""
+    state, run_cfg, main = trainer.state, trainer.config.run, trainer.runtime.dist.is_main
+    clock = Clock(time.perf_counter(), state.elapsed_s)
+    objective = trainer.objective
+    columns = metric_columns(list(objective.train_metrics), list(objective.val_metrics))
+    metrics = MetricsLog(trainer.run_dir, state.metrics_rows, state.step, columns) if main else None
+    reporter = ProgressReporter(trainer.total_steps, state.step, run_cfg.log_every, progress_bar if main else False)
+    reporter.enabled = main
     announce(trainer, reporter)
     try:
         while state.epoch < state.planned_epochs:
             epoch_start, start_batch = time.perf_counter(), state.batch
-            train_epoch(trainer, metrics, reporter, session_start, elapsed_before)
-            finish_epoch(trainer, metrics, reporter, session_start, elapsed_before)
+            train_epoch(trainer, metrics, reporter, clock)
+            finish_epoch(trainer, metrics, reporter, clock)
             if run_cfg.time_budget_min > 0 and state.epoch == 1:
                 share = (trainer.steps_per_epoch - start_batch) / trainer.steps_per_epoch  # < 1 when resumed
                 plan_for_budget(trainer, reporter, (time.perf_counter() - epoch_start) / max(share, 1e-6))
     finally:
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
         reporter.close()
-    state.elapsed_s = elapsed_before + time.perf_counter() - session_start
+    state.elapsed_s = clock.now()
     return write_summary(trainer, "finished")
 
 
+@dataclass
+class Clock:
+    """Wall time of the whole run: this session's start plus what earlier sessions (before a resume) took."""
+
+    session_start: float
+    before: float
+
+    def now(self) -> float:
+        """Seconds of the run so far."""
+        return self.before + time.perf_counter() - self.session_start
+
+
 def announce(trainer: Trainer, reporter: ProgressReporter) -> None:
-    """One line saying what is being trained on what (and a warning for a precision that is slow here)."""
-    data, cfg = trainer.data, trainer.config
-    warning = precision_warning(trainer.precision, trainer.device)
+    """Say what is trained on what, and how the runtime was resolved (and why)."""
+    data, cfg, rt = trainer.data, trainer.config, trainer.runtime
+    warning = precision_warning(rt.precision, rt.device)
     if warning:
         reporter.message(f"warning: {warning}")
     params = sum(p.numel() for p in trainer.model.parameters())
-    threads = torch.get_num_threads()
     reporter.message(
-        f"training ViT {cfg.model.name} ({params / 1e6:.2f}M params) on {cfg.data.path}: {len(data.train)} train / "
-        f"{len(data.val)} val images, {len(data.class_names)} classes, {cfg.data.img_size}px; "
-        f"{trainer.state.planned_epochs} epochs x {trainer.steps_per_epoch} steps of {cfg.run.batch_size} on "
-        f"{trainer.device} ({trainer.precision}, {threads} thread{'s' * (threads > 1)}); run dir {trainer.run_dir}"
+        f"training {cfg.model.name} ({params / 1e6:.2f}M params, objective {trainer.objective.name}) on "
+        f"{cfg.data.path}: {len(data.train)} train / {len(data.val)} val images, {len(data.class_names)} classes, "
+        f"{cfg.data.img_size}px; {trainer.state.planned_epochs} epochs x {trainer.steps_per_epoch} steps of "
+        f"{cfg.run.batch_size}; run dir {trainer.run_dir}"
+    )
+    processes = f", {rt.distributed} over {rt.dist.world_size} processes" if rt.dist.enabled else ""
+    reporter.message(
+        f"runtime: {rt.device}, {rt.precision} ({rt.precision_reason}), {rt.threads} thread"
+        f"{'s' * (rt.threads > 1)}, attention {rt.attention_reason}{', compiled' if rt.compile else ''}{processes}"
     )
 
 
-def train_epoch(
-    trainer: Trainer, metrics: MetricsLog, reporter: ProgressReporter, session_start: float, elapsed_before: float
-) -> None:
+def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: ProgressReporter, clock: Clock) -> None:
     """The remaining batches of the current epoch, checkpointing every `save_every` steps."""
-    state, cfg = trainer.state, trainer.config
-    trainer.model.train()
+    state, cfg, runtime = trainer.state, trainer.config, trainer.runtime
+    trainer.step_module.train()
     loader = make_loader(
-        trainer.data.train,
-        cfg.run.batch_size,
-        shuffle=True,
-        seed=cfg.run.seed,
-        epoch=state.epoch,
-        start_batch=state.batch,
-        drop_last=True,
-        device=trainer.device,
-        num_workers=cfg.data.num_workers,
-    )
+        trainer.data.train, cfg.run.batch_size, shuffle=True, seed=cfg.run.seed, epoch=state.epoch,
+        start_batch=state.batch, drop_last=True, device=runtime.device, num_workers=cfg.data.num_workers,
+        rank=runtime.dist.rank, world_size=runtime.dist.world_size,
+    )  # fmt: skip
+    augment = trainer.augment[trainer.resolution(state.epoch)]
     batches = iter(loader)
-    low_res = trainer.low_res_augment is not None and state.epoch < cfg.run.low_res_epochs
-    augment = trainer.low_res_augment if low_res else trainer.augment
-    stats = state.epoch_stats or {"loss_sum": 0.0, "correct": 0.0, "seen": 0.0}
     while True:
         start = time.perf_counter()
         try:
@@ -326,66 +267,56 @@ def train_epoch(
         augmented = time.perf_counter()
         lr = learning_rate(state.step, cfg.optim, trainer.warmup, trainer.total_steps)
         set_learning_rate(trainer.optimizer, lr)
-        loss, correct, grad_norm = train_step(trainer, inputs, targets)
+        values, grad_norm = train_step(trainer, Batch(inputs, targets, labels))
         end = time.perf_counter()
-        batch = images.shape[0]
+        batch = images.shape[0] * runtime.dist.world_size
         state.step, state.batch, state.images = state.step + 1, state.batch + 1, state.images + batch
         state.train_s += end - start
         state.data_wait_s += loaded - start
         state.augment_s += augmented - loaded
-        stats = {
-            "loss_sum": stats["loss_sum"] + loss * batch,
-            "correct": stats["correct"] + correct,
-            "seen": stats["seen"] + batch,
-        }
-        state.epoch_stats = stats
-        values = {
-            "lr": lr,
-            "loss": loss,
-            "acc": 100 * correct / batch,
-            "grad_norm": grad_norm,
-            "images_per_s": batch / (end - start),
-            "data_wait_share": (loaded - start) / (end - start),
-        }
-        metrics.write(
-            "step", epoch=state.epoch + 1, step=state.step, time_s=elapsed_before + end - session_start, **values
-        )
-        reporter.update(state.step, state.epoch + 1, state.planned_epochs, values)
+        sums = state.epoch_stats or {"seen": 0.0}
+        sums = {k: sums.get(k, 0.0) + values.get(k, 1.0) * batch for k in ("seen", *values)}
+        state.epoch_stats = sums
+        row = {**values, "lr": lr, "grad_norm": grad_norm, "images_per_s": batch / (end - start),
+               "data_wait_share": (loaded - start) / (end - start)}  # fmt: skip
+        if metrics is not None:
+            metrics.write("step", epoch=state.epoch + 1, step=state.step, time_s=clock.now(), **row)
+        reporter.update(state.step, state.epoch + 1, state.planned_epochs, row)
         if cfg.run.save_every and state.step % cfg.run.save_every == 0 and state.batch < trainer.steps_per_epoch:
-            checkpoint(trainer, metrics, elapsed_before + time.perf_counter() - session_start)
+            checkpoint(trainer, metrics, clock)
 
 
-def train_step(trainer: Trainer, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float, float]:
-    """Forward and backward over `grad_accum` micro-batches, clip, step; returns loss, correct count, grad norm."""
-    cfg, model, optimizer, scaler = trainer.config, trainer.forward_model, trainer.optimizer, trainer.scaler
-    total = inputs.shape[0]
-    loss_sum = torch.zeros((), device=inputs.device)
-    correct = torch.zeros((), device=inputs.device)
-    for x, t in zip(inputs.chunk(cfg.run.grad_accum), targets.chunk(cfg.run.grad_accum), strict=True):
-        with autocast(trainer.precision, trainer.device), attention_kernel(cfg.run.attention):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), t)  # soft targets: label smoothing and mixing are already in `t`
-        scaler.scale(loss * (x.shape[0] / total)).backward()
-        loss_sum += loss.detach() * x.shape[0]
-        correct += (logits.argmax(1) == t.argmax(1)).sum()
-    loss_value = loss_sum.item() / total
-    parameters = [p for p in trainer.model.parameters() if p.grad is not None]
+def train_step(trainer: Trainer, batch: Batch) -> tuple[dict[str, float], float]:
+    """Forward and backward over `grad_accum` micro-batches, clip, step; returns the batch's metrics and grad norm."""
+    cfg, runtime, optimizer, scaler = trainer.config, trainer.runtime, trainer.optimizer, trainer.scaler
+    parts = cfg.run.grad_accum
+    sums: dict[str, torch.Tensor] = {}
+    for index, micro in enumerate(batch.chunk(parts)):
+        # DDP synchronises gradients on the last micro-batch only.
+        sync = index == parts - 1 or not hasattr(trainer.step_module, "no_sync")
+        with (runtime.autocast(), runtime.attention_kernel(),
+              trainer.step_module.no_sync() if not sync else contextlib.nullcontext()):  # fmt: skip
+            out = trainer.step_module(micro)
+            scaler.scale(out.loss / parts).backward()
+        for key, value in out.metrics.items():
+            sums[key] = sums.get(key, 0) + value.detach().float() / parts
+    values = {k: v.item() for k, v in distributed.reduce_mean(sums, runtime).items()}
     scaler.unscale_(optimizer)
-    if cfg.optim.clip_grad > 0:
-        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, cfg.optim.clip_grad)
-    else:
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
-    norm_value = grad_norm.item()
+    parameters = [p for p in trainer.step_module.parameters() if p.grad is not None]
+    limit = cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else math.inf
+    norm = torch.nn.utils.clip_grad_norm_(parameters, limit)
+    grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # a DTensor under FSDP
+    loss = values.get("loss", 0.0)
     # fp16 overflows are the GradScaler's to handle (it skips the step and lowers the scale); anything else stops.
-    if not math.isfinite(loss_value) or (not math.isfinite(norm_value) and not scaler.is_enabled()):
+    if not math.isfinite(loss) or (not math.isfinite(grad_norm) and not scaler.is_enabled()):
         optimizer.zero_grad(set_to_none=True)
-        raise diverged(trainer, "loss" if not math.isfinite(loss_value) else "gradient norm", loss_value, norm_value)
+        raise diverged(trainer, "loss" if not math.isfinite(loss) else "gradient norm", loss, grad_norm)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     if trainer.ema is not None:
         trainer.ema.update(trainer.model)
-    return loss_value, correct.item(), norm_value
+    return values, grad_norm
 
 
 def diverged(trainer: Trainer, what: str, loss: float, norm: float) -> TrainingDiverged:
@@ -395,12 +326,11 @@ def diverged(trainer: Trainer, what: str, loss: float, norm: float) -> TrainingD
     kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint had been written yet"
     write_summary(trainer, "diverged", error=f"non-finite {what} at step {state.step + 1}")
     hints = [f"a lower --lr (now {cfg.optim.lr:g})"]
-    if trainer.precision != "fp32":
+    if trainer.runtime.precision != "fp32":
         hints.append("--precision fp32")
-    if cfg.optim.clip_grad == 0:
-        hints.append("--clip-grad 1.0")
-    else:
-        hints.append(f"a smaller --clip-grad (now {cfg.optim.clip_grad:g})")
+    hints.append(
+        "--clip-grad 1.0" if cfg.optim.clip_grad == 0 else f"a smaller --clip-grad (now {cfg.optim.clip_grad:g})"
+    )
     if cfg.optim.warmup_steps is None and cfg.optim.warmup_epochs < 5:
         hints.append("a longer --warmup-epochs")
     return TrainingDiverged(
@@ -409,122 +339,77 @@ def diverged(trainer: Trainer, what: str, loss: float, norm: float) -> TrainingD
     )
 
 
-def finish_epoch(
-    trainer: Trainer, metrics: MetricsLog, reporter: ProgressReporter, session_start: float, elapsed_before: float
-) -> None:
-    """Evaluate raw (and EMA) weights, keep the best, checkpoint, log the epoch and redraw the curves."""
-    state, cfg = trainer.state, trainer.config
-    eval_batch = cfg.run.eval_batch_size or cfg.run.batch_size
-    results = {"raw": run_eval(trainer, trainer.model, eval_batch)}
+def finish_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: ProgressReporter, clock: Clock) -> None:
+    """Validate raw (and EMA) weights, keep the best by the objective's metric, checkpoint, log the epoch."""
+    state, objective = trainer.state, trainer.objective
+    results = {"raw": validate(trainer, trainer.model)}
     if trainer.ema is not None:
-        results["ema"] = run_eval(trainer, trainer.ema.model, eval_batch)
-    stats = state.epoch_stats
+        results["ema"] = validate(trainer, trainer.ema.model)
+    sums = state.epoch_stats or {"seen": 1.0}
     state.epoch, state.batch, state.epoch_stats = state.epoch + 1, 0, {}
-    # best: whichever weights (raw or EMA) score the highest validation top-1; ties keep the earlier epoch.
-    kind, best = max(results.items(), key=lambda item: item[1].top1)
-    improved = best.top1 > state.best_top1
+    metric = objective.best_metric
+    kind, best = max(results.items(), key=lambda item: item[1][metric] * (1 if objective.higher_is_better else -1))
+    improved = objective.is_better(best[metric], state.best_value)
     if improved:
-        state.best_top1, state.best_top5, state.best_epoch, state.best_weights = best.top1, best.top5, state.epoch, kind
-    raw = results["raw"]
-    state.last_eval = {"val_top1": raw.top1, "val_top5": raw.top5, "val_loss": raw.loss}
-    row = {
-        "epoch": state.epoch,
-        "step": state.step,
-        "time_s": elapsed_before + time.perf_counter() - session_start,
-        "loss": stats["loss_sum"] / max(1, stats["seen"]),
-        "acc": 100 * stats["correct"] / max(1, stats["seen"]),
-        "val_loss": raw.loss,
-        "val_top1": raw.top1,
-        "val_top5": raw.top5,
+        state.best_value, state.best_scores, state.best_epoch, state.best_weights = (
+            best[metric],
+            best.values,
+            state.epoch,
+            kind,
+        )
+    state.last_eval = {
+        f"{'' if name == 'raw' else 'ema_'}val_{key}": value
+        for name, result in results.items()
+        for key, value in result.values.items()
     }
-    if "ema" in results:
-        state.last_eval.update({"ema_val_top1": results["ema"].top1, "ema_val_top5": results["ema"].top5})
-        row.update(ema_val_loss=results["ema"].loss, ema_val_top1=results["ema"].top1, ema_val_top5=results["ema"].top5)
-    metrics.write("epoch", **row)
-    metrics.flush()
-    state.metrics_rows = metrics.rows
-    state.elapsed_s = elapsed_before + time.perf_counter() - session_start
+    train_means = {k: v / max(1.0, sums["seen"]) for k, v in sums.items() if k != "seen"}
+    if metrics is not None:
+        metrics.write("epoch", epoch=state.epoch, step=state.step, time_s=clock.now(), **train_means, **state.last_eval)
+        metrics.flush()
+        state.metrics_rows = metrics.rows
+    state.elapsed_s = clock.now()
     # best before last: a kill between the two repeats this epoch and rewrites the same best checkpoint.
     if improved:
         weights = trainer.model if kind == "raw" else trainer.ema.model
-        save(
-            weights,
-            trainer.checkpoint_dir / "best",
-            class_names=trainer.data.class_names,
-            metadata=checkpoint_metadata(trainer, kind, best),
-        )
+        checkpointing.save_weights(trainer, "best", weights, kind, best)
     if trainer.ema is not None:
-        save(
-            trainer.ema.model,
-            trainer.checkpoint_dir / "ema",
-            class_names=trainer.data.class_names,
-            metadata=checkpoint_metadata(trainer, "ema", results["ema"]),
-        )
-    save_last(trainer)
-    plot_curves(metrics.path, trainer.run_dir / "curves.png")
-    ema_text = f", EMA {results['ema'].top1:.2f}%" if "ema" in results else ""
+        checkpointing.save_weights(trainer, "ema", trainer.ema.model, "ema", results["ema"])
+    checkpointing.save_last(trainer)
+    if metrics is not None:
+        plot_curves(metrics.path, trainer.run_dir / "curves.png")
+    shown = " ".join(f"{k} {v:.4g}" for k, v in train_means.items())
+    scores = " ".join(f"{k} {v:.4g}" for k, v in results["raw"].values.items())
+    ema_text = f" | EMA {metric} {results['ema'][metric]:.4g}" if "ema" in results else ""
     reporter.message(
-        f"epoch {state.epoch}/{state.planned_epochs}: train loss {row['loss']:.4f} acc {row['acc']:.1f}% | "
-        f"val loss {raw.loss:.4f} top-1 {raw.top1:.2f}% top-5 {raw.top5:.2f}%{ema_text} | "
-        f"best {state.best_top1:.2f}% (epoch {state.best_epoch}) | {format_duration(state.elapsed_s)} elapsed"
+        f"epoch {state.epoch}/{state.planned_epochs}: train {shown} | val {scores}{ema_text} | best {metric} "
+        f"{state.best_value:.4g} (epoch {state.best_epoch}) | {format_duration(state.elapsed_s)} elapsed"
     )
 
 
-def run_eval(trainer: Trainer, model: torch.nn.Module, batch_size: int) -> EvalResult:
-    """Validation metrics of `model` under the run's precision and attention kernel."""
-    with attention_kernel(trainer.config.run.attention):
-        return evaluate(
-            model,
-            trainer.data.val,
-            trainer.eval_transform,
-            batch_size=batch_size,
-            device=trainer.device,
-            precision=trainer.precision,
-        )
+def validate(trainer: Trainer, model: nn.Module) -> Validation:
+    """The objective's validation metrics of `model` under the run's precision and attention kernel."""
+    cfg, runtime = trainer.config, trainer.runtime
+    sharded = runtime.distributed == "fsdp"
+    if sharded:
+        trainer.step_module.unshard()  # the root's parameters (embeddings, head); blocks gather themselves
+    with runtime.attention_kernel():
+        result = trainer.objective.validate(
+            model, trainer.data.val, trainer.eval_transform,
+            batch_size=cfg.run.eval_batch_size or cfg.run.batch_size, device=runtime.device,
+            precision=runtime.precision,
+        )  # fmt: skip
+    if sharded:
+        trainer.step_module.reshard()
+    return result
 
 
-def checkpoint_metadata(trainer: Trainer, weights: str, result: EvalResult | None = None) -> dict[str, Any]:
-    """What a checkpoint records besides the weights: position, scores, and the data settings eval/predict need."""
-    data = trainer.config.data
-    meta = {
-        "epoch": trainer.state.epoch,
-        "step": trainer.state.step,
-        "weights": weights,
-        "precision": trainer.precision,
-        "data": {
-            "path": data.path,
-            "absolute_path": str(Path(data.path).resolve()) if data.path != "digits" else data.path,
-            "img_size": data.img_size,
-            "mean": list(data.mean),
-            "std": list(data.std),
-            "val_fraction": data.val_fraction,
-            "seed": data.seed,
-        },
-        "training": trainer.config.to_dict(),
-    }
-    if result is not None:
-        meta.update(val_top1=result.top1, val_top5=result.top5)
-    return meta
-
-
-def checkpoint(trainer: Trainer, metrics: MetricsLog, elapsed_s: float) -> None:
+def checkpoint(trainer: Trainer, metrics: MetricsLog | None, clock: Clock) -> None:
     """Mid-epoch checkpoint: flush the metrics, record how many rows belong to it, write checkpoints/last."""
-    metrics.flush()
-    trainer.state.metrics_rows = metrics.rows
-    trainer.state.elapsed_s = elapsed_s
-    save_last(trainer)
-
-
-def save_last(trainer: Trainer) -> None:
-    """Write checkpoints/last atomically: the weights and everything needed to resume from this exact point."""
-    state = training_state(trainer.state, trainer.optimizer, trainer.scaler, trainer.ema, trainer.config.to_dict())
-    save(
-        trainer.model,
-        trainer.checkpoint_dir / "last",
-        class_names=trainer.data.class_names,
-        metadata=checkpoint_metadata(trainer, "raw"),
-        extra_files={STATE_FILE: state},
-    )
+    if metrics is not None:
+        metrics.flush()
+        trainer.state.metrics_rows = metrics.rows
+    trainer.state.elapsed_s = clock.now()
+    checkpointing.save_last(trainer)
 
 
 def plan_for_budget(trainer: Trainer, reporter: ProgressReporter, epoch_s: float) -> None:
@@ -532,11 +417,11 @@ def plan_for_budget(trainer: Trainer, reporter: ProgressReporter, epoch_s: float
     state, cfg = trainer.state, trainer.config.run
     remaining = cfg.time_budget_min * 60 - state.elapsed_s
     fits = state.epoch + max(0, math.floor(remaining / max(epoch_s, 1e-6)))
-    planned = max(state.epoch, min(cfg.epochs, fits))
+    planned = distributed.broadcast_object(max(state.epoch, min(cfg.epochs, fits)), trainer.runtime)
     if planned != state.planned_epochs:
         state.planned_epochs = planned
         reporter.set_total(trainer.total_steps)
-        save_last(trainer)
+        checkpointing.save_last(trainer)
     reporter.message(
         f"time budget {cfg.time_budget_min:g} min: epoch 1 took {format_duration(epoch_s)}; "
         f"training {planned} of {cfg.epochs} epochs (the learning-rate schedule is fitted to them)"
@@ -544,17 +429,17 @@ def plan_for_budget(trainer: Trainer, reporter: ProgressReporter, epoch_s: float
 
 
 def write_summary(trainer: Trainer, status: str, error: str | None = None) -> dict[str, Any]:
-    """RUN_DIR/summary.json: best and last scores, time, throughput, data-wait share, skipped files."""
-    state, cfg = trainer.state, trainer.config
-    summary = {
+    """RUN_DIR/summary.json: best and last scores, time, throughput, data-wait share, runtime, skipped files."""
+    state, cfg, objective = trainer.state, trainer.config, trainer.objective
+    summary: dict[str, Any] = {
         "status": status,
-        "val_top1": state.best_top1 if state.best_top1 >= 0 else None,
-        "val_top5": state.best_top5 if state.best_top1 >= 0 else None,
+        "objective": objective.name,
+        "best_metric": objective.best_metric,
+        "best_value": state.best_value,
+        **{f"val_{k}": v for k, v in state.best_scores.items()},
         "best_epoch": state.best_epoch,
         "best_weights": state.best_weights,
-        "final_val_top1": state.last_eval.get("val_top1"),
-        "final_val_top5": state.last_eval.get("val_top5"),
-        "final_ema_val_top1": state.last_eval.get("ema_val_top1"),
+        **{f"final_{k}": v for k, v in state.last_eval.items()},
         "epochs": state.epoch,
         "planned_epochs": state.planned_epochs,
         "steps": state.step,
@@ -567,15 +452,14 @@ def write_summary(trainer: Trainer, status: str, error: str | None = None) -> di
         "val_images": len(trainer.data.val),
         "num_classes": len(trainer.data.class_names),
         "skipped_files": [{"path": s.path, "reason": s.reason} for s in trainer.data.skipped],
-        "model": trainer.model.config.name or cfg.model.name,
+        "model": getattr(trainer.model.config, "name", "") or cfg.model.name,
         "params": sum(p.numel() for p in trainer.model.parameters()),
-        "device": str(trainer.device),
-        "precision": trainer.precision,
-        "threads": torch.get_num_threads(),
+        **trainer.runtime.describe(),
         "best_checkpoint": str(trainer.checkpoint_dir / "best"),
         "last_checkpoint": str(trainer.checkpoint_dir / "last"),
     }
     if error:
         summary["error"] = error
-    (trainer.run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    if trainer.runtime.dist.is_main:
+        (trainer.run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
