@@ -73,7 +73,7 @@ class Attention(nn.Module):
 class Mlp(nn.Module):
     """The two-layer GELU MLP of eq. (3); exact GELU, or its tanh approximation (flax's, for JAX weights)."""
 
-    def __init__(self, dim: int, hidden: int, dropout: float, activation: str = "gelu") -> None:
+    def __init__(self, dim: int, hidden: int, dropout: float, activation: str) -> None:
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
         self.dropout = nn.Dropout(dropout)
@@ -123,6 +123,11 @@ class ViTOutput:
     grid: tuple[int, int] = (0, 0)
 
 
+def linear_head(dim: int, num_classes: int) -> nn.Module:
+    """A linear classifier, or the identity for a headless model (num_classes=0) that returns features."""
+    return nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+
+
 class VisionTransformer(nn.Module):
     """ViT: image -> patch tokens (+ class token, + E_pos) -> L blocks -> LN -> pooled -> (pre-logits) -> head.
 
@@ -144,12 +149,8 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.pre_logits = nn.Linear(dim, config.representation_size) if config.representation_size else None
         head_in = config.representation_size or dim
-        self.head = nn.Linear(head_in, config.num_classes) if config.num_classes > 0 else nn.Identity()
-        self.head_dist = (
-            (nn.Linear(head_in, config.num_classes) if config.num_classes > 0 else nn.Identity())
-            if config.distilled
-            else None
-        )
+        self.head = linear_head(head_in, config.num_classes)
+        self.head_dist = linear_head(head_in, config.num_classes) if config.distilled else None  # DeiT's second
         self.reset_parameters()
 
     @property
@@ -245,7 +246,7 @@ class VisionTransformer(nn.Module):
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """The logits (or, with `pre_logits`, the heads' inputs), averaged over the heads as DeiT infers."""
         outputs = self.representations(features) if pre_logits else self.forward_heads(features)
-        return torch.stack(list(outputs.values())).mean(dim=0) if len(outputs) > 1 else outputs["cls"]
+        return sum(outputs.values()) / len(outputs)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W), normalised, of any size the patches tile -> logits (B, num_classes)."""
