@@ -155,11 +155,26 @@ def edit_config(path, **changes) -> None:
     (path / "config.json").write_text(json.dumps(document))
 
 
+@pytest.mark.parametrize("hidden_act", ["gelu_new", "gelu_pytorch_tanh"])
+def test_tanh_gelu_configs_load_as_gelu_tanh(tmp_path, hidden_act):
+    reference = hf_model(transformers.ViTForImageClassification, seed=8, hidden_act=hidden_act, num_labels=3, **SMALL)
+    reference.save_pretrained(tmp_path)
+    x = images(40)
+    with torch.no_grad():
+        want = reference(x).logits
+        loaded = vitkit.load(tmp_path).eval()
+        exact = vitkit.load(tmp_path, activation="gelu").eval()
+    assert loaded.config.activation == "gelu_tanh"
+    with torch.no_grad():
+        assert relative_error(loaded(x), want) <= 1e-5
+        assert relative_error(exact(x), want) > 1e-5  # the tolerance tells the two GELUs apart
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"hidden_act": "gelu_new"}, "hidden_act 'gelu_new' is not supported; vitkit's MLP uses exact"),
-        ({"model_type": "deit"}, "model_type 'deit' is not supported"),
+        ({"hidden_act": "relu"}, "hidden_act 'relu' is not supported; vitkit's MLP uses exact"),
+        ({"model_type": "swin"}, "model_type 'swin' is not supported"),
         ({"pooler_act": "relu"}, "pooler_act 'relu' is not supported"),
         ({"hidden_size": 32}, "config.json gives hidden_dim=32 but the weights have 64"),
         ({"image_size": 48}, "position embedding has 26 entries, but a 48x48 image"),

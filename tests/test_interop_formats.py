@@ -72,12 +72,12 @@ def test_timm_state_dict_loads_with_same_logits(tmp_path, filename, wrapper):
         save_file(state, path)
     else:
         torch.save({wrapper: state, "epoch": 3} if wrapper else state, path)
-    checkpoint = read_checkpoint(path)
-    assert checkpoint.format == "timm" and checkpoint.heads_inferred
+    # 64 wide is not a width timm releases: the head count must be given.
+    checkpoint = read_checkpoint(path, num_heads=4)
+    assert checkpoint.format == "timm" and not checkpoint.heads_inferred and checkpoint.config.num_heads == 4
     assert checkpoint.config.img_size == (32, 32) and checkpoint.config.patch_size == (8, 8)
     assert (checkpoint.config.hidden_dim, checkpoint.config.depth, checkpoint.config.mlp_dim) == (64, 2, 128)
     assert checkpoint.config.num_classes == 5 and checkpoint.config.pool == "token"
-    # 64 wide x 2 deep is not in the variant table: the head count must be given.
     assert_same_logits(model, vitkit.create_model(pretrained=path, num_heads=4))
 
 
@@ -87,12 +87,26 @@ def test_timm_ddp_prefix_is_stripped(tmp_path):
     assert_same_logits(model, vitkit.create_model(pretrained=tmp_path / "ddp.pth", num_heads=4))
 
 
-def test_timm_heads_come_from_the_variant_table(tmp_path):
-    model = random_vit(hidden_dim=128, depth=6, mlp_dim=512, num_heads=2)  # mu in the table
-    save_file(to_timm(model), tmp_path / "mu.safetensors")
-    assert read_checkpoint(tmp_path / "mu.safetensors").config.num_heads == 2
-    assert_same_logits(model, vitkit.load(tmp_path / "mu.safetensors"))
-    assert vitkit.create_model("mu/8", pretrained=tmp_path / "mu.safetensors").config.name == "mu/8"
+def test_timm_heads_come_from_timm_widths(tmp_path):
+    model = random_vit(hidden_dim=192, mlp_dim=256, num_heads=3)  # DeiT-Ti's width (3 heads), at any depth
+    save_file(to_timm(model), tmp_path / "ti.safetensors")
+    checkpoint = read_checkpoint(tmp_path / "ti.safetensors")
+    assert checkpoint.heads_inferred and checkpoint.config.num_heads == 3
+    assert_same_logits(model, vitkit.load(tmp_path / "ti.safetensors"))
+
+
+def test_timm_width_timm_lacks_needs_num_heads(tmp_path):
+    # Issue 9: a 128-wide 4-head model used to load with 2 heads (big_vision's mu width), changing its outputs.
+    model = random_vit(hidden_dim=128, mlp_dim=256, num_heads=4)
+    save_file(to_timm(model), tmp_path / "w128.safetensors")
+    message = (
+        r"width 128 is not one timm releases models at; give it, e\.g\. create_model\(pretrained=\.\.\., num_heads=4\)"
+    )
+    with pytest.raises(ValueError, match=message):
+        vitkit.load(tmp_path / "w128.safetensors")
+    loaded = vitkit.create_model(pretrained=tmp_path / "w128.safetensors", num_heads=4)
+    assert loaded.config.num_heads == 4
+    assert_same_logits(model, loaded)
 
 
 def test_timm_in21k_pre_logits(tmp_path):
@@ -211,16 +225,70 @@ def to_jax(model: VisionTransformer, flavour: str = "paper", scanned: bool = Fal
 
 @pytest.mark.parametrize("prefix", ["", "opt/target/"])
 def test_jax_npz_loads_with_same_logits(tmp_path, prefix):
-    model = random_vit(num_heads=2)
+    model = random_vit(num_heads=2, activation="gelu_tanh")
     np.savez(tmp_path / "vit.npz", **{prefix + k: v for k, v in to_jax(model).items()})
     checkpoint = read_checkpoint(tmp_path / "vit.npz")
-    # Flax keeps heads apart, so the head count is read, not guessed.
+    # Flax keeps heads apart, so the head count is read, not guessed; flax's GELU is the tanh approximation.
     assert checkpoint.format == "jax" and not checkpoint.heads_inferred and checkpoint.config.num_heads == 2
+    assert checkpoint.config.activation == "gelu_tanh"
     assert_same_logits(model, vitkit.load(tmp_path / "vit.npz"))
 
 
+def flax_vit_reference(arrays: dict[str, np.ndarray], x: torch.Tensor) -> np.ndarray:
+    """The paper's Flax ViT forward (google-research/vision_transformer), written directly on its .npz arrays.
+
+    float64 numpy; flax's LayerNorm (eps 1e-6), per-head attention kernels and nn.gelu (tanh approximation).
+    """
+    p = {key: value.astype(np.float64) for key, value in arrays.items()}
+
+    def layer_norm(y, scope):
+        mean, var = y.mean(-1, keepdims=True), y.var(-1, keepdims=True)
+        return (y - mean) / np.sqrt(var + 1e-6) * p[f"{scope}/scale"] + p[f"{scope}/bias"]
+
+    def dense(y, scope):
+        return y @ p[f"{scope}/kernel"] + p[f"{scope}/bias"]
+
+    ph, pw, channels, dim = p["embedding/kernel"].shape
+    images = x.double().numpy().transpose(0, 2, 3, 1)  # NHWC, as flax
+    batch, height, width, _ = images.shape
+    patches = images.reshape(batch, height // ph, ph, width // pw, pw, channels).transpose(0, 1, 3, 2, 4, 5)
+    z = patches.reshape(batch, -1, ph * pw * channels) @ p["embedding/kernel"].reshape(-1, dim) + p["embedding/bias"]
+    z = np.concatenate([np.broadcast_to(p["cls"], (batch, 1, dim)), z], axis=1)
+    z = z + p["Transformer/posembed_input/pos_embedding"]
+    depth = len({key.split("/")[1] for key in p if key.startswith("Transformer/encoderblock_")})
+    for index in range(depth):
+        scope = f"Transformer/encoderblock_{index}"
+        y = layer_norm(z, f"{scope}/LayerNorm_0")
+        attn = f"{scope}/MultiHeadDotProductAttention_1"
+        q, k, v = (
+            np.einsum("btd,dhk->bthk", y, p[f"{attn}/{name}/kernel"]) + p[f"{attn}/{name}/bias"]
+            for name in ("query", "key", "value")
+        )
+        logits = np.einsum("bqhk,bshk->bhqs", q, k) / np.sqrt(q.shape[-1])
+        weights = np.exp(logits - logits.max(-1, keepdims=True))
+        weights /= weights.sum(-1, keepdims=True)
+        heads = np.einsum("bhqs,bshk->bqhk", weights, v)
+        z = z + np.einsum("bqhk,hkd->bqd", heads, p[f"{attn}/out/kernel"]) + p[f"{attn}/out/bias"]
+        y = dense(layer_norm(z, f"{scope}/LayerNorm_2"), f"{scope}/MlpBlock_3/Dense_0")
+        y = 0.5 * y * (1 + np.tanh(np.sqrt(2 / np.pi) * (y + 0.044715 * y**3)))
+        z = z + dense(y, f"{scope}/MlpBlock_3/Dense_1")
+    return dense(layer_norm(z, "Transformer/encoder_norm")[:, 0], "head")
+
+
+def test_jax_npz_matches_the_flax_forward_with_tanh_gelu(tmp_path):
+    arrays = to_jax(random_vit(num_heads=2))
+    np.savez(tmp_path / "vit.npz", **arrays)
+    want = flax_vit_reference(arrays, images())
+    with torch.no_grad():
+        got = vitkit.load(tmp_path / "vit.npz")(images()).double().numpy()
+        exact_gelu = vitkit.load(tmp_path / "vit.npz", activation="gelu")(images()).double().numpy()
+    assert np.abs(got - want).max() / np.abs(want).max() <= 1e-5
+    # The tolerance tells the two GELUs apart: exact GELU misses the reference (by ~1e-4 relative here).
+    assert np.abs(exact_gelu - want).max() / np.abs(want).max() > 1e-5
+
+
 def test_jax_gap_checkpoint(tmp_path):
-    model = random_vit(pool="gap")
+    model = random_vit(pool="gap", activation="gelu_tanh")
     np.savez(tmp_path / "gap.npz", **to_jax(model))
     loaded = vitkit.load(tmp_path / "gap.npz")
     assert loaded.config.pool == "gap" and loaded.cls_token is None
@@ -228,7 +296,7 @@ def test_jax_gap_checkpoint(tmp_path):
 
 
 def test_jax_pre_logits(tmp_path):
-    model = random_vit(representation_size=32, num_classes=11)
+    model = random_vit(representation_size=32, num_classes=11, activation="gelu_tanh")
     np.savez_compressed(tmp_path / "in21k.npz", **to_jax(model))
     loaded = vitkit.load(tmp_path / "in21k.npz")
     assert loaded.config.representation_size == 32 and loaded.config.num_classes == 11
@@ -237,7 +305,7 @@ def test_jax_pre_logits(tmp_path):
 
 @pytest.mark.parametrize("scanned", [False, True])
 def test_big_vision_naming(tmp_path, scanned):
-    model = random_vit()
+    model = random_vit(activation="gelu_tanh")
     np.savez(tmp_path / "bv.npz", **{f"params/{k}": v for k, v in to_jax(model, "big_vision", scanned).items()})
     assert_same_logits(model, vitkit.load(tmp_path / "bv.npz"))
 
@@ -292,7 +360,7 @@ def test_new_resolution_and_classes(tmp_path, caplog, kind):
 def test_headless_checkpoint_gets_a_zero_head_and_a_classifier_can_drop_it(tmp_path, caplog):
     model = random_vit(num_classes=0)
     torch.save(to_timm(model), tmp_path / "headless.pth")
-    assert read_checkpoint(tmp_path / "headless.pth").config.num_classes == 0
+    assert read_checkpoint(tmp_path / "headless.pth", num_heads=4).config.num_classes == 0
     with caplog.at_level(logging.INFO, logger="vitkit.checkpoints.adapt"):
         loaded = vitkit.create_model(pretrained=tmp_path / "headless.pth", num_classes=4, num_heads=4)
     assert "head re-initialised (zeros) for 4 classes (was 0)" in caplog.text
@@ -309,7 +377,10 @@ def test_headless_checkpoint_gets_a_zero_head_and_a_classifier_can_drop_it(tmp_p
 
 def test_wrong_model_name_is_refused(tmp_path):
     torch.save(to_timm(random_vit()), tmp_path / "tiny.pth")
-    with pytest.raises(ValueError, match=r"hidden_dim=64 but model 'B/16' has 768; pass the matching model name"):
+    with pytest.raises(ValueError, match=r"hidden_dim=64 but model 'mu/8' has 128; pass the matching model name"):
+        vitkit.create_model("mu/8", pretrained=tmp_path / "tiny.pth")
+    # The name's head count is tried on the timm weights first; B's 12 heads cannot split a 64-wide model.
+    with pytest.raises(ValueError, match=r"12 heads do not divide its width 64; check the model name"):
         vitkit.create_model("B/16", pretrained=tmp_path / "tiny.pth")
 
 

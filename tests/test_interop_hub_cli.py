@@ -75,7 +75,7 @@ def test_timm_id_downloads_timm_repo(tmp_path, monkeypatch):
     )
     snapshot = {name: tmp_path / "snapshot" / name for name in ("model.safetensors", "config.json")}
     calls = fake_hub(monkeypatch, {"timm/vit_tiny.test_tag": snapshot})
-    checkpoint = read_checkpoint("timm:vit_tiny.test_tag")
+    checkpoint = read_checkpoint("timm:vit_tiny.test_tag", num_heads=4)
     assert calls[0] == ("timm/vit_tiny.test_tag", "config.json")
     assert checkpoint.format == "timm" and checkpoint.origin == "timm:vit_tiny.test_tag"
     assert checkpoint.class_names == ["a", "b", "c", "d", "e"]
@@ -88,7 +88,7 @@ def test_hf_hub_id_without_config_reads_the_weights_file(tmp_path, monkeypatch):
     model = random_vit()
     save_file(timm_state(model), tmp_path / "model.safetensors")
     fake_hub(monkeypatch, {"someone/vit": {"model.safetensors": tmp_path / "model.safetensors"}})
-    assert read_checkpoint("hf-hub:someone/vit").format == "timm"
+    assert read_checkpoint("hf-hub:someone/vit", num_heads=4).format == "timm"
 
 
 def test_unknown_repo_says_timm_ids_need_a_tag(monkeypatch):
@@ -154,12 +154,15 @@ def test_convert_timm_file_to_native(tmp_path, capsys):
     assert main(["convert", str(tmp_path / "vit.pth"), str(tmp_path / "native"), "--model", "mu/8"]) == 2
     assert "hidden_dim=64 but model 'mu/8' has 128" in capsys.readouterr().err
 
-    assert main(["convert", str(tmp_path / "vit.pth"), str(tmp_path / "native")]) == 0
+    # The timm file does not show the head count and timm has no 64-wide models: vitkit asks, never guesses.
+    assert main(["convert", str(tmp_path / "vit.pth"), str(tmp_path / "native")]) == 2
+    assert "width 64 is not one timm releases models at" in capsys.readouterr().err
+    assert main(["convert", str(tmp_path / "vit.pth"), str(tmp_path / "native"), "--num-heads", "4"]) == 0
     assert "wrote" in capsys.readouterr().out
     converted = read_checkpoint(tmp_path / "native")
     assert converted.format == "vitkit" and converted.config.extra["source_format"] == "timm"
-    # The timm file does not show the head count; 64-wide is not in the table, so one 64-wide head is assumed.
-    assert converted.config.num_heads == 1
+    assert converted.config.num_heads == 4
+    torch.testing.assert_close(logits(vitkit.load(tmp_path / "native")), logits(model))
 
 
 def test_convert_with_model_name_new_size_and_classes(tmp_path, capsys):
@@ -172,14 +175,14 @@ def test_convert_with_model_name_new_size_and_classes(tmp_path, capsys):
     assert converted.config.num_classes == 7 and converted.config.img_size == (48, 48)
     assert converted.config.name == "mu/8" and converted.config.num_heads == 2
     assert torch.count_nonzero(converted.head.weight) == 0
-    same = vitkit.create_model(pretrained=tmp_path / "mu.safetensors", num_classes=7, img_size=48)
+    same = vitkit.create_model(pretrained=tmp_path / "mu.safetensors", num_classes=7, img_size=48, num_heads=2)
     torch.testing.assert_close(logits(converted, 48), logits(same, 48))
 
 
 def test_convert_round_trips_logits(tmp_path):
     model = random_vit()
     save_file(timm_state(model), tmp_path / "vit.safetensors")
-    assert main(["convert", str(tmp_path / "vit.safetensors"), str(tmp_path / "a")]) == 0
+    assert main(["convert", str(tmp_path / "vit.safetensors"), str(tmp_path / "a"), "--num-heads", "4"]) == 0
     # A native directory converts too (e.g. to change classes); here unchanged, so logits match exactly.
     assert main(["convert", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     torch.testing.assert_close(logits(vitkit.load(tmp_path / "b")), logits(vitkit.load(tmp_path / "a")))

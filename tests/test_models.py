@@ -129,6 +129,20 @@ def test_pooling_and_pre_logits(tiny_config: ViTConfig) -> None:
     assert gap.cls_token is None
 
 
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh"])
+def test_mlp_activation_is_exact_or_tanh_gelu(tiny_config: ViTConfig, activation: str) -> None:
+    """Exact GELU x * Phi(x) (timm, Hugging Face), or flax's tanh approximation (the original JAX weights)."""
+    mlp = VisionTransformer(tiny_config.replace(activation=activation)).blocks[0].mlp
+    x = torch.randn(2, 5, 32, dtype=torch.float64) * 3
+    mlp.double()
+    h = mlp.fc1(x)
+    if activation == "gelu":
+        gelu = h * 0.5 * (1 + torch.erf(h / math.sqrt(2)))
+    else:
+        gelu = 0.5 * h * (1 + torch.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h**3)))
+    torch.testing.assert_close(mlp(x), mlp.fc2(gelu), rtol=1e-12, atol=1e-12)
+
+
 def test_stochastic_depth_rates_and_behaviour(tiny_config: ViTConfig) -> None:
     model = VisionTransformer(tiny_config.replace(depth=5, drop_path=0.2))
     assert [round(b.drop_path_rate, 6) for b in model.blocks] == [0.0, 0.05, 0.1, 0.15, 0.2]
@@ -196,6 +210,11 @@ def test_variant_strings_and_presets() -> None:
         ({"posemb": "rope"}, "posemb must be one of"),
         ({"num_heads": 5}, "hidden_dim 768 is not divisible by num_heads 5"),
         ({"dropout": 1.5}, "dropout must be in [0, 1)"),
+        ({"activation": "relu"}, "activation must be one of ('gelu', 'gelu_tanh'), got 'relu'"),
+        (
+            {"distilled": True, "pool": "gap"},
+            "distilled=True needs pool='token', got pool='gap': DeiT's distillation token is a second prefix token",
+        ),
     ],
 )
 def test_config_errors(kwargs: dict, message: str) -> None:
@@ -228,4 +247,6 @@ def test_no_weight_decay_names(tiny_config: ViTConfig) -> None:
 
 def test_config_dict_round_trip(tiny_config: ViTConfig) -> None:
     config = tiny_config.replace(img_size=(16, 24), posemb="learned_2d", representation_size=8)
+    assert ViTConfig.from_dict(config.to_dict()) == config
+    config = tiny_config.replace(distilled=True, activation="gelu_tanh")
     assert ViTConfig.from_dict(config.to_dict()) == config

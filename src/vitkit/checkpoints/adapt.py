@@ -11,7 +11,7 @@ from vitkit.models.posemb import resample_axis, resample_posemb
 
 log = logging.getLogger(__name__)
 
-HEAD_KEYS = ("head.weight", "head.bias")
+HEAD_KEYS = ("head.weight", "head.bias", "head_dist.weight", "head_dist.bias")  # DeiT's second head
 
 
 def adapt_state_dict(
@@ -39,7 +39,7 @@ def adapt_state_dict(
         )
     expected = model.state_dict()
     if _shape(state, "head.weight") != _shape(expected, "head.weight"):
-        # A new task's head starts at zero, as in the paper's fine-tuning (Sec. 3.2); a headless model
+        # A new task's head(s) start at zero, as in the paper's fine-tuning (Sec. 3.2); a headless model
         # (num_classes=0) drops the checkpoint's head, and a headless checkpoint gets a fresh one.
         for key in HEAD_KEYS:
             state.pop(key, None)

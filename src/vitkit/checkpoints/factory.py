@@ -30,8 +30,11 @@ def create_model(
     """
     if name is None and pretrained is None:
         raise ValueError("give a model name (e.g. 'B/16') or a pretrained checkpoint")
-    checkpoint = read_checkpoint(pretrained) if pretrained is not None else None
-    config = _resolve_config(name, checkpoint, num_classes, img_size, overrides)
+    named = _named_config(name) if name is not None else None
+    # A timm state dict does not record its head count: an explicit num_heads, else the model name's, fixes it.
+    heads = overrides.get("num_heads") or (named.num_heads if named is not None else None)
+    checkpoint = read_checkpoint(pretrained, num_heads=heads) if pretrained is not None else None
+    config = _resolve_config(name, named, checkpoint, num_classes, img_size, overrides)
     model = VisionTransformer(config)
     if checkpoint is not None:
         state = adapt_state_dict(checkpoint.state_dict, checkpoint.config, model, checkpoint.origin)
@@ -45,8 +48,14 @@ def load(path: str | Path, **overrides: Any) -> VisionTransformer:
     return create_model(pretrained=path, **overrides)
 
 
+def _named_config(name: str) -> ViTConfig:
+    """The config a variant string or preset name fixes (a variant string leaves every other field default)."""
+    return model_config(name) if name in PRESETS else ViTConfig(**parse_variant(name))
+
+
 def _resolve_config(
     name: str | None,
+    named: ViTConfig | None,
     checkpoint: Checkpoint | None,
     num_classes: int | None,
     img_size: int | tuple[int, int] | None,
@@ -59,15 +68,13 @@ def _resolve_config(
     if checkpoint is None:
         return model_config(name, **explicit)
     config = checkpoint.config
-    if name is not None:
-        named = model_config(name) if name in PRESETS else ViTConfig(**parse_variant(name))
-        for field in ARCHITECTURE_FIELDS:
+    if named is not None:
+        # Only a preset says whether the model is distilled ("deit_*_distilled_*"); a variant string does not.
+        for field in ARCHITECTURE_FIELDS + (("distilled",) if name in PRESETS else ()):
             if getattr(named, field) != getattr(config, field):
                 raise ValueError(
                     f"checkpoint {checkpoint.origin} has {field}={getattr(config, field)} but model {name!r} has "
                     f"{getattr(named, field)}; pass the matching model name, or omit it to use the checkpoint's"
                 )
-        if checkpoint.heads_inferred:
-            config = config.replace(num_heads=named.num_heads)
         config = config.replace(name=named.name)
     return config.replace(**explicit)

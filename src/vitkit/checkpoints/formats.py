@@ -26,10 +26,11 @@ from vitkit.models import ViTConfig
 from vitkit.models.registry import infer_num_heads
 
 SUPPORTED = (
-    "a vitkit checkpoint directory (written by vitkit.save or `vitkit convert`); a timm ViT state dict "
-    "(.pth/.pt/.bin/.safetensors, or a timm hub directory); a Hugging Face ViTModel/ViTForImageClassification "
-    "directory (config.json + model.safetensors or pytorch_model.bin); an original JAX ViT .npz (paper, AugReg, "
-    "big_vision); or a hub id 'hf-hub:<owner>/<repo>' / 'timm:<model>.<tag>'"
+    "a vitkit checkpoint directory (written by vitkit.save or `vitkit convert`); a timm ViT or DeiT state dict "
+    "(.pth/.pt/.bin/.safetensors, or a timm hub directory); a Hugging Face ViTModel/ViTForImageClassification or "
+    "DeiTModel/DeiTForImageClassificationWithTeacher directory (config.json + model.safetensors or "
+    "pytorch_model.bin); an original JAX ViT .npz (paper, AugReg, big_vision); or a hub id "
+    "'hf-hub:<owner>/<repo>' / 'timm:<model>.<tag>'"
 )
 
 CONFIG_FILE = "config.json"
@@ -41,8 +42,8 @@ WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
 # Every parameter name of vitkit's ViT with a learned 1D position embedding (what foreign readers produce).
 VITKIT_KEY = re.compile(
-    r"^(patch_embed\.proj\.(weight|bias)|cls_token|pos_embed\.weight|norm\.(weight|bias)|pre_logits\.(weight|bias)"
-    r"|head\.(weight|bias)|blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias))$"
+    r"^(patch_embed\.proj\.(weight|bias)|cls_token|dist_token|pos_embed\.weight|norm\.(weight|bias)"
+    r"|pre_logits\.(weight|bias)|head(_dist)?\.(weight|bias)|blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias))$"
 )
 
 
@@ -54,20 +55,23 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     format: str  # "vitkit", "timm", "hf" or "jax"
     origin: str  # the path, for messages
-    heads_inferred: bool = False  # fused weights do not show the head count: a model name may fix it
+    heads_inferred: bool = False  # fused weights do not show the head count: taken from timm's width table
     class_names: list[str] | None = None
 
 
-def read_checkpoint(source: str | Path) -> Checkpoint:
-    """Read a checkpoint of any supported format (a directory, a weights file or a hub id), detected by content."""
+def read_checkpoint(source: str | Path, *, num_heads: int | None = None) -> Checkpoint:
+    """Read a checkpoint of any supported format (a directory, a weights file or a hub id), detected by content.
+
+    `num_heads` is needed only by timm state dicts of a width timm does not release (they do not record it).
+    """
     origin = str(source)
     path = hub.download(source) if hub.is_hub_id(source) else Path(source)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {source} does not exist")
-    return read_directory(path, origin) if path.is_dir() else read_file(path, origin)
+    return read_directory(path, origin, num_heads) if path.is_dir() else read_file(path, origin, num_heads)
 
 
-def read_directory(path: Path, origin: str) -> Checkpoint:
+def read_directory(path: Path, origin: str, num_heads: int | None = None) -> Checkpoint:
     """A vitkit, Hugging Face or timm-hub directory, told apart by its config.json."""
     if is_native_checkpoint(path):
         config, state, document = read_native(path)
@@ -78,12 +82,12 @@ def read_directory(path: Path, origin: str) -> Checkpoint:
         if hf.is_transformers_config(document):
             return read_hf_directory(path, document, origin)
         if "architecture" in document:  # timm's hub config.json
-            checkpoint = read_file(find_weights(path, origin), origin)
+            checkpoint = read_file(find_weights(path, origin), origin, num_heads)
             checkpoint.class_names = listed_names(document.get("label_names"), checkpoint.config.num_classes)
             return checkpoint
     weights = [path / name for name in WEIGHT_FILES if (path / name).is_file()]
     if len(weights) == 1 and not config_file.exists():
-        return read_file(weights[0], origin)
+        return read_file(weights[0], origin, num_heads)
     raise ValueError(f"{origin} is a directory vitkit cannot read. Supported: {SUPPORTED}")
 
 
@@ -121,7 +125,7 @@ def find_weights(path: Path, origin: str) -> Path:
     raise FileNotFoundError(f"{origin} has a {CONFIG_FILE} but no weights ({' or '.join(WEIGHT_FILES)})")
 
 
-def read_file(path: Path, origin: str) -> Checkpoint:
+def read_file(path: Path, origin: str, num_heads: int | None = None) -> Checkpoint:
     """A single weights file: safetensors, PyTorch (zip or legacy pickle) or .npz, told apart by its bytes."""
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty (an interrupted download?); fetch or export it again")
@@ -129,9 +133,9 @@ def read_file(path: Path, origin: str) -> Checkpoint:
     if kind == "npz":
         return from_jax_arrays(read_npz(path), origin)
     if kind == "safetensors":
-        return from_state_dict(read_safetensors(path), origin)
+        return from_state_dict(read_safetensors(path), origin, num_heads)
     if kind == "torch":
-        return from_state_dict(read_torch_file(path), origin)
+        return from_state_dict(read_torch_file(path), origin, num_heads)
     raise ValueError(
         f"{path} is not a checkpoint vitkit recognises (unknown content; if it is one of the supported kinds it "
         f"is truncated or corrupt). Supported: {SUPPORTED}"
@@ -229,15 +233,16 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise corrupt(path, str(error)) from error
 
 
-def from_state_dict(state: dict[str, torch.Tensor], origin: str) -> Checkpoint:
+def from_state_dict(state: dict[str, torch.Tensor], origin: str, num_heads: int | None = None) -> Checkpoint:
     """A PyTorch state dict whose layout (timm, transformers, bare vitkit) is recognised by its key names."""
     keys = set(state)
     if timm.is_timm_state_dict(keys):
-        config, state, heads_inferred = infer_config(timm.timm_to_vitkit(state, origin), origin, "timm")
+        state = timm.timm_to_vitkit(state, origin)
+        config, state, heads_inferred = infer_config(state, origin, "timm", num_heads=num_heads)
         return Checkpoint(config, state, "timm", origin, heads_inferred=heads_inferred)
     if hf.is_hf_state_dict(keys):
         raise ValueError(
-            f"{origin} holds Hugging Face ViT weights; pass the directory that holds them together with their "
+            f"{origin} holds Hugging Face ViT or DeiT weights; pass the directory that holds them together with their "
             f"{CONFIG_FILE} (vitkit takes the image size, head count and LayerNorm eps from it)"
         )
     if "pos_embed.weight" in keys or "pos_embed.row" in keys:
@@ -255,7 +260,8 @@ def from_jax_arrays(arrays: dict[str, np.ndarray], origin: str) -> Checkpoint:
         sample = ", ".join(sorted(arrays)[:6])
         raise ValueError(f"{origin}: an .npz, but not of a JAX ViT (keys: {sample}, ...). Supported: {SUPPORTED}")
     state, num_heads = jax.jax_to_vitkit(arrays, origin)
-    config, state, _ = infer_config(state, origin, "jax", num_heads=num_heads)
+    # Flax's nn.gelu is the tanh approximation by default: the function these weights were trained with.
+    config, state, _ = infer_config(state, origin, "jax", num_heads=num_heads, activation="gelu_tanh")
     return Checkpoint(config, state, "jax", origin)
 
 
@@ -268,10 +274,11 @@ def infer_config(
     img_size: tuple[int, int] | None = None,
     patch_size: tuple[int, int] | None = None,
     layer_norm_eps: float = 1e-6,
+    activation: str = "gelu",
 ) -> tuple[ViTConfig, dict[str, torch.Tensor], bool]:
-    """The config vitkit-named foreign weights imply, the state dict fitted to it, and whether heads were guessed.
+    """The config vitkit-named foreign weights imply, the state dict fitted to it, and whether heads were inferred.
 
-    Shapes give everything but the head count (taken from the variant table when not given) and, for
+    Shapes give everything but the head count (taken from timm's widths when not given) and, for
     non-square inputs, the image size (a square grid is assumed unless `img_size` is given).
     """
     unknown = sorted(key for key in state if not VITKIT_KEY.match(key))
@@ -285,18 +292,21 @@ def infer_config(
         raise ValueError(f"{origin}: the config gives patch size {patch_size} but the weights have {patch}")
     depth = len({key.split(".")[1] for key in state if key.startswith("blocks.")})
     pool = "token" if "cls_token" in state else "gap"
+    distilled = "dist_token" in state
+    prefix = (1 + distilled) if pool == "token" else 0
     posemb = require(state, "pos_embed.weight", origin)
-    img_size = img_size or square_image(posemb.shape[1], 1 if pool == "token" else 0, patch, origin)
+    img_size = img_size or square_image(posemb.shape[1], prefix, patch, origin)
     grid_tokens = (img_size[0] // patch[0]) * (img_size[1] // patch[1])
     state = dict(state)
-    if pool == "token" and posemb.shape[1] == grid_tokens:
-        # The source added E_pos before prepending the class token (big_vision, timm no_embed_class); vitkit's
-        # table covers the class token, so a zero entry there computes the same function.
-        state["pos_embed.weight"] = torch.cat([torch.zeros_like(posemb[:, :1]), posemb], dim=1)
-    elif posemb.shape[1] != grid_tokens + (1 if pool == "token" else 0):
+    if prefix and posemb.shape[1] == grid_tokens:
+        # The source added E_pos before prepending the prefix tokens (big_vision, timm no_embed_class); vitkit's
+        # table covers them, so zero entries there compute the same function.
+        state["pos_embed.weight"] = torch.cat([posemb.new_zeros(1, prefix, posemb.shape[2]), posemb], dim=1)
+    elif posemb.shape[1] != grid_tokens + prefix:
+        needs = f"{grid_tokens} + {prefix} (prefix tokens)" if prefix else str(grid_tokens)
         raise ValueError(
             f"{origin}: the position embedding has {posemb.shape[1]} entries, but a {img_size[0]}x{img_size[1]} "
-            f"image in {patch[0]}x{patch[1]} patches needs {grid_tokens}{' + 1 (class token)' * (pool == 'token')}"
+            f"image in {patch[0]}x{patch[1]} patches needs {needs}"
         )
     head = state.get("head.weight")
     pre_logits = state.get("pre_logits.weight")
@@ -307,16 +317,34 @@ def infer_config(
         num_classes=head.shape[0] if head is not None else 0,
         hidden_dim=hidden_dim,
         depth=depth,
-        num_heads=num_heads or infer_num_heads(hidden_dim, depth),
+        num_heads=head_count(hidden_dim, num_heads, origin),
         mlp_dim=require(state, "blocks.0.mlp.fc1.weight", origin).shape[0],
         pool=pool,
         posemb="learned",
+        distilled=distilled,
         representation_size=pre_logits.shape[0] if pre_logits is not None else None,
         qkv_bias="blocks.0.attn.qkv.bias" in state,
         layer_norm_eps=layer_norm_eps,
+        activation=activation,
         extra={"source_format": source_format, "source": origin},
     )
     return config, state, num_heads is None
+
+
+def head_count(hidden_dim: int, num_heads: int | None, origin: str) -> int:
+    """The given head count, else the one timm always uses at this width; refuses to guess for other widths."""
+    heads = num_heads or infer_num_heads(hidden_dim)
+    if heads is None:
+        raise ValueError(
+            f"{origin}: a timm state dict does not record its number of attention heads, and its width {hidden_dim} "
+            "is not one timm releases models at; give it, e.g. create_model(pretrained=..., num_heads=4) "
+            "(or `vitkit convert --num-heads 4`)"
+        )
+    if hidden_dim % heads:
+        raise ValueError(
+            f"{origin}: {heads} heads do not divide its width {hidden_dim}; check the model name or num_heads given"
+        )
+    return heads
 
 
 def require(state: dict[str, torch.Tensor], key: str, origin: str) -> torch.Tensor:

@@ -1,7 +1,9 @@
-"""Hugging Face `ViTModel` / `ViTForImageClassification` directories translated to vitkit names and settings.
+"""Hugging Face ViT and DeiT directories translated to vitkit names and settings.
 
-Checkpoints on the hub use the long-standing names (`vit.encoder.layer.N.attention.attention.query`);
-transformers 5 renamed the modules in memory (`layers.N.attention.q_proj`). Both are read.
+Read: `ViTModel`, `ViTForImageClassification`, `DeiTModel` and `DeiTForImageClassificationWithTeacher` (whose
+`cls_classifier` and `distillation_classifier` are vitkit's `head` and `head_dist`). Checkpoints on the hub use
+the long-standing names (`vit.encoder.layer.N.attention.attention.query`); transformers 5 renamed the modules
+in memory (`layers.N.attention.q_proj`). Both are read.
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ from typing import Any
 
 import torch
 
-MODEL_TYPE = "vit"
+MODEL_TYPES = ("vit", "deit")
+
+# The task models nest the encoder under their model type's name.
+MODEL_PREFIXES = ("vit.", "deit.")
+
+# transformers' `hidden_act` -> vitkit's activation; "gelu_new" and "gelu_pytorch_tanh" are both tanh GELU.
+ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 
 # transformers >= 5 in-memory names -> the names the hub checkpoints use.
 MODERN_TO_LEGACY = [
@@ -27,6 +35,7 @@ MODERN_TO_LEGACY = [
 # Hub names (without the `vit.` prefix of the task models) -> vitkit names; query/key/value are fused later.
 LEGACY_TO_VITKIT = [
     (r"^embeddings\.cls_token$", "cls_token"),
+    (r"^embeddings\.distillation_token$", "dist_token"),
     (r"^embeddings\.position_embeddings$", "pos_embed.weight"),
     (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
     (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
@@ -38,6 +47,8 @@ LEGACY_TO_VITKIT = [
     (r"^layernorm\.", "norm."),
     (r"^pooler\.dense\.", "pre_logits."),  # ViTModel's pooler: Dense + tanh on the class token
     (r"^classifier\.", "head."),
+    (r"^cls_classifier\.", "head."),  # DeiTForImageClassificationWithTeacher
+    (r"^distillation_classifier\.", "head_dist."),
 ]
 
 # Only used for masked-image-modelling pre-training; inference never reads it.
@@ -51,24 +62,33 @@ def is_transformers_config(document: dict[str, Any]) -> bool:
     return isinstance(document, dict) and "model_type" in document
 
 
+def strip_model_prefix(key: str) -> str:
+    """The key without the `vit.` / `deit.` scope the task models put the encoder in."""
+    for prefix in MODEL_PREFIXES:
+        if key.startswith(prefix):
+            return key.removeprefix(prefix)
+    return key
+
+
 def is_hf_state_dict(keys: set[str]) -> bool:
-    """True for transformers ViT weight names (with or without the `vit.` prefix)."""
-    return any(key.removeprefix("vit.").startswith("embeddings.patch_embeddings.") for key in keys)
+    """True for transformers ViT or DeiT weight names (with or without the `vit.` / `deit.` prefix)."""
+    return any(strip_model_prefix(key).startswith("embeddings.patch_embeddings.") for key in keys)
 
 
 def config_fields(document: dict[str, Any], origin: str) -> dict[str, Any]:
-    """The vitkit config fields a transformers ViT config.json fixes; refuses settings vitkit cannot reproduce."""
+    """The vitkit config fields a transformers ViT/DeiT config.json fixes; refuses settings vitkit cannot reproduce."""
     model_type = document.get("model_type")
-    if model_type != MODEL_TYPE:
+    if model_type not in MODEL_TYPES:
         raise ValueError(
-            f"{origin}: Hugging Face model_type {model_type!r} is not supported; vitkit reads plain ViT "
-            f"checkpoints (model_type 'vit', e.g. google/vit-base-patch16-224)"
+            f"{origin}: Hugging Face model_type {model_type!r} is not supported; vitkit reads plain ViT and DeiT "
+            f"checkpoints (model_type 'vit' or 'deit', e.g. google/vit-base-patch16-224)"
         )
     activation = document.get("hidden_act", "gelu")
-    if activation != "gelu":
+    if activation not in ACTIVATIONS:
         raise ValueError(
-            f"{origin}: hidden_act {activation!r} is not supported; vitkit's MLP uses exact (erf) GELU, which "
-            "transformers calls 'gelu'. Weights trained with another activation would give different outputs"
+            f"{origin}: hidden_act {activation!r} is not supported; vitkit's MLP uses exact (erf) GELU ('gelu') or "
+            "its tanh approximation ('gelu_new', 'gelu_pytorch_tanh'). Weights trained with another activation "
+            "would give different outputs"
         )
     pooler_act = document.get("pooler_act", "tanh")
     if pooler_act != "tanh":
@@ -82,6 +102,7 @@ def config_fields(document: dict[str, Any], origin: str) -> dict[str, Any]:
     return {
         "num_heads": heads,
         "layer_norm_eps": float(document.get("layer_norm_eps", 1e-12)),
+        "activation": ACTIVATIONS[activation],
         "img_size": as_pair(document.get("image_size", 224)),
         "patch_size": as_pair(document.get("patch_size", 16)),
     }
@@ -115,7 +136,7 @@ def class_names(document: dict[str, Any], num_classes: int) -> list[str] | None:
 
 def rename(key: str) -> str | None:
     """The vitkit name of one transformers key, or None when no rule matches."""
-    key = key.removeprefix("vit.")  # ViTForImageClassification nests the encoder under `vit.`
+    key = strip_model_prefix(key)
     for pattern, replacement in MODERN_TO_LEGACY:
         key = re.sub(pattern, replacement, key)
     for pattern, replacement in LEGACY_TO_VITKIT:
@@ -125,10 +146,10 @@ def rename(key: str) -> str | None:
 
 
 def hf_to_vitkit(state: dict[str, torch.Tensor], origin: str) -> dict[str, torch.Tensor]:
-    """Translate transformers ViT weights to vitkit names, fusing query/key/value into one qkv projection."""
+    """Translate transformers ViT/DeiT weights to vitkit names, fusing query/key/value into one qkv projection."""
     renamed, unknown = {}, []
     for key, value in state.items():
-        if key.removeprefix("vit.") in IGNORED:
+        if strip_model_prefix(key) in IGNORED:
             continue
         new_key = rename(key)
         if new_key is None:
@@ -138,7 +159,13 @@ def hf_to_vitkit(state: dict[str, torch.Tensor], origin: str) -> dict[str, torch
     if unknown:
         raise ValueError(
             f"{origin} has weights that are not part of a plain ViT ({', '.join(sorted(unknown)[:5])}); vitkit reads "
-            "ViTModel and ViTForImageClassification checkpoints only"
+            "ViTModel, ViTForImageClassification, DeiTModel and DeiTForImageClassificationWithTeacher checkpoints only"
+        )
+    if "dist_token" in renamed and "head.weight" in renamed and "head_dist.weight" not in renamed:
+        raise ValueError(
+            f"{origin} is a DeiTForImageClassification: it classifies from the class token alone and ignores its "
+            "distillation token, while a distilled vitkit ViT averages a class head and a distillation head. Use a "
+            "DeiTForImageClassificationWithTeacher checkpoint (e.g. facebook/deit-base-distilled-patch16-224)"
         )
     return fuse_qkv(renamed)
 

@@ -1,7 +1,8 @@
-"""timm's `vit_*` state dicts (vision_transformer.py) translated to vitkit key names.
+"""timm's `vit_*` and `deit_*` state dicts (vision_transformer.py, deit.py) translated to vitkit key names.
 
 timm's plain ViT already uses vitkit's block names (`blocks.N.attn.qkv`, `mlp.fc1`, ...), so only three
-keys change. What matters is refusing the timm variants that compute a different function.
+keys change; DeiT's distilled models add `dist_token` and `head_dist`, which vitkit names alike. What
+matters is refusing the timm variants that compute a different function.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ UNSUPPORTED = {
         "the weights would compute a different function. Use a class-token timm model (e.g. "
         "vit_base_patch16_224.augreg2_in21k_ft_in1k) instead"
     ),
-    "dist_token": "it has a distillation token (DeiT distilled models), which vitkit's ViT has no slot for",
     "reg_token": "it has register tokens, which vitkit's ViT has no slot for",
     "attn_pool.": "it pools with attention (a MAP head), while vitkit pools with the class token or GAP",
     "norm_pre.": "it has a LayerNorm before the blocks (CLIP-style), which vitkit's ViT does not have",

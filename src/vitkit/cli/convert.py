@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="variant or preset (e.g. B/16); checks the architecture and fixes the heads")
     parser.add_argument("--num-classes", type=int, help="classes of the head (a new head starts at zero)")
     parser.add_argument("--img-size", type=int, help="input resolution (position embeddings are resampled)")
+    parser.add_argument("--num-heads", type=int, help="attention heads, for a timm state dict of a width timm lacks")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
     if destination.exists() and not is_native_checkpoint(destination):
         # `save` replaces the directory as a whole; never do that to something vitkit did not write.
         raise ValueError(f"{destination} exists and is not a vitkit checkpoint; choose a new DST or remove it first")
-    model = create_model(args.model, pretrained=args.src, num_classes=args.num_classes, img_size=args.img_size)
+    model = create_model(
+        args.model, pretrained=args.src, num_classes=args.num_classes, img_size=args.img_size, num_heads=args.num_heads
+    )
     config = model.config
     source_format = config.extra.get("source_format", "vitkit")
     save(model, destination, class_names=model.class_names, metadata={"converted_from": str(args.src)})

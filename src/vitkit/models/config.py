@@ -9,6 +9,9 @@ from typing import Any
 
 POOLS = ("token", "gap")
 POSEMBS = ("learned", "learned_2d", "sincos_2d", "none")
+# "gelu": exact (erf) GELU, as timm and Hugging Face use; "gelu_tanh": the tanh approximation, flax's default
+# and so the function the original JAX ViT releases were trained with.
+ACTIVATIONS = ("gelu", "gelu_tanh")
 
 
 def to_pair(value: int | tuple[int, int] | list[int], what: str) -> tuple[int, int]:
@@ -54,9 +57,11 @@ class ViTConfig:
     mlp_dim: int = 3072
     pool: str = "token"  # "token": class token (paper); "gap": global average pooling (Appendix D.3)
     posemb: str = "learned"  # learned 1D (paper), learned 2D (Appendix D.4), fixed 2D sin-cos, or none
+    distilled: bool = False  # DeiT (Touvron et al. 2021): a distillation token after the class token, own head
     representation_size: int | None = None  # pre-logits Dense+tanh used for pre-training (Sec. 3.1)
     zero_init_head: bool = True  # the paper zero-initialises the head when fine-tuning (Sec. 3.2)
     qkv_bias: bool = True
+    activation: str = "gelu"  # of the MLP, one of ACTIVATIONS
     layer_norm_eps: float = 1e-6  # JAX/timm value; Hugging Face checkpoints bring their own (1e-12)
     dropout: float = 0.0
     attn_dropout: float = 0.0
@@ -71,6 +76,13 @@ class ViTConfig:
             raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
         if self.posemb not in POSEMBS:
             raise ValueError(f"posemb must be one of {POSEMBS}, got {self.posemb!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.distilled and self.pool != "token":
+            raise ValueError(
+                f"distilled=True needs pool='token', got pool={self.pool!r}: DeiT's distillation token is a second "
+                "prefix token beside the class token; use pool='token' or distilled=False"
+            )
         if self.hidden_dim % self.num_heads:
             raise ValueError(
                 f"hidden_dim {self.hidden_dim} is not divisible by num_heads {self.num_heads}; "
@@ -95,8 +107,8 @@ class ViTConfig:
 
     @property
     def num_prefix_tokens(self) -> int:
-        """Tokens before the patch tokens (the class token when pool='token')."""
-        return 1 if self.pool == "token" else 0
+        """Tokens before the patch tokens: the class token when pool='token', then the distillation token."""
+        return (1 + self.distilled) if self.pool == "token" else 0
 
     def replace(self, **changes: Any) -> ViTConfig:
         """A copy with some fields changed, validated again."""

@@ -41,6 +41,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "vit_base_patch16_224_in21k": {"variant": "B/16", "num_classes": 21843, "representation_size": 768},
     "vit_large_patch16_224_in21k": {"variant": "L/16", "num_classes": 21843, "representation_size": 1024},
     "vit_huge_patch14_224_in21k": {"variant": "H/14", "num_classes": 21843, "representation_size": 1280},
+    # DeiT (Touvron et al. 2021): plain ones are ViTs; distilled ones add a distillation token and head.
+    "deit_tiny_patch16_224": {"variant": "Ti/16"},
+    "deit_small_patch16_224": {"variant": "S/16"},
+    "deit_base_patch16_224": {"variant": "B/16"},
+    "deit_base_patch16_384": {"variant": "B/16", "img_size": 384},
+    "deit_tiny_distilled_patch16_224": {"variant": "Ti/16", "distilled": True},
+    "deit_small_distilled_patch16_224": {"variant": "S/16", "distilled": True},
+    "deit_base_distilled_patch16_224": {"variant": "B/16", "distilled": True},
+    "deit_base_distilled_patch16_384": {"variant": "B/16", "img_size": 384, "distilled": True},
     # Small-image models for CIFAR-sized data (32x32, 4x4 patches -> 64 tokens).
     "vit_tiny_patch4_32": {"variant": "Ti/4", "img_size": 32, "num_classes": 10},
     "vit_small_patch4_32": {"variant": "S/4", "img_size": 32, "num_classes": 10},
@@ -88,17 +97,12 @@ def model_config(name: str, **overrides: Any) -> ViTConfig:
     return ViTConfig(**fields)
 
 
-def variant_for_width(hidden_dim: int, depth: int) -> str | None:
-    """The table's name for a (width, depth) pair, used to infer head counts from foreign weights."""
-    for name, (dim, layers, _, _) in VARIANTS.items():
-        if dim == hidden_dim and layers == depth:
-            return name
-    return None
+# Widths timm releases ViTs and DeiTs at, each always with the same head count: every width of the table
+# except big_vision's mu, which timm does not have.
+TIMM_WIDTHS = ("Ti", "S", "M", "B", "L", "H", "g", "G")
 
 
-def infer_num_heads(hidden_dim: int, depth: int) -> int:
-    """Heads are not visible in fused weights: take them from the table, else assume 64-wide heads."""
-    name = variant_for_width(hidden_dim, depth)
-    if name is not None:
-        return VARIANTS[name][3]
-    return max(hidden_dim // 64, 1)
+def infer_num_heads(hidden_dim: int) -> int | None:
+    """The head count of a timm width (fused weights do not show it), or None for a width timm does not use."""
+    heads = {VARIANTS[name][0]: VARIANTS[name][3] for name in TIMM_WIDTHS}
+    return heads.get(hidden_dim)

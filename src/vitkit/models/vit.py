@@ -6,12 +6,14 @@
     y = LN(z_L^0)                                            (4)  final norm, pooling, head
 
 Variants live in `registry.py`, position-embedding builders in `posemb.py`, foreign weights in
-`vitkit.checkpoints`.
+`vitkit.checkpoints`. DeiT's distillation token (Touvron et al. 2021, Sec. 4) is one option: a second
+prefix token x_dist after x_class, with its own position and its own head; inference averages both heads.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -69,16 +71,17 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """The two-layer GELU MLP of eq. (3)."""
+    """The two-layer GELU MLP of eq. (3); exact GELU, or its tanh approximation (flax's, for JAX weights)."""
 
-    def __init__(self, dim: int, hidden: int, dropout: float) -> None:
+    def __init__(self, dim: int, hidden: int, dropout: float, activation: str) -> None:
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
         self.dropout = nn.Dropout(dropout)
+        self.approximate = "tanh" if activation == "gelu_tanh" else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, D) -> (B, N, D)."""
-        return self.dropout(self.fc2(self.dropout(F.gelu(self.fc1(x)))))
+        return self.dropout(self.fc2(self.dropout(F.gelu(self.fc1(x), approximate=self.approximate))))
 
 
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -98,7 +101,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, config.num_heads, config.qkv_bias, config.attn_dropout, config.dropout)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, config.mlp_dim, config.dropout)
+        self.mlp = Mlp(dim, config.mlp_dim, config.dropout, config.activation)
         self.drop_path_rate = drop_path_rate
 
     def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -114,14 +117,22 @@ class ViTOutput:
     """Everything one forward pass can report: logits, per-block hidden states, attention probabilities."""
 
     logits: torch.Tensor
-    features: torch.Tensor  # final-norm tokens (B, prefix + N, D)
+    features: torch.Tensor  # final-norm tokens (B, prefix + N, D): class token, distillation token, patches
     hidden_states: list[torch.Tensor] = field(default_factory=list)  # z_0 .. z_L (L + 1 entries)
     attentions: list[torch.Tensor] = field(default_factory=list)  # one (B, heads, T, T) per block
     grid: tuple[int, int] = (0, 0)
 
 
+def linear_head(dim: int, num_classes: int) -> nn.Module:
+    """A linear classifier, or the identity for a headless model (num_classes=0) that returns features."""
+    return nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+
+
 class VisionTransformer(nn.Module):
-    """ViT: image -> patch tokens (+ class token, + E_pos) -> L blocks -> LN -> pooled -> (pre-logits) -> head."""
+    """ViT: image -> patch tokens (+ class token, + E_pos) -> L blocks -> LN -> pooled -> (pre-logits) -> head.
+
+    With `config.distilled` (DeiT), a distillation token follows the class token and feeds its own head.
+    """
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
@@ -130,6 +141,7 @@ class VisionTransformer(nn.Module):
         dim = config.hidden_dim
         self.patch_embed = PatchEmbedding(config.patch_size, config.in_chans, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if config.pool == "token" else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, dim)) if config.distilled else None
         self.pos_embed = PositionEmbedding(config.posemb, config.grid_size, dim, config.num_prefix_tokens)
         self.dropout = nn.Dropout(config.dropout)
         rates = [config.drop_path * i / max(config.depth - 1, 1) for i in range(config.depth)]
@@ -137,12 +149,13 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.pre_logits = nn.Linear(dim, config.representation_size) if config.representation_size else None
         head_in = config.representation_size or dim
-        self.head = nn.Linear(head_in, config.num_classes) if config.num_classes > 0 else nn.Identity()
+        self.head = linear_head(head_in, config.num_classes)
+        self.head_dist = linear_head(head_in, config.num_classes) if config.distilled else None  # DeiT's second
         self.reset_parameters()
 
     @property
     def num_prefix_tokens(self) -> int:
-        """Tokens before the patches (1 with a class token, else 0)."""
+        """Tokens before the patches (1 with a class token, 2 with DeiT's distillation token too, else 0)."""
         return self.config.num_prefix_tokens
 
     def reset_parameters(self) -> None:
@@ -167,34 +180,44 @@ class VisionTransformer(nn.Module):
             nn.init.trunc_normal_(self.pre_logits.weight, std=math.sqrt(1.0 / self.pre_logits.in_features) / 0.8796)
         if self.cls_token is not None:
             nn.init.zeros_(self.cls_token)
+        if self.dist_token is not None:
+            nn.init.trunc_normal_(self.dist_token, std=0.02)  # as DeiT's release does
         self.pos_embed.reset_parameters()
-        if isinstance(self.head, nn.Linear):
-            self.reset_head()
+        self.reset_head()
 
     def reset_head(self) -> None:
-        """Zero the head (paper Sec. 3.2 fine-tuning) or give it a xavier init, as the config says."""
-        if self.config.zero_init_head:
-            nn.init.zeros_(self.head.weight)
-        else:
-            nn.init.xavier_uniform_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        """Zero the head(s) (paper Sec. 3.2 fine-tuning) or give them a xavier init, as the config says."""
+        for head in (self.head, self.head_dist):
+            if isinstance(head, nn.Linear):
+                init = nn.init.zeros_ if self.config.zero_init_head else nn.init.xavier_uniform_
+                init(head.weight)
+                nn.init.zeros_(head.bias)
 
-    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Eq. (1): z_0 for a batch of images of any size the patches tile, and the patch grid."""
+    def embed(
+        self, images: torch.Tensor, corrupt: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Eq. (1): z_0 for a batch of images of any size the patches tile, and the patch grid.
+
+        `corrupt`, when given, maps the (B, N, D) patch embeddings to corrupted ones before the prefix tokens
+        and E_pos are added: where masked-patch prediction masks them (paper Sec. 4.6).
+        """
         tokens, grid = self.patch_embed(images)
+        tokens = tokens if corrupt is None else corrupt(tokens)
         posemb = self.pos_embed(grid)
         covers_prefix = self.pos_embed.covers_prefix()
         if posemb is not None and not covers_prefix:
             tokens = tokens + posemb.to(tokens.dtype)
-        if self.cls_token is not None:
-            tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
+        prefix = [token for token in (self.cls_token, self.dist_token) if token is not None]  # x_class (, x_dist)
+        tokens = torch.cat([token.expand(len(tokens), -1, -1).to(tokens.dtype) for token in prefix] + [tokens], 1)
         if posemb is not None and covers_prefix:
             tokens = tokens + posemb.to(tokens.dtype)
         return self.dropout(tokens), grid
 
-    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Eqs. (1)-(3) and the final LayerNorm: (B, C, H, W) -> (B, prefix + N, D)."""
-        x, _ = self.embed(images)
+    def forward_features(
+        self, images: torch.Tensor, corrupt: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Eqs. (1)-(3) and the final LayerNorm: (B, C, H, W) -> (B, prefix + N, D); `corrupt` as in `embed`."""
+        x, _ = self.embed(images, corrupt)
         for block in self.blocks:
             x, _ = block(x)
         return self.norm(x)
@@ -203,12 +226,27 @@ class VisionTransformer(nn.Module):
         """The image representation: the class token (eq. 4) or the mean of all tokens (GAP)."""
         return features[:, 0] if self.config.pool == "token" else features.mean(dim=1)
 
+    def representations(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each head's input: the pooled image ("cls") and, for DeiT, the distillation token ("dist").
+
+        The optional Dense+tanh pre-logits layer is applied to each.
+        """
+        pooled = {"cls": self.pool(features)}
+        if self.dist_token is not None:
+            pooled["dist"] = features[:, 1]
+        if self.pre_logits is None:
+            return pooled
+        return {name: torch.tanh(self.pre_logits(x)) for name, x in pooled.items()}
+
+    def forward_heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits of every head: "cls" (the paper's head) and, for DeiT, "dist" (the distillation head)."""
+        heads = {"cls": self.head, "dist": self.head_dist}
+        return {name: heads[name](x) for name, x in self.representations(features).items()}
+
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool the tokens, apply the optional Dense+tanh representation layer, then the linear head."""
-        x = self.pool(features)
-        if self.pre_logits is not None:
-            x = torch.tanh(self.pre_logits(x))
-        return x if pre_logits else self.head(x)
+        """The logits (or, with `pre_logits`, the heads' inputs), averaged over the heads as DeiT infers."""
+        outputs = self.representations(features) if pre_logits else self.forward_heads(features)
+        return sum(outputs.values()) / len(outputs)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W), normalised, of any size the patches tile -> logits (B, num_classes)."""
@@ -234,6 +272,6 @@ class VisionTransformer(nn.Module):
         """Parameter names that AdamW should not decay: biases, norms, position embeddings and tokens."""
         skip = set()
         for name, param in self.named_parameters():
-            if param.ndim <= 1 or name.startswith(("pos_embed.", "cls_token")):
+            if param.ndim <= 1 or name.startswith(("pos_embed.", "cls_token", "dist_token")):
                 skip.add(name)
         return skip
