@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from vitkit.models import VisionTransformer, ViTConfig
+from vitkit.models import ArchConfig, Model, ViTConfig
 from vitkit.models.posemb import resample_axis, resample_posemb
 
 log = logging.getLogger(__name__)
@@ -15,16 +15,17 @@ HEAD_KEYS = ("head.weight", "head.bias", "head_dist.weight", "head_dist.bias")  
 
 
 def adapt_state_dict(
-    state_dict: dict[str, torch.Tensor], source: ViTConfig, model: VisionTransformer, origin: str = "checkpoint"
+    state_dict: dict[str, torch.Tensor], source: ArchConfig, model: Model, origin: str = "checkpoint"
 ) -> dict[str, torch.Tensor]:
-    """Return `state_dict` made to fit `model`: new resolution -> resampled E_pos; new classes -> fresh head.
+    """Return `state_dict` made to fit `model`: new resolution -> resampled E_pos (ViTs); new classes -> fresh head.
 
     Both changes are reported in one log line; any other difference is left for `load_into` to report.
     """
     target = model.config
     state = dict(state_dict)
     changes = []
-    if source.grid_size != target.grid_size:
+    # ConvNets pool globally: a new resolution changes no weight.
+    if isinstance(source, ViTConfig) and isinstance(target, ViTConfig) and source.grid_size != target.grid_size:
         if "pos_embed.weight" in state:
             state["pos_embed.weight"] = resample_posemb(
                 state["pos_embed.weight"], target.grid_size, source.grid_size, source.num_prefix_tokens
@@ -59,7 +60,7 @@ def _shape(state: dict[str, torch.Tensor], key: str) -> tuple[int, ...] | None:
     return tuple(state[key].shape) if key in state else None
 
 
-def load_into(model: VisionTransformer, state_dict: dict[str, torch.Tensor], origin: str = "checkpoint") -> None:
+def load_into(model: Model, state_dict: dict[str, torch.Tensor], origin: str = "checkpoint") -> None:
     """Strictly load `state_dict`, or raise one error naming missing keys, unexpected keys and shape mismatches."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))

@@ -7,11 +7,24 @@ from typing import Any
 
 from vitkit.checkpoints.adapt import adapt_state_dict, load_into
 from vitkit.checkpoints.formats import Checkpoint, read_checkpoint
-from vitkit.models import VisionTransformer, ViTConfig, model_config, parse_variant
+from vitkit.models import (
+    ArchConfig,
+    CifarResNetConfig,
+    Model,
+    ResNetV2Config,
+    ViTConfig,
+    architecture_of,
+    build_model,
+    model_config,
+)
 from vitkit.models.registry import PRESETS
 
 # The fields a model name fixes; a checkpoint that disagrees with them is the wrong checkpoint for the name.
-ARCHITECTURE_FIELDS = ("hidden_dim", "depth", "mlp_dim", "patch_size")
+ARCHITECTURE_FIELDS: dict[type, tuple[str, ...]] = {
+    ViTConfig: ("hidden_dim", "depth", "mlp_dim", "patch_size", "stem"),
+    CifarResNetConfig: ("layers", "width", "shortcut"),
+    ResNetV2Config: ("layers", "width_factor", "preact"),
+}
 
 
 def create_model(
@@ -21,21 +34,22 @@ def create_model(
     img_size: int | tuple[int, int] | None = None,
     pretrained: str | Path | None = None,
     **overrides: Any,
-) -> VisionTransformer:
-    """Build a ViT from a variant ("B/16") or preset name, optionally with weights from any supported checkpoint.
+) -> Model:
+    """Build a model from its name, optionally with weights from any supported checkpoint.
 
-    `num_classes` and `img_size` default to the checkpoint's (or the preset's, else 1000 and 224). When they
-    differ from the checkpoint, the head is re-initialised and the position embeddings are resampled.
-    `overrides` set any other `ViTConfig` field (e.g. `pool="gap"`, `drop_path=0.1`).
+    Names: a ViT variant ("B/16"), a hybrid ("R50+B/16"), a preset ("vit_base_patch16_224") or a ConvNet
+    ("resnet20", "resnetv2_50x1"). `num_classes` and `img_size` default to the checkpoint's (or the name's).
+    When they differ from the checkpoint, the head is re-initialised and a ViT's position embeddings are
+    resampled. `overrides` set any other config field (e.g. `pool="gap"`, `drop_path=0.1`, `shortcut="B"`).
     """
     if name is None and pretrained is None:
         raise ValueError("give a model name (e.g. 'B/16') or a pretrained checkpoint")
-    named = _named_config(name) if name is not None else None
+    named = model_config(name) if name is not None else None
     # A timm state dict does not record its head count: an explicit num_heads, else the model name's, fixes it.
-    heads = overrides.get("num_heads") or (named.num_heads if named is not None else None)
+    heads = overrides.get("num_heads") or getattr(named, "num_heads", None)
     checkpoint = read_checkpoint(pretrained, num_heads=heads) if pretrained is not None else None
     config = _resolve_config(name, named, checkpoint, num_classes, img_size, overrides)
-    model = VisionTransformer(config)
+    model = build_model(config)
     if checkpoint is not None:
         state = adapt_state_dict(checkpoint.state_dict, checkpoint.config, model, checkpoint.origin)
         load_into(model, state, checkpoint.origin)
@@ -43,24 +57,19 @@ def create_model(
     return model
 
 
-def load(path: str | Path, **overrides: Any) -> VisionTransformer:
+def load(path: str | Path, **overrides: Any) -> Model:
     """Load any supported checkpoint as it is (or changed by `create_model`-style overrides)."""
     return create_model(pretrained=path, **overrides)
 
 
-def _named_config(name: str) -> ViTConfig:
-    """The config a variant string or preset name fixes (a variant string leaves every other field default)."""
-    return model_config(name) if name in PRESETS else ViTConfig(**parse_variant(name))
-
-
 def _resolve_config(
     name: str | None,
-    named: ViTConfig | None,
+    named: ArchConfig | None,
     checkpoint: Checkpoint | None,
     num_classes: int | None,
     img_size: int | tuple[int, int] | None,
     overrides: dict[str, Any],
-) -> ViTConfig:
+) -> ArchConfig:
     """Merge name, checkpoint and explicit arguments into one config; explicit arguments win."""
     explicit = {
         k: v for k, v in {"num_classes": num_classes, "img_size": img_size, **overrides}.items() if v is not None
@@ -69,8 +78,14 @@ def _resolve_config(
         return model_config(name, **explicit)
     config = checkpoint.config
     if named is not None:
+        if type(named) is not type(config):
+            raise ValueError(
+                f"checkpoint {checkpoint.origin} holds a {architecture_of(config)} model but {name!r} is a "
+                f"{architecture_of(named)}; pass the matching model name, or omit it to use the checkpoint's"
+            )
         # Only a preset says whether the model is distilled ("deit_*_distilled_*"); a variant string does not.
-        for field in ARCHITECTURE_FIELDS + (("distilled",) if name in PRESETS else ()):
+        fields = ARCHITECTURE_FIELDS[type(config)] + (("distilled",) if name in PRESETS else ())
+        for field in fields:
             if getattr(named, field) != getattr(config, field):
                 raise ValueError(
                     f"checkpoint {checkpoint.origin} has {field}={getattr(config, field)} but model {name!r} has "

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vitkit.checkpoints import hf, hub, jax, timm
+from vitkit.checkpoints import hf, hub, hybrid, jax, timm
 from vitkit.checkpoints.native import is_native_checkpoint, read_native, read_safetensors
-from vitkit.models import ViTConfig
+from vitkit.models import ArchConfig, ViTConfig
 from vitkit.models.registry import infer_num_heads
 
 SUPPORTED = (
@@ -40,10 +40,12 @@ SHARD_INDEX = "model.safetensors.index.json"
 # Outer keys training scripts wrap a state dict in (timm train checkpoints, DeiT releases, plain scripts).
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
-# Every parameter name of vitkit's ViT with a learned 1D position embedding (what foreign readers produce).
+# Every parameter name of vitkit's ViT with a learned 1D position embedding (what foreign readers produce);
+# a hybrid's CNN stem is checked by `hybrid.infer_stem` and by loading.
 VITKIT_KEY = re.compile(
-    r"^(patch_embed\.proj\.(weight|bias)|cls_token|dist_token|pos_embed\.weight|norm\.(weight|bias)"
-    r"|pre_logits\.(weight|bias)|head(_dist)?\.(weight|bias)|blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias))$"
+    r"^(patch_embed\.backbone\.[\w.]+|patch_embed\.proj\.(weight|bias)|cls_token|dist_token|pos_embed\.weight"
+    r"|norm\.(weight|bias)|pre_logits\.(weight|bias)|head(_dist)?\.(weight|bias)"
+    r"|blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias))$"
 )
 
 
@@ -51,7 +53,7 @@ VITKIT_KEY = re.compile(
 class Checkpoint:
     """A checkpoint translated to vitkit: its config, its state dict in vitkit key names, and where it came from."""
 
-    config: ViTConfig
+    config: ArchConfig
     state_dict: dict[str, torch.Tensor]
     format: str  # "vitkit", "timm", "hf" or "jax"
     origin: str  # the path, for messages
@@ -286,8 +288,17 @@ def infer_config(
         raise ValueError(
             f"{origin} has weights vitkit's ViT has no place for ({', '.join(unknown[:5])}); it is not a plain ViT"
         )
-    stem = require(state, "patch_embed.proj.weight", origin)
-    hidden_dim, in_chans, patch = stem.shape[0], stem.shape[1], (stem.shape[2], stem.shape[3])
+    proj = require(state, "patch_embed.proj.weight", origin)
+    hidden_dim, in_chans, patch = proj.shape[0], proj.shape[1], (proj.shape[2], proj.shape[3])
+    stem = None
+    if hybrid.is_hybrid(state):
+        if patch != (1, 1):
+            raise ValueError(
+                f"{origin}: the hybrid projects {patch[0]}x{patch[1]} patches of its feature map; vitkit's hybrids "
+                "project 1x1 patches, as the paper (Sec. 3.1)"
+            )
+        stem, stride, in_chans = hybrid.infer_stem(state, origin)
+        patch = (stride, stride)
     if patch_size is not None and tuple(patch_size) != patch:
         raise ValueError(f"{origin}: the config gives patch size {patch_size} but the weights have {patch}")
     depth = len({key.split(".")[1] for key in state if key.startswith("blocks.")})
@@ -313,6 +324,7 @@ def infer_config(
     config = ViTConfig(
         img_size=img_size,
         patch_size=patch,
+        stem=stem,
         in_chans=in_chans,
         num_classes=head.shape[0] if head is not None else 0,
         hidden_dim=hidden_dim,

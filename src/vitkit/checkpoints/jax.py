@@ -13,6 +13,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from vitkit.checkpoints import hybrid
+
 # Outer scopes some releases save the parameters under (AugReg's optimizer state; big_vision's tree).
 PREFIXES = ("opt/target/", "params/")
 
@@ -28,7 +30,6 @@ POSEMB_KEYS = ("Transformer/posembed_input/pos_embedding", "Transformer/pos_embe
 
 UNSUPPORTED = {
     "MAPHead_0/": "it pools with attention (a MAP head), while vitkit pools with the class token or GAP",
-    "conv_root/": "it is a hybrid (ResNet stem) model; vitkit embeds raw patches",
 }
 
 
@@ -89,6 +90,8 @@ def jax_to_vitkit(arrays: dict[str, np.ndarray], origin: str) -> tuple[dict[str,
         "norm.weight": take("Transformer/encoder_norm/scale"),
         "norm.bias": take("Transformer/encoder_norm/bias"),
     }
+    if "conv_root/kernel" in remaining:  # the hybrid's ResNet stem (paper Sec. 3.1)
+        state.update(hybrid.jax_to_vitkit(take, set(remaining)))
     if "cls" in remaining:
         state["cls_token"] = take("cls")
     for name in ("pre_logits", "head"):

@@ -1,4 +1,8 @@
-"""vitkit's own checkpoint: a directory with `config.json` (rebuilds the model) and `model.safetensors`."""
+"""vitkit's own checkpoint: a directory with `config.json` (rebuilds the model) and `model.safetensors`.
+
+config.json records the architecture ("vit", "resnet_cifar" or "resnetv2"); files written before ConvNets
+existed have none and hold ViTs.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from vitkit.models import VisionTransformer, ViTConfig
+from vitkit.models import ArchConfig, Model, architecture_of, config_from_dict
 
 FORMAT_NAME = "vitkit"
 FORMAT_VERSION = 1
@@ -75,7 +79,7 @@ def is_native_checkpoint(path: str | Path) -> bool:
 
 
 def save(
-    model: VisionTransformer,
+    model: Model,
     path: str | Path,
     *,
     class_names: list[str] | None = None,
@@ -95,6 +99,7 @@ def save(
     document = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
+        "architecture": architecture_of(config),
         "model": config.to_dict(),
         "class_names": class_names,
         "metadata": metadata or {},
@@ -109,7 +114,7 @@ def save(
     return Path(path)
 
 
-def read_native(path: str | Path) -> tuple[ViTConfig, dict[str, torch.Tensor], dict[str, Any]]:
+def read_native(path: str | Path) -> tuple[ArchConfig, dict[str, torch.Tensor], dict[str, Any]]:
     """Config, state dict and the rest of config.json (class names, metadata) of a native checkpoint."""
     path = resolve_checkpoint_dir(path)
     config_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
@@ -123,7 +128,7 @@ def read_native(path: str | Path) -> tuple[ViTConfig, dict[str, torch.Tensor], d
         raise ValueError(f'{config_file} was not written by vitkit (no "format": "vitkit")')
     if not weights_file.is_file():
         raise FileNotFoundError(f"{path} has a config but no {WEIGHTS_FILE}")
-    config = ViTConfig.from_dict(document["model"])
+    config = config_from_dict(document["model"], document.get("architecture", "vit"))
     return config, read_safetensors(weights_file), document
 
 

@@ -29,7 +29,6 @@ UNSUPPORTED = {
     "norm_pre.": "it has a LayerNorm before the blocks (CLIP-style), which vitkit's ViT does not have",
     ".ls1.": "it uses LayerScale (DeiT III / CaiT-style), which vitkit's blocks do not have",
     ".q_norm.": "it normalises queries and keys (qk-norm), which vitkit's attention does not do",
-    "patch_embed.backbone.": "it is a hybrid (CNN stem) model; vitkit embeds raw patches",
 }
 
 

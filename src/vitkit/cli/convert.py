@@ -37,9 +37,13 @@ def run(args: argparse.Namespace) -> int:
     config = model.config
     source_format = config.extra.get("source_format", "vitkit")
     save(model, destination, class_names=model.class_names, metadata={"converted_from": str(args.src)})
+    shape = (
+        f"{config.hidden_dim}-wide x {config.depth} layers, {config.num_heads} heads"
+        if hasattr(config, "num_heads")
+        else f"{config.name or type(model).__name__}, {config.depth} layers"  # a ConvNet
+    )
     print(
-        f"wrote {destination}: {source_format} checkpoint, {config.hidden_dim}-wide x {config.depth} layers, "
-        f"{config.num_heads} heads, {config.img_size[0]}x{config.img_size[1]} px, {config.num_classes} classes"
-        f"{' (with class names)' if model.class_names else ''}"
+        f"wrote {destination}: {source_format} checkpoint, {shape}, {config.img_size[0]}x{config.img_size[1]} px, "
+        f"{config.num_classes} classes{' (with class names)' if model.class_names else ''}"
     )
     return 0

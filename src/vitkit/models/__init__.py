@@ -1,17 +1,42 @@
-"""Models: the ViT of the paper, its configuration, position embeddings, and the variant table."""
+"""Models: the ViT of the paper (with its hybrid CNN stem), its configuration, position embeddings, ConvNets."""
 
 from vitkit.models.config import ViTConfig
+from vitkit.models.hybrid import HybridEmbedding
 from vitkit.models.posemb import PositionEmbedding, resample_posemb, sincos_2d
-from vitkit.models.registry import PRESETS, VARIANTS, model_config, parse_variant
+from vitkit.models.registry import (
+    ARCHITECTURES,
+    PRESETS,
+    VARIANTS,
+    ArchConfig,
+    Model,
+    architecture_of,
+    build_model,
+    config_from_dict,
+    model_config,
+    parse_variant,
+)
+from vitkit.models.resnet import CifarResNet, CifarResNetConfig, ResNetV2, ResNetV2Config, StdConv2d
 from vitkit.models.vit import VisionTransformer, ViTOutput
 
 __all__ = [
+    "ARCHITECTURES",
     "PRESETS",
     "VARIANTS",
+    "ArchConfig",
+    "CifarResNet",
+    "CifarResNetConfig",
+    "HybridEmbedding",
+    "Model",
     "PositionEmbedding",
+    "ResNetV2",
+    "ResNetV2Config",
+    "StdConv2d",
     "ViTConfig",
     "ViTOutput",
     "VisionTransformer",
+    "architecture_of",
+    "build_model",
+    "config_from_dict",
     "model_config",
     "parse_variant",
     "resample_posemb",

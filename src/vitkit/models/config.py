@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeVar
+
+ConfigT = TypeVar("ConfigT", bound="ConfigDict")
 
 POOLS = ("token", "gap")
 POSEMBS = ("learned", "learned_2d", "sincos_2d", "none")
@@ -43,12 +45,51 @@ def check_divisible(img_size: tuple[int, int], patch_size: tuple[int, int]) -> N
             raise ValueError(f"{what} {size} is not divisible by patch size {patch}; use an {what} of {valid}")
 
 
+class ConfigDict:
+    """What every model config shares: validated `replace`, and a JSON-ready dict round trip."""
+
+    label: ClassVar[str] = "model"  # the model family, for error messages
+
+    def replace(self: ConfigT, **changes: Any) -> ConfigT:
+        """A copy with some fields changed, validated again."""
+        self.check_fields(changes)
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Names of every config field, for error messages and CLI overrides."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def check_fields(cls, data: dict[str, Any]) -> None:
+        """Refuse keys that are not fields, naming them and the valid ones."""
+        unknown = set(data) - set(cls.field_names())
+        if unknown:
+            raise ValueError(
+                f"unknown {cls.label} config field(s) {sorted(unknown)}; valid fields: {cls.field_names()}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        return {
+            key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls: type[ConfigT], data: dict[str, Any]) -> ConfigT:
+        """Rebuild from `to_dict` output; unknown keys are an error that names them."""
+        cls.check_fields(data)
+        return cls(**data)
+
+
 @dataclass
-class ViTConfig:
+class ViTConfig(ConfigDict):
     """Every architectural choice of a ViT (paper Sec. 3.1 and Appendix D); defaults are ViT-B/16 at 224."""
 
+    label: ClassVar[str] = "ViT"
     img_size: tuple[int, int] = (224, 224)
-    patch_size: tuple[int, int] = (16, 16)
+    patch_size: tuple[int, int] = (16, 16)  # with a CNN stem: its total stride (the hybrid's effective patch size)
+    stem: str | None = None  # hybrid (Sec. 3.1): a CNN stem such as "R50" or "C20" instead of raw patches
     in_chans: int = 3
     num_classes: int = 1000
     hidden_dim: int = 768  # D in the paper
@@ -109,29 +150,3 @@ class ViTConfig:
     def num_prefix_tokens(self) -> int:
         """Tokens before the patch tokens: the class token when pool='token', then the distillation token."""
         return (1 + self.distilled) if self.pool == "token" else 0
-
-    def replace(self, **changes: Any) -> ViTConfig:
-        """A copy with some fields changed, validated again."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ValueError(f"unknown ViT config field(s) {sorted(unknown)}; valid fields: {self.field_names()}")
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        """Names of every config field, for error messages and CLI overrides."""
-        return [f.name for f in dataclasses.fields(cls)]
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (pairs become lists)."""
-        out = dataclasses.asdict(self)
-        out["img_size"], out["patch_size"] = list(self.img_size), list(self.patch_size)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ViTConfig:
-        """Rebuild from `to_dict` output; unknown keys are an error that names them."""
-        unknown = set(data) - set(cls.field_names())
-        if unknown:
-            raise ValueError(f"unknown ViT config field(s) {sorted(unknown)}; valid fields: {cls.field_names()}")
-        return cls(**data)

@@ -1,4 +1,8 @@
-"""Variant strings ("B/16") and preset names decoded into a ViTConfig, from one table that cites its sources."""
+"""Model names decoded into configs, from tables that cite their sources; `build_model` turns any config into a model.
+
+ViTs are variant strings ("B/16", hybrids "R50+B/16") or presets; ConvNets are "resnet20" ... "resnet110"
+(He et al. 2016, CIFAR) and "resnetv2_50x1" (BiT, any depth of `RESNETV2_LAYERS`, any integer width).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,26 @@ import re
 from typing import Any
 
 from vitkit.models.config import ViTConfig
+from vitkit.models.hybrid import stem_config
+from vitkit.models.resnet import (
+    CIFAR_DEPTHS,
+    RESNETV2_LAYERS,
+    CifarResNet,
+    CifarResNetConfig,
+    ResNetV2,
+    ResNetV2Config,
+)
+from vitkit.models.vit import VisionTransformer
+
+ArchConfig = ViTConfig | CifarResNetConfig | ResNetV2Config
+Model = VisionTransformer | CifarResNet | ResNetV2
+
+# The "architecture" recorded in a checkpoint's config.json -> (config class, model class).
+ARCHITECTURES: dict[str, tuple[type, type]] = {
+    "vit": (ViTConfig, VisionTransformer),
+    "resnet_cifar": (CifarResNetConfig, CifarResNet),
+    "resnetv2": (ResNetV2Config, ResNetV2),
+}
 
 # name: (hidden_dim D, depth L, mlp_dim, num_heads). B, L and H are the ViT paper's Table 1; Ti and S come
 # from DeiT (Touvron et al. 2021); mu, M, g and G from big_vision's models/vit.py (Zhai et al. 2022 scaling).
@@ -50,38 +74,75 @@ PRESETS: dict[str, dict[str, Any]] = {
     "deit_small_distilled_patch16_224": {"variant": "S/16", "distilled": True},
     "deit_base_distilled_patch16_224": {"variant": "B/16", "distilled": True},
     "deit_base_distilled_patch16_384": {"variant": "B/16", "img_size": 384, "distilled": True},
+    # The paper's hybrids (Sec. 3.1, Table 2/5): a ResNet-50 stem, then ViT on 1x1 patches of its feature map.
+    "vit_base_r50_s16_224": {"variant": "R50+B/16"},
+    "vit_base_r50_s16_384": {"variant": "R50+B/16", "img_size": 384},
+    "vit_base_r50_s16_224_in21k": {"variant": "R50+B/16", "num_classes": 21843, "representation_size": 768},
+    "vit_large_r50_s32_224": {"variant": "R50+L/32"},
+    "vit_large_r50_s32_384": {"variant": "R50+L/32", "img_size": 384},
     # Small-image models for CIFAR-sized data (32x32, 4x4 patches -> 64 tokens).
     "vit_tiny_patch4_32": {"variant": "Ti/4", "img_size": 32, "num_classes": 10},
     "vit_small_patch4_32": {"variant": "S/4", "img_size": 32, "num_classes": 10},
 }
 
-_VARIANT_PATTERN = re.compile(r"^(?P<width>[A-Za-z]+)/(?P<patch>\d+)$")
+_VARIANT_PATTERN = re.compile(r"^(?:(?P<stem>[A-Z]\d+(?:x[\d.]+)?)\+)?(?P<width>[A-Za-z]+)/(?P<patch>\d+)$")
+_CIFAR_NAME = re.compile(r"^resnet(?P<depth>\d+)$")
+_RESNETV2_NAME = re.compile(r"^resnetv2_(?P<depth>\d+)(?:x(?P<width>\d+))?$")
+CONVNET_HELP = (
+    f"a CIFAR ResNet ({', '.join(f'resnet{d}' for d in CIFAR_DEPTHS)}) or a BiT ResNetV2 "
+    f"(resnetv2_<depth>x<width>, depth {', '.join(map(str, RESNETV2_LAYERS))}, e.g. resnetv2_50x1)"
+)
 
 
 def parse_variant(variant: str) -> dict[str, Any]:
-    """Decode "B/16" into the config fields it fixes (width, depth, MLP size, heads, patch size)."""
+    """Decode "B/16" (or the hybrid "R50+B/16") into the config fields it fixes: width, depth, MLP, heads, patch."""
     match = _VARIANT_PATTERN.match(variant.strip())
     if not match or match["width"] not in VARIANTS:
         raise ValueError(
             f"unknown model {variant!r}: use a variant like 'B/16' (width one of {', '.join(VARIANTS)}; "
-            f"any patch size) or a preset ({', '.join(sorted(PRESETS))})"
+            f"any patch size), a hybrid like 'R50+B/16' or 'C20+mu/4', a preset ({', '.join(sorted(PRESETS))}), "
+            f"or {CONVNET_HELP}"
         )
     hidden_dim, depth, mlp_dim, num_heads = VARIANTS[match["width"]]
     patch = int(match["patch"])
     if patch <= 0:
         raise ValueError(f"patch size must be positive in {variant!r}")
+    if match["stem"]:
+        stem_config(match["stem"], (patch, patch))  # refuses unknown stems and strides they cannot give
     return {
         "hidden_dim": hidden_dim,
         "depth": depth,
         "mlp_dim": mlp_dim,
         "num_heads": num_heads,
         "patch_size": patch,
-        "name": f"{match['width']}/{patch}",
+        "stem": match["stem"],
+        "name": f"{match['stem'] + '+' if match['stem'] else ''}{match['width']}/{patch}",
     }
 
 
-def model_config(name: str, **overrides: Any) -> ViTConfig:
-    """The ViTConfig of a variant string or preset name, with any field overridden."""
+def convnet_config(name: str, **overrides: Any) -> CifarResNetConfig | ResNetV2Config | None:
+    """The config of a ConvNet name ("resnet20", "resnetv2_50x1") with fields overridden; None for other names."""
+    fields = {key: value for key, value in overrides.items() if value is not None}
+    if match := _CIFAR_NAME.match(name):
+        depth = int(match["depth"])
+        if depth not in CIFAR_DEPTHS:
+            raise ValueError(f"unknown model {name!r}: use {CONVNET_HELP}")
+        CifarResNetConfig.check_fields(fields)
+        return CifarResNetConfig(**{"layers": ((depth - 2) // 6,) * 3, "name": name, **fields})
+    if match := _RESNETV2_NAME.match(name):
+        depth, width = int(match["depth"]), int(match["width"] or 1)
+        if depth not in RESNETV2_LAYERS:
+            raise ValueError(f"unknown model {name!r}: use {CONVNET_HELP}")
+        ResNetV2Config.check_fields(fields)
+        return ResNetV2Config(**{"layers": RESNETV2_LAYERS[depth], "width_factor": width, "name": name, **fields})
+    return None
+
+
+def model_config(name: str, **overrides: Any) -> ArchConfig:
+    """The config of a variant string, preset or ConvNet name, with any field overridden."""
+    convnet = convnet_config(name, **overrides)
+    if convnet is not None:
+        return convnet
     fields: dict[str, Any] = {}
     if name in PRESETS:
         preset = dict(PRESETS[name])
@@ -90,11 +151,29 @@ def model_config(name: str, **overrides: Any) -> ViTConfig:
         fields["name"] = name
     else:
         fields.update(parse_variant(name))
-    unknown = set(overrides) - set(ViTConfig.field_names())
-    if unknown:
-        raise ValueError(f"unknown ViT config field(s) {sorted(unknown)}; valid fields: {ViTConfig.field_names()}")
+    ViTConfig.check_fields(overrides)
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return ViTConfig(**fields)
+
+
+def build_model(config: ArchConfig) -> Model:
+    """A fresh model of any config (ViT, hybrid ViT or ConvNet)."""
+    return ARCHITECTURES[architecture_of(config)][1](config)
+
+
+def architecture_of(config: ArchConfig) -> str:
+    """The architecture name a checkpoint records for this config ("vit", "resnet_cifar", "resnetv2")."""
+    for name, (config_class, _) in ARCHITECTURES.items():
+        if isinstance(config, config_class):
+            return name
+    raise TypeError(f"{type(config).__name__} is not a vitkit model config")
+
+
+def config_from_dict(data: dict[str, Any], architecture: str = "vit") -> ArchConfig:
+    """Rebuild a config from `to_dict` output and its architecture name (files without one hold ViTs)."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; vitkit knows {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[architecture][0].from_dict(data)
 
 
 # Widths timm releases ViTs and DeiTs at, each always with the same head count: every width of the table

@@ -1,4 +1,4 @@
-"""Measured size and cost of a model: parameters and forward FLOPs (counted by torch, not by hand)."""
+"""Measured size and cost of a model (ViT, hybrid or ConvNet): parameters and forward FLOPs (counted by torch)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from vitkit.models.config import ViTConfig
-from vitkit.models.registry import VARIANTS, model_config
-from vitkit.models.vit import VisionTransformer
+from vitkit.models.registry import VARIANTS, ArchConfig, architecture_of, build_model, model_config
 
 
 @dataclass
 class ModelSummary:
-    """One row of the model table."""
+    """One row of the model table (ConvNets: depth in weighted layers, hidden_dim the last width, no MLP/heads)."""
 
     name: str
     depth: int
@@ -24,6 +23,8 @@ class ModelSummary:
     params: int
     gflops: float  # forward pass of one image; a multiply-add counts as 2 FLOPs
     img_size: tuple[int, int]
+    architecture: str = "vit"
+    num_classes: int = 1000
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -31,29 +32,35 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def summarize(config: ViTConfig) -> ModelSummary:
+def summarize(config: ArchConfig) -> ModelSummary:
     """Build the model on the meta device (no memory, no compute) and count its parameters and FLOPs."""
     with torch.device("meta"):
-        model = VisionTransformer(config).eval()
+        model = build_model(config).eval()
         images = torch.empty(1, config.in_chans, *config.img_size)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(images)
+    vit = isinstance(config, ViTConfig)
     return ModelSummary(
         name=config.name,
         depth=config.depth,
-        hidden_dim=config.hidden_dim,
-        mlp_dim=config.mlp_dim,
-        num_heads=config.num_heads,
+        hidden_dim=config.hidden_dim if vit else config.num_features,
+        mlp_dim=config.mlp_dim if vit else 0,
+        num_heads=config.num_heads if vit else 0,
         params=count_parameters(model),
         gflops=counter.get_total_flops() / 1e9,
         img_size=config.img_size,
+        architecture=architecture_of(config),
+        num_classes=config.num_classes,
     )
 
 
 def model_table(
-    names: list[str] | None = None, img_size: int = 224, num_classes: int = 1000, patch_size: int = 16
+    names: list[str] | None = None, img_size: int | None = 224, num_classes: int | None = 1000, patch_size: int = 16
 ) -> list[ModelSummary]:
-    """Summaries of the given names (default: every width of the variant table at `patch_size`)."""
+    """Summaries of the given names (default: every width of the variant table at `patch_size`).
+
+    `img_size` / `num_classes` None keep each name's own (224 and 1000 for ViTs and BiT, 32 and 10 for CIFAR).
+    """
     names = names or [f"{width}/{patch_size}" for width in VARIANTS]
     return [summarize(model_config(name, img_size=img_size, num_classes=num_classes)) for name in names]

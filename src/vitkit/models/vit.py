@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitkit.models.config import ViTConfig, check_divisible
+from vitkit.models.hybrid import HybridEmbedding
 from vitkit.models.posemb import PositionEmbedding
 
 
@@ -139,7 +140,10 @@ class VisionTransformer(nn.Module):
         self.config = config
         self.class_names: list[str] | None = None  # labels of the head's outputs, set by checkpoint loading
         dim = config.hidden_dim
-        self.patch_embed = PatchEmbedding(config.patch_size, config.in_chans, dim)
+        # Raw patches, or the hybrid's patches of a CNN feature map (Sec. 3.1): same (tokens, grid) interface.
+        self.patch_embed = (
+            HybridEmbedding(config) if config.stem else PatchEmbedding(config.patch_size, config.in_chans, dim)
+        )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if config.pool == "token" else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, dim)) if config.distilled else None
         self.pos_embed = PositionEmbedding(config.posemb, config.grid_size, dim, config.num_prefix_tokens)

@@ -1,0 +1,91 @@
+"""The hybrid's patch embedding (paper Sec. 3.1 "Hybrid Architecture", Appendix B): patches of a CNN feature map.
+
+"The patch embedding projection E is applied to patches extracted from a CNN feature map", with patches of
+1x1 pixels: the CNN's total stride is the effective patch size, so `ViTConfig.patch_size` holds it and grid
+sizes, divisibility checks and position-embedding resampling work as for the plain ViT.
+
+`ViTConfig.stem` names the CNN:
+- "R50" (also R26, R101, R152, with an optional width "R50x2"): the ResNetV2 of the JAX hybrid (post-activation
+  units, GroupNorm, weight standardisation). At stride 32 it keeps all 4 stages; for stride 16 "we remove
+  stage 4, place the same number of layers in stage 3 (keeping the total number of layers)" (App. B), so
+  R50+B/16 has stages (3, 4, 9). Strides 8 and 4 fold the same way into 2 and 1 stages.
+- "C20" (also C32, C44, C56, C110; width "C20x2"): the CIFAR ResNet of He et al. 2016, for 32x32 images. Its
+  stages have stride 1, 2, 2, so strides 1, 2 and 4 keep 1, 2 and 3 stages, folded the same way:
+  "C20+mu/4" has stages (3, 3, 3) and feeds an 8x8 grid of 64-channel features to ViT-mu.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from vitkit.models.config import ViTConfig, nearest_multiples
+from vitkit.models.resnet import CIFAR_DEPTHS, RESNETV2_LAYERS, CifarResNet, CifarResNetConfig, ResNetV2, ResNetV2Config
+
+STEM_PATTERN = re.compile(r"^(?P<family>[RC])(?P<depth>\d+)(?:x(?P<width>\d+(?:\.\d+)?))?$")
+STEM_HELP = (
+    f"'R<depth>[x<width>]' (ResNetV2 depth {', '.join(map(str, RESNETV2_LAYERS))}; patch size 4, 8, 16 or 32) or "
+    f"'C<depth>[x<width>]' (CIFAR ResNet depth {', '.join(map(str, CIFAR_DEPTHS))}; patch size 1, 2 or 4)"
+)
+
+
+def fold_layers(layers: tuple[int, ...], stages: int) -> tuple[int, ...]:
+    """Keep `stages` stages, moving the units of the removed ones into the last kept stage (App. B)."""
+    return layers[: stages - 1] + (sum(layers[stages - 1 :]),)
+
+
+def stem_config(stem: str, patch_size: tuple[int, int], in_chans: int = 3) -> CifarResNetConfig | ResNetV2Config:
+    """The headless ConvNet config a stem name and a total stride (the ViT's patch size) describe."""
+    match = STEM_PATTERN.match(stem)
+    if not match:
+        raise ValueError(f"unknown hybrid stem {stem!r}; use {STEM_HELP}")
+    family, depth, width = match["family"], int(match["depth"]), float(match["width"] or 1)
+    stride = patch_size[0]
+    if family == "R":
+        if depth not in RESNETV2_LAYERS:
+            raise ValueError(f"unknown hybrid stem {stem!r}; use {STEM_HELP}")
+        layers, strides = RESNETV2_LAYERS[depth], {4 * 2**i: i + 1 for i in range(4)}
+    else:
+        if depth not in CIFAR_DEPTHS or width != int(width):
+            raise ValueError(f"unknown hybrid stem {stem!r}; use {STEM_HELP}")
+        layers, strides = ((depth - 2) // 6,) * 3, {2**i: i + 1 for i in range(3)}
+    if patch_size[0] != patch_size[1] or stride not in strides:
+        raise ValueError(
+            f"stem {stem} cannot give patch size {patch_size[0]}x{patch_size[1]}: its stages downsample by "
+            f"{' or '.join(map(str, strides))}; use a variant like '{stem}+B/{max(strides)}'"
+        )
+    layers = fold_layers(layers, strides[stride])
+    if family == "R":
+        return ResNetV2Config(layers, width, preact=False, num_classes=0, in_chans=in_chans, name=stem)
+    return CifarResNetConfig(layers, int(16 * width), num_classes=0, in_chans=in_chans, name=stem)
+
+
+class HybridEmbedding(nn.Module):
+    """x_p E of eq. (1) on a CNN feature map: the ConvNet, then a 1x1 convolution to the width D."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        if config.stem is None:
+            raise ValueError("a hybrid embedding needs ViTConfig.stem (e.g. 'R50')")
+        stem = stem_config(config.stem, config.patch_size, config.in_chans)
+        self.backbone = ResNetV2(stem) if isinstance(stem, ResNetV2Config) else CifarResNet(stem)
+        self.proj = nn.Conv2d(stem.num_features, config.hidden_dim, kernel_size=1)
+        self.stride, self.in_chans, self.name = config.patch_size[0], config.in_chans, config.stem
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(B, C, H, W) -> (B, N, D) feature-map tokens and the (H/stride, W/stride) grid they came from."""
+        if images.ndim != 4:
+            raise ValueError(f"expected images of shape (batch, channels, height, width), got {tuple(images.shape)}")
+        if images.shape[1] != self.in_chans:
+            raise ValueError(f"expected {self.in_chans} image channels, got {images.shape[1]}")
+        for size in images.shape[2:]:
+            if size % self.stride:
+                valid = " or ".join(str(s) for s in nearest_multiples(size, self.stride))
+                raise ValueError(
+                    f"image size {size} is not divisible by the total stride {self.stride} of the {self.name} stem; "
+                    f"use an image size of {valid}"
+                )
+        tokens = self.proj(self.backbone.forward_features(images))
+        return tokens.flatten(2).transpose(1, 2), (tokens.shape[2], tokens.shape[3])

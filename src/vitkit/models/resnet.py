@@ -1,0 +1,411 @@
+"""Two ConvNet families: the CIFAR ResNets of He et al. 2016 and BiT's ResNetV2 (Kolesnikov et al. 2020).
+
+`CifarResNet` is Sec. 4.2 of "Deep Residual Learning" (He et al. 2016): a 3x3 conv, three stages of n basic
+blocks with 16/32/64 channels (feature maps 32/16/8 on CIFAR), global average pooling and a linear head; 6n+2
+weighted layers (resnet20 ... resnet110). Shortcuts are option A by default (identity, zero-padded channels
+where the width doubles: parameter-free, as the paper's CIFAR models), option B (1x1 projection + BN) on request.
+
+`ResNetV2` is BiT (Big Transfer): bottleneck units with weight-standardised convolutions and GroupNorm(32).
+`preact=True` is BiT's pre-activation unit (timm `resnetv2_*_bit`); `preact=False` is the post-activation
+unit with TensorFlow 'SAME' padding that the ViT paper's hybrid uses as its stem (vit_jax `models_resnet.py`,
+timm `vision_transformer_hybrid.py`). Parameter names follow timm, so timm state dicts load unchanged.
+
+Weight standardisation is (w - mean) / sqrt(var + 1e-8) per output filter, as timm computes it for both BiT
+and the hybrid, with GroupNorm eps 1e-5 as timm. The original JAX code divides by (std + 1e-5) and uses eps
+1e-6: on a random tiny hybrid the logits differ by 7e-5 (relative), measured in tests/test_hybrid.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitkit.models.config import ConfigDict, to_pair
+
+WS_EPS = 1e-8  # weight standardisation, as timm's BiT and hybrid models
+GN_EPS = 1e-5  # timm's GroupNormAct (torch default); the JAX originals use Flax's 1e-6
+GN_GROUPS = 32
+SHORTCUTS = ("A", "B")
+
+# Bottleneck units per stage of BiT's ResNetV2 at each standard depth (BiT Sec. 3; R26 as in timm/big_vision).
+RESNETV2_LAYERS: dict[int, tuple[int, ...]] = {
+    26: (2, 2, 2, 2),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
+CIFAR_DEPTHS = (20, 32, 44, 56, 110)  # He et al. 2016, Table 6 (6n+2 layers)
+
+
+@dataclass
+class CifarResNetConfig(ConfigDict):
+    """He et al. 2016 Sec. 4.2: a CIFAR ResNet with `layers[i]` basic blocks in stage i."""
+
+    label: ClassVar[str] = "CIFAR ResNet"
+    layers: tuple[int, ...] = (3, 3, 3)  # n per stage: resnet20 (n=3) ... resnet110 (n=18)
+    width: int = 16  # channels of stage 1, doubled in each later stage (16/32/64 in the paper)
+    shortcut: str = "A"  # "A": identity + zero-padded channels (the paper's CIFAR choice); "B": 1x1 projection
+    num_classes: int = 10
+    img_size: tuple[int, int] = (32, 32)  # any size works (global pooling); recorded for training and inference
+    in_chans: int = 3
+    zero_init_head: bool = False  # trained from scratch: the default (kaiming-uniform) head
+    name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.layers = tuple(self.layers)
+        self.img_size = to_pair(self.img_size, "img_size")
+        if not self.layers or min(self.layers) < 1:
+            raise ValueError(f"layers must list at least one stage of at least one block, got {self.layers}")
+        if self.width < 1:
+            raise ValueError(f"width must be positive, got {self.width}")
+        if self.shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {SHORTCUTS} (He et al. 2016 options), got {self.shortcut!r}")
+
+    @property
+    def depth(self) -> int:
+        """Weighted layers: two per basic block, the first conv and the head (6n+2 for three stages of n)."""
+        return 2 * sum(self.layers) + 2
+
+    @property
+    def total_stride(self) -> int:
+        """Downsampling of the feature map: stage 1 keeps the resolution, each later stage halves it."""
+        return 2 ** (len(self.layers) - 1)
+
+    @property
+    def num_features(self) -> int:
+        """Channels of the last stage."""
+        return self.width * 2 ** (len(self.layers) - 1)
+
+
+@dataclass
+class ResNetV2Config(ConfigDict):
+    """BiT's ResNetV2 (Kolesnikov et al. 2020): stem, bottleneck stages of `layers[i]` units, width x `width_factor`."""
+
+    label: ClassVar[str] = "ResNetV2"
+    layers: tuple[int, ...] = (3, 4, 6, 3)  # ResNet-50
+    width_factor: float = 1.0  # BiT's x1, x2, x3, x4; multiples of 0.5 keep GroupNorm(32) whole
+    preact: bool = True  # BiT pre-activation units; False: the ViT hybrid's post-activation units, 'SAME' padding
+    num_classes: int = 1000
+    img_size: tuple[int, int] = (224, 224)
+    in_chans: int = 3
+    zero_init_head: bool = True  # BiT starts every head at zero (Kolesnikov et al. 2020, Sec. 3.3)
+    name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.layers = tuple(self.layers)
+        self.img_size = to_pair(self.img_size, "img_size")
+        if not self.layers or min(self.layers) < 1:
+            raise ValueError(f"layers must list at least one stage of at least one unit, got {self.layers}")
+        stem = 64 * self.width_factor
+        if stem != int(stem) or int(stem) % GN_GROUPS:
+            raise ValueError(
+                f"width_factor {self.width_factor} gives {stem:g} stem channels, but GroupNorm({GN_GROUPS}) needs a "
+                f"multiple of {GN_GROUPS}: use a multiple of 0.5 (BiT uses 1, 2, 3, 4)"
+            )
+
+    @property
+    def depth(self) -> int:
+        """Weighted layers: three per bottleneck unit, the root convolution and the head (R50 = 3 x 16 + 2)."""
+        return 3 * sum(self.layers) + 2
+
+    @property
+    def stem_width(self) -> int:
+        """Channels of the 7x7 root convolution (64 x width factor)."""
+        return int(64 * self.width_factor)
+
+    @property
+    def total_stride(self) -> int:
+        """Downsampling of the feature map: 4 in the root, then 2 in every stage after the first."""
+        return 4 * 2 ** (len(self.layers) - 1)
+
+    @property
+    def num_features(self) -> int:
+        """Channels of the last stage (4 x its bottleneck width)."""
+        return 4 * self.stem_width * 2 ** (len(self.layers) - 1)
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow 'SAME' padding (before, after) of one axis: the output has ceil(size / stride) positions."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def pad_same(x: torch.Tensor, kernel: int, stride: int, value: float = 0.0) -> torch.Tensor:
+    """Pad (B, C, H, W) as TensorFlow's 'SAME' does; at stride 2 on even sizes the extra row goes after."""
+    top, bottom = same_padding(x.shape[-2], kernel, stride)
+    left, right = same_padding(x.shape[-1], kernel, stride)
+    return F.pad(x, (left, right, top, bottom), value=value) if top or bottom or left or right else x
+
+
+def standardize_weight(weight: torch.Tensor, eps: float = WS_EPS) -> torch.Tensor:
+    """Weight standardisation (Qiao et al. 2019): each output filter to zero mean and unit variance."""
+    var, mean = torch.var_mean(weight, dim=(1, 2, 3), keepdim=True, correction=0)
+    return (weight - mean) / torch.sqrt(var + eps)
+
+
+class StdConv2d(nn.Conv2d):
+    """A bias-free convolution of standardised weights; `same=True` pads as TensorFlow, else symmetrically."""
+
+    def __init__(self, in_chans: int, out_chans: int, kernel: int, stride: int = 1, same: bool = False) -> None:
+        super().__init__(in_chans, out_chans, kernel, stride, padding=0 if same else kernel // 2, bias=False)
+        self.same = same
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve with the standardised kernel."""
+        if self.same:
+            x = pad_same(x, self.kernel_size[0], self.stride[0])
+        return F.conv2d(x, standardize_weight(self.weight), None, self.stride, self.padding)
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with BiT's 32 groups."""
+    return nn.GroupNorm(GN_GROUPS, channels, eps=GN_EPS)
+
+
+def init_convnet(model: nn.Module) -> None:
+    """He (kaiming-normal, fan-out) convolutions, unit-scale norms with zero shift, PyTorch-default linears."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, (nn.GroupNorm, nn.BatchNorm2d)):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            module.reset_parameters()
+
+
+class ConvNet(nn.Module):
+    """What both families share: global-average-pooled features, a linear head, the trainer's interface."""
+
+    config: CifarResNetConfig | ResNetV2Config
+    head: nn.Module
+
+    def make_head(self) -> nn.Module:
+        """A linear classifier on the pooled features (no parameters when num_classes is 0)."""
+        classes = self.config.num_classes
+        return nn.Linear(self.config.num_features, classes) if classes > 0 else nn.Identity()
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> the last feature map (B, F, H / stride, W / stride)."""
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W), normalised, any size -> logits (B, num_classes)."""
+        if images.ndim != 4 or images.shape[1] != self.config.in_chans:
+            raise ValueError(
+                f"expected images of shape (batch, {self.config.in_chans}, height, width), got {tuple(images.shape)}"
+            )
+        return self.head(self.forward_features(images).mean(dim=(2, 3)))
+
+    def reset_head(self) -> None:
+        """Zero the head (fine-tuning, as BiT and the ViT paper) or give it PyTorch's default init."""
+        if isinstance(self.head, nn.Linear):
+            if self.config.zero_init_head:
+                nn.init.zeros_(self.head.weight)
+                nn.init.zeros_(self.head.bias)
+            else:
+                self.head.reset_parameters()
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that should not be decayed: norm scales and shifts, and biases."""
+        return {name for name, param in self.named_parameters() if param.ndim <= 1}
+
+
+# --- He et al. 2016, CIFAR ------------------------------------------------------------------------------
+
+
+class ConvNormAct(nn.Sequential):
+    """conv3x3 -> BN -> ReLU, the CIFAR ResNet's first layer."""
+
+    def __init__(self, in_chans: int, out_chans: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_chans, out_chans, 3, padding=1, bias=False)
+        self.norm = nn.BatchNorm2d(out_chans)
+        self.act = nn.ReLU()
+
+
+class Projection(nn.Module):
+    """Option-B shortcut: 1x1 convolution (strided) and BatchNorm."""
+
+    def __init__(self, in_chans: int, out_chans: int, stride: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_chans, out_chans, 1, stride, bias=False)
+        self.norm = nn.BatchNorm2d(out_chans)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The projected shortcut."""
+        return self.norm(self.conv(x))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with BN, added to the shortcut, then ReLU (He et al. 2016, Fig. 2)."""
+
+    def __init__(self, in_chans: int, out_chans: int, stride: int, shortcut: str) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chans, out_chans, 3, stride, padding=1, bias=False)
+        self.norm1 = nn.BatchNorm2d(out_chans)
+        self.conv2 = nn.Conv2d(out_chans, out_chans, 3, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(out_chans)
+        reshapes = stride != 1 or in_chans != out_chans
+        self.downsample = Projection(in_chans, out_chans, stride) if reshapes and shortcut == "B" else None
+        self.stride, self.extra_chans = stride, out_chans - in_chans
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        """Identity; where the shape changes, option A subsamples and zero-pads channels, option B projects."""
+        if self.downsample is not None:
+            return self.downsample(x)
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra_chans)) if self.extra_chans else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """relu(F(x) + shortcut(x))."""
+        out = F.relu(self.norm1(self.conv1(x)))
+        return F.relu(self.norm2(self.conv2(out)) + self.shortcut(x))
+
+
+class Stage(nn.Module):
+    """A sequence of residual units; the first one strides and changes the width."""
+
+    def __init__(self, blocks: list[nn.Module]) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the units in order."""
+        return self.blocks(x)
+
+
+class CifarResNet(ConvNet):
+    """He et al. 2016 Sec. 4.2: conv3x3(16) -> stages of basic blocks (16, 32, 64 channels) -> pool -> linear."""
+
+    def __init__(self, config: CifarResNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.class_names: list[str] | None = None  # labels of the head's outputs, set by checkpoint loading
+        self.stem = ConvNormAct(config.in_chans, config.width)
+        stages, chans = [], config.width
+        for index, depth in enumerate(config.layers):
+            out, stride = config.width * 2**index, 1 if index == 0 else 2
+            blocks = [
+                BasicBlock(chans if i == 0 else out, out, stride if i == 0 else 1, config.shortcut)
+                for i in range(depth)
+            ]
+            stages.append(Stage(blocks))
+            chans = out
+        self.stages = nn.Sequential(*stages)
+        self.head = self.make_head()
+        init_convnet(self)
+        self.reset_head()
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, width * 2^(stages-1), H / stride, W / stride)."""
+        return self.stages(self.stem(images))
+
+
+# --- BiT ResNetV2 and the ViT hybrid's stem --------------------------------------------------------------
+
+
+class RootBlock(nn.Module):
+    """The 7x7/2 root convolution and 3x3/2 max pool (stride 4 in all); GroupNorm + ReLU in the hybrid."""
+
+    def __init__(self, in_chans: int, width: int, preact: bool) -> None:
+        super().__init__()
+        self.conv = StdConv2d(in_chans, width, 7, stride=2, same=not preact)
+        self.norm = None if preact else group_norm(width)
+        self.preact = preact
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, width, H/4, W/4)."""
+        x = self.conv(x)
+        if self.preact:
+            # BiT pads the pre-activation map with zeros before pooling (timm's 'fixed' stem).
+            return F.max_pool2d(F.pad(x, (1, 1, 1, 1)), 3, 2)
+        x = F.relu(self.norm(x))
+        return F.max_pool2d(pad_same(x, 3, 2, value=-math.inf), 3, 2)  # Flax max_pool padding='SAME'
+
+
+class Downsample(nn.Module):
+    """The projection shortcut of a stage's first unit: strided 1x1 StdConv (+ GroupNorm when post-activation)."""
+
+    def __init__(self, in_chans: int, out_chans: int, stride: int, preact: bool) -> None:
+        super().__init__()
+        self.conv = StdConv2d(in_chans, out_chans, 1, stride, same=not preact)
+        self.norm = None if preact else group_norm(out_chans)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The projected shortcut."""
+        x = self.conv(x)
+        return x if self.norm is None else self.norm(x)
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 (strided) -> 1x1 StdConvs with GroupNorm, in BiT's pre-activation or the hybrid's post order."""
+
+    def __init__(self, in_chans: int, out_chans: int, stride: int, preact: bool, project: bool) -> None:
+        super().__init__()
+        mid, same = out_chans // 4, not preact
+        self.downsample = Downsample(in_chans, out_chans, stride, preact) if project else None
+        self.norm1 = group_norm(in_chans if preact else mid)
+        self.conv1 = StdConv2d(in_chans, mid, 1, same=same)
+        self.norm2 = group_norm(mid)
+        self.conv2 = StdConv2d(mid, mid, 3, stride, same=same)
+        self.norm3 = group_norm(mid if preact else out_chans)
+        self.conv3 = StdConv2d(mid, out_chans, 1, same=same)
+        self.preact = preact
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One unit; BiT: x + F(act(x)); hybrid: act(F(x) + shortcut(x)) (vit_jax ResidualUnit)."""
+        if self.preact:
+            activated = F.relu(self.norm1(x))
+            shortcut = x if self.downsample is None else self.downsample(activated)
+            x = self.conv2(F.relu(self.norm2(self.conv1(activated))))
+            return self.conv3(F.relu(self.norm3(x))) + shortcut
+        shortcut = x if self.downsample is None else self.downsample(x)
+        x = F.relu(self.norm1(self.conv1(x)))
+        x = F.relu(self.norm2(self.conv2(x)))
+        return F.relu(self.norm3(self.conv3(x)) + shortcut)
+
+
+class ResNetV2(ConvNet):
+    """BiT's ResNetV2: root block -> bottleneck stages (256, 512, 1024, 2048 x width) -> [GN, ReLU] -> pool -> linear.
+
+    With `preact=False` and `num_classes=0` it is the ViT hybrid's stem (`forward_features` gives the map).
+    """
+
+    def __init__(self, config: ResNetV2Config) -> None:
+        super().__init__()
+        self.config = config
+        self.class_names: list[str] | None = None  # labels of the head's outputs, set by checkpoint loading
+        self.stem = RootBlock(config.in_chans, config.stem_width, config.preact)
+        stages, chans = [], config.stem_width
+        for index, depth in enumerate(config.layers):
+            out, stride = 4 * config.stem_width * 2**index, 1 if index == 0 else 2
+            units = [
+                Bottleneck(chans if i == 0 else out, out, stride if i == 0 else 1, config.preact, project=i == 0)
+                for i in range(depth)
+            ]
+            stages.append(Stage(units))
+            chans = out
+        self.stages = nn.Sequential(*stages)
+        # Pre-activation units leave the last sum un-normalised: BiT closes with GroupNorm + ReLU.
+        self.norm = group_norm(chans) if config.preact else None
+        self.head = self.make_head()
+        init_convnet(self)
+        if not config.preact:
+            for stage in self.stages:
+                for unit in stage.blocks:
+                    nn.init.zeros_(unit.norm3.weight)  # each unit starts as the identity (vit_jax gn3 init)
+        self.reset_head()
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, 4 * stem width * 2^(stages-1), H / stride, W / stride)."""
+        x = self.stages(self.stem(images))
+        return x if self.norm is None else F.relu(self.norm(x))
