@@ -8,17 +8,8 @@ from collections.abc import Iterator
 
 import torch
 
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_device(name: str) -> torch.device:
-    """ "auto" -> cuda when available, else cpu; an explicit cuda request without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} was requested but torch sees no CUDA device; use --device cpu or auto")
-    return device
+# Shared with inference, which sits below training; re-exported so training code keeps one import.
+from vitkit.inference.device import autocast, resolve_device  # noqa: F401
 
 
 def cpu_has_amx() -> bool:
@@ -75,13 +66,6 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise ValueError("--precision fp16 needs a CUDA device (it relies on a GradScaler); use bf16 or fp32 on CPU")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError(f"{torch.cuda.get_device_name(device)} has no bfloat16 support; use --precision fp16 or fp32")
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """Mixed-precision autocast for bf16/fp16; a no-op context for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
 
 
 def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
