@@ -6,15 +6,12 @@ evaluation resize and centre crop, and non-square inputs are cropped to their as
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-
-log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 

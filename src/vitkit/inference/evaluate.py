@@ -97,7 +97,7 @@ def evaluate(
         images=len(source),
         confusion=confusion.cpu(),
         class_names=list(source.class_names),
-        logits=torch.cat(kept) if kept else (torch.empty(0, num_classes) if keep_logits else None),
+        logits=(torch.cat(kept) if kept else torch.empty(0, num_classes)) if keep_logits else None,
     )
 
 
@@ -151,7 +151,7 @@ class Evaluation(NamedTuple):
 
 def evaluate_checkpoint(
     source: str | Path,
-    data_path: str | None = None,
+    data_path: str | Path | None = None,
     *,
     split: str | None = None,
     batch_size: int = 256,
@@ -172,6 +172,7 @@ def evaluate_checkpoint(
     splits = load_dataset(config)
     check_class_names(model, splits.class_names, checkpoint, config.path)
     images = splits.whole() if data.split == "all" else getattr(splits, data.split)
+    del splits  # the whole of an in-memory dataset is a joined copy: release the two splits before evaluating
     if len(images) == 0:
         raise ValueError(f"nothing to evaluate: {data.description} holds no images")
     transform = EvalTransform(prep.img_size, prep.mean, prep.std).to(target)
@@ -188,7 +189,7 @@ def evaluate_checkpoint(
 
 
 def select_eval_data(
-    prep: Preprocessing, data_path: str | None = None, split: str | None = None
+    prep: Preprocessing, data_path: str | Path | None = None, split: str | None = None
 ) -> tuple[DataConfig, EvalData]:
     """The data config to load and the part of it to evaluate.
 
@@ -199,6 +200,7 @@ def select_eval_data(
     """
     if split is not None and split not in SPLITS:
         raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    data_path = None if data_path is None else str(data_path)
     trained_on = recorded_data_path(prep)
     if data_path is None and trained_on is None:
         raise ValueError(
@@ -206,7 +208,7 @@ def select_eval_data(
             "metadata); pass --data PATH"
         )
     own = data_path is None or is_training_data(data_path, prep)
-    config = own_data_config(prep, data_path) if own else other_data_config(prep, str(data_path))
+    config = own_data_config(prep, data_path) if own else other_data_config(prep, data_path)
     presplit = has_own_split(config.path)
     chosen = split or ("val" if own or presplit else "all")
     return config, EvalData(config.path, chosen, describe(config, chosen, own, presplit))

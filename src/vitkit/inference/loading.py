@@ -208,7 +208,8 @@ def load_for_inference(source: str | Path, device: str = "auto") -> LoadedModel:
     if prep.from_metadata:
         log.info("%s: inputs at %s (from %s)", path, settings, prep.source)
     else:
-        log.warning("%s records no preprocessing; inputs at %s: %s", path, settings, prep.source)
+        convention = prep.source.removeprefix(f"{NO_METADATA}: ")
+        log.warning("%s records no preprocessing: inputs at %s, %s", path, settings, convention)
     return LoadedModel(model, prep, path, target)
 
 
