@@ -13,8 +13,9 @@ from PIL import Image
 
 from vitkit import create_model, save
 from vitkit.analysis import inputs
-from vitkit.analysis.inputs import pick_dataset_images, resolve_checkpoint
+from vitkit.analysis.inputs import pick_dataset_images
 from vitkit.cli import main as cli
+from vitkit.inference.loading import METADATA
 
 CLASSES = ["cat", "dog", "bird"]
 
@@ -27,14 +28,16 @@ def vitkit(monkeypatch):
     return cli.main
 
 
-def save_tiny(path: Path, pool: str = "token", posemb: str = "learned", img_size: int = 16) -> Path:
+def save_tiny(
+    path: Path, pool: str = "token", posemb: str = "learned", img_size: int = 16, metadata: dict | None = None
+) -> Path:
     """Save a 2-layer, 2-head ViT with 4x4 patches and three named classes."""
     torch.manual_seed(0)
     model = create_model(
         "mu/4", img_size=img_size, num_classes=3, depth=2, hidden_dim=16, mlp_dim=32, num_heads=2,
         pool=pool, posemb=posemb, zero_init_head=False,
     )  # fmt: skip
-    return save(model, path, class_names=CLASSES)
+    return save(model, path, class_names=CLASSES, metadata=metadata)
 
 
 def write_image(path: Path, seed: int, size=(20, 28)) -> Path:
@@ -72,13 +75,13 @@ def test_analyze_writes_pngs_report_and_json(tmp_path, vitkit, capsys):
 def test_run_directory_gap_model_at_another_resolution(tmp_path, vitkit):
     """A run dir resolves to checkpoints/best and brings its normalisation; GAP + sin-cos at 24x24 works."""
     run = tmp_path / "run"
-    save_tiny(run / "checkpoints" / "best", pool="gap", posemb="sincos_2d")
-    (run / "config.yaml").write_text("data:\n  mean: [0.4, 0.45, 0.5]\n  std: [0.2, 0.25, 0.3]\n")
+    data = {"img_size": 16, "mean": [0.4, 0.45, 0.5], "std": [0.2, 0.25, 0.3]}
+    save_tiny(run / "checkpoints" / "best", pool="gap", posemb="sincos_2d", metadata={"data": data})
     image = write_image(tmp_path / "a.jpg", 0)
     out = tmp_path / "out"
     assert vitkit(["analyze", str(run), "--images", str(image), "--out", str(out), "--img-size", "24"]) == 0
     document = json.loads((out / "analysis.json").read_text())
-    assert document["normalization"] == {"mean": [0.4, 0.45, 0.5], "std": [0.2, 0.25, 0.3], "from_run": True}
+    assert document["normalization"] == {"mean": [0.4, 0.45, 0.5], "std": [0.2, 0.25, 0.3], "source": METADATA}
     assert document["model"]["pool"] == "gap" and document["model"]["analysed_at"] == [24, 24]
     similarity = document["posemb_similarity"]
     assert similarity["same_row_or_col"] > similarity["other"]
@@ -153,12 +156,6 @@ def test_non_square_inputs_are_cropped_to_the_aspect_ratio_and_normalised(tmp_pa
     torch.testing.assert_close(batch[0, :, 4, 6], expected, atol=1e-5, rtol=0)
     assert skipped == [(bad, "zero-byte file")]
     assert inputs.fit_image(Image.new("RGB", (30, 10)), (8, 12)).size == (12, 8)
-
-
-def test_resolve_checkpoint_prefers_the_best_checkpoint_of_a_run(tmp_path):
-    (tmp_path / "run" / "checkpoints" / "best").mkdir(parents=True)
-    assert resolve_checkpoint(tmp_path / "run") == tmp_path / "run" / "checkpoints" / "best"
-    assert resolve_checkpoint(tmp_path / "run" / "checkpoints" / "best") == tmp_path / "run" / "checkpoints" / "best"
 
 
 def test_error_without_images(tmp_path, vitkit, capsys):

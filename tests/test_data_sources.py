@@ -17,6 +17,7 @@ from PIL import Image
 from vitkit.data import DataConfig, FileSource, TensorSource, load_dataset
 from vitkit.data import imagefolder as imagefolder_module
 from vitkit.data.cifar import read_cifar_pickle
+from vitkit.data.sources import concat_sources
 
 CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"  # ../shared beside the repo
 
@@ -135,6 +136,28 @@ def test_streaming_source_when_over_the_memory_budget(tmp_path):
     for i in range(len(streamed.train)):
         image, label = streamed.train[i]
         assert torch.equal(image, in_memory.train.images[i]) and label == int(in_memory.train.labels[i])
+
+
+def test_whole_dataset_is_train_then_val_in_memory_or_streamed(tmp_path):
+    make_folder(tmp_path / "data", {"a": 5, "b": 5})
+    for budget in (4.0, 1e-9):
+        splits = load_dataset(config(tmp_path / "data", tmp_path, max_memory_gb=budget))
+        whole = splits.whole()
+        assert type(whole) is type(splits.train) and len(whole) == 10 and whole.size == splits.image_size
+        assert whole.labels.tolist() == splits.train.labels.tolist() + splits.val.labels.tolist()
+        for index in range(len(splits.val)):
+            assert torch.equal(image_at(whole, len(splits.train) + index), image_at(splits.val, index))
+
+
+def image_at(source, index: int) -> torch.Tensor:
+    """The stored uint8 image `index` of an in-memory or streamed source."""
+    return source.images[index] if source.in_memory else source[index][0]
+
+
+def test_joining_sources_of_different_datasets_is_refused():
+    images = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="cannot join sources of different classes or sizes"):
+        concat_sources(TensorSource(images, torch.zeros(2), ["a"]), TensorSource(images, torch.zeros(2), ["b"]))
 
 
 def test_empty_folder_is_a_clear_error(tmp_path):

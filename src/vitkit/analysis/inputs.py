@@ -1,4 +1,4 @@
-"""What `vitkit analyze` reads: the checkpoint, the run's normalisation, and the images (files or a dataset).
+"""What `vitkit analyze` reads: the images (files or a dataset), prepared as `vitkit.inference` says.
 
 Decoding is `vitkit.data`'s (EXIF orientation, every mode to RGB, bad files named); square inputs take its
 evaluation resize and centre crop, and non-square inputs are cropped to their aspect ratio here.
@@ -6,7 +6,6 @@ evaluation resize and centre crop, and non-square inputs are cropped to their as
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,48 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-log = logging.getLogger(__name__)
-
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-DEFAULT_MEAN = (0.5, 0.5, 0.5)  # the paper's Inception-style [-1, 1] scaling, when the run does not say
-DEFAULT_STD = (0.5, 0.5, 0.5)
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A run directory -> its `checkpoints/best/`; a checkpoint directory -> itself."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} not found: give a run directory or a checkpoint directory")
-    best = path / "checkpoints" / "best"
-    return best if best.is_dir() else path
-
-
-def run_directory(checkpoint: Path) -> Path | None:
-    """The run directory a checkpoint belongs to (RUN_DIR/checkpoints/<name>/), else None."""
-    checkpoint = Path(checkpoint).resolve()
-    if checkpoint.parent.name == "checkpoints" and (checkpoint.parent.parent / "config.yaml").is_file():
-        return checkpoint.parent.parent
-    return None
-
-
-def read_normalization(run_dir: Path | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """The (mean, std) the run trained with, from the data section of RUN_DIR/config.yaml; None if unknown."""
-    if run_dir is None or not (run_dir / "config.yaml").is_file():
-        return None
-    import yaml
-
-    try:
-        document = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except yaml.YAMLError as error:
-        log.warning("cannot read %s (%s); normalising with mean=std=0.5", run_dir / "config.yaml", error)
-        return None
-    data = document.get("data") if isinstance(document, dict) else None
-    if not isinstance(data, dict) or data.get("mean") is None or data.get("std") is None:
-        return None
-    mean, std = data["mean"], data["std"]
-    mean = (float(mean),) * 3 if isinstance(mean, (int, float)) else tuple(float(v) for v in mean)
-    std = (float(std),) * 3 if isinstance(std, (int, float)) else tuple(float(v) for v in std)
-    return mean, std
 
 
 def dataset_images(data: str | Path, count: int, folder: Path, img_size: int) -> list[Path]:

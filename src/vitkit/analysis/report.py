@@ -25,17 +25,10 @@ from vitkit.analysis.attention import (
     upsample_maps,
 )
 from vitkit.analysis.embeddings import embedding_filters, has_position_embedding, posemb_similarity, row_col_similarity
-from vitkit.analysis.inputs import (
-    DEFAULT_MEAN,
-    DEFAULT_STD,
-    dataset_images,
-    denormalize,
-    load_images,
-    read_normalization,
-    resolve_checkpoint,
-    run_directory,
-)
+from vitkit.analysis.inputs import dataset_images, denormalize, load_images
+from vitkit.inference import Preprocessing, load_for_inference
 from vitkit.models import VisionTransformer
+from vitkit.models.config import check_divisible
 
 log = logging.getLogger(__name__)
 
@@ -316,22 +309,15 @@ def analyze_checkpoint(
     batch_size: int = 16,
 ) -> dict[str, Any]:
     """Everything `vitkit analyze` does; returns the analysis.json document."""
-    from vitkit.checkpoints import load
-    from vitkit.models.config import check_divisible
-
     if not images and data is None:
         raise ValueError("no images to analyse: name image files with --images and/or a dataset with --data")
-    resolved = resolve_checkpoint(checkpoint)
-    model = load(resolved).to(device).eval()
+    model, prep, resolved, _ = load_for_inference(checkpoint, device)
     if model.config.in_chans != 3:
         raise ValueError(f"analyze reads RGB images, but this model takes {model.config.in_chans} channels")
-    size = model.config.img_size if img_size is None else (img_size, img_size)
-    check_divisible(size, model.config.patch_size)
+    size = analysis_size(model, prep, img_size)
     out = Path(out)
     paths, num_named = gather_images(images, data, num_images, out, size[0])
-    normalization = read_normalization(run_directory(resolved))
-    mean, std = normalization or (DEFAULT_MEAN, DEFAULT_STD)
-    log.info("normalising with mean=%s std=%s (%s)", mean, std, "from the run" if normalization else "default")
+    mean, std = prep.mean, prep.std
     batch, good, skipped = load_images(paths, size, mean, std)
     named_bad = [f"cannot read image {p}: {why}" for p, why in skipped if p in paths[:num_named]]
     if named_bad:
@@ -346,7 +332,18 @@ def analyze_checkpoint(
     files = write_figures(out, per_image, result, model.config.posemb, size)
     document = analysis_document(model_summary(model, resolved), per_image, result, files)
     document["model"]["analysed_at"] = list(size)
-    document["normalization"] = {"mean": list(mean), "std": list(std), "from_run": normalization is not None}
+    document["normalization"] = {"mean": list(mean), "std": list(std), "source": prep.source}
     (out / "analysis.json").write_text(json.dumps(document, indent=2) + "\n")
     (out / "report.html").write_text(render_html(out, document), encoding="utf-8")
     return document
+
+
+def analysis_size(model: VisionTransformer, prep: Preprocessing, img_size: int | None) -> tuple[int, int]:
+    """(H, W) to analyse at: --img-size, else the checkpoint's input size (a non-square model's own size)."""
+    if img_size is not None:
+        size = (img_size, img_size)
+    else:
+        height, width = model.config.img_size
+        size = (prep.img_size, prep.img_size) if height == width else (height, width)
+    check_divisible(size, model.config.patch_size)
+    return size

@@ -11,7 +11,11 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `vitkit analyze`."""
-    parser.add_argument("checkpoint", metavar="CKPT", help="run directory (uses checkpoints/best/) or checkpoint dir")
+    parser.add_argument(
+        "checkpoint",
+        metavar="CKPT",
+        help="run directory (uses checkpoints/best/), checkpoint dir, weights file or hub id",
+    )
     parser.add_argument("--images", nargs="+", default=[], metavar="IMG", help="image files to analyse")
     parser.add_argument("--data", metavar="PATH", help="dataset folder in ImageFolder layout (e.g. val/<class>/*.jpg)")
     parser.add_argument("--num-images", type=int, default=8, metavar="N", help="images to take from --data (8)")

@@ -27,8 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vitkit.cli.train import format_summary
+    from vitkit.inference import predict_files
     from vitkit.training import TrainConfig, train
-    from vitkit.training.inference import predict_files
 
     summary = train(TrainConfig(), args.out, overwrite=True, progress_bar=args.progress)
     out = Path(args.out)

@@ -1,7 +1,8 @@
 """Predict labels of image files with a checkpoint: the top-k classes and their probabilities per image.
 
-CKPT is a run directory (its best checkpoint) or a checkpoint directory. Files that cannot be read are
-named with the reason; the exit status is 2 when any file failed, 0 when all succeeded.
+CKPT is a run directory (its best checkpoint), a checkpoint directory, a weights file or a hub id. Images are
+prepared as the checkpoint's metadata says (a checkpoint without any says which convention it used). Files
+that cannot be read are named with the reason; the exit status is 2 when any file failed, 0 when all succeeded.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `vitkit predict`."""
-    parser.add_argument("checkpoint", metavar="CKPT", help="run directory or checkpoint directory")
+    parser.add_argument(
+        "checkpoint", metavar="CKPT", help="run directory, checkpoint directory, weights file or hub id"
+    )
     parser.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     parser.add_argument("--top-k", type=int, default=5, help="labels per image (default 5)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -22,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the predictions of the good files and the reason for each bad one."""
-    from vitkit.training.inference import predict_files
+    from vitkit.inference import predict_files
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")

@@ -106,3 +106,22 @@ class DatasetSplits:
     def image_size(self) -> int:
         """The stored size S of both splits (the loader yields (B, 3, S, S) uint8)."""
         return self.train.size
+
+    def whole(self) -> ImageSource:
+        """Every image of the dataset as one source: the train split, then the val split."""
+        return concat_sources(self.train, self.val)
+
+
+def concat_sources(first: ImageSource, second: ImageSource) -> ImageSource:
+    """One source holding the images of `first`, then those of `second` (same classes and stored size)."""
+    if list(first.class_names) != list(second.class_names) or first.size != second.size:
+        raise ValueError(
+            f"cannot join sources of different classes or sizes ({first.num_classes} classes at {first.size}px "
+            f"and {second.num_classes} at {second.size}px); they must come from one dataset"
+        )
+    labels = torch.cat([first.labels, second.labels])
+    if isinstance(first, TensorSource) and isinstance(second, TensorSource):
+        return TensorSource(torch.cat([first.images, second.images]), labels, first.class_names)
+    if isinstance(first, FileSource) and isinstance(second, FileSource):
+        return FileSource(first.paths + second.paths, labels, first.class_names, first.size, first.num_workers)
+    raise ValueError(f"cannot join a {type(first).__name__} and a {type(second).__name__}; load them the same way")

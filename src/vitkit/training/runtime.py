@@ -23,12 +23,14 @@ from typing import TYPE_CHECKING
 import torch
 import torch.distributed as dist
 
+from vitkit.inference.device import autocast
+from vitkit.inference.device import resolve_device as resolve_any_device
+
 if TYPE_CHECKING:
     from vitkit.training.config import RuntimeConfig
 
 log = logging.getLogger("vitkit.training")
 
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # bf16 is chosen when the probe measures it at least this much faster than fp32: below it, fp32's accuracy wins.
 BF16_MIN_SPEEDUP = 1.3
 PROBE_SIZE = 1024  # a matmul the size of a ViT's (batch x tokens) x width product: big enough to be compute-bound
@@ -172,16 +174,11 @@ def default_threads(context: DistContext | None = None) -> int:
 
 def resolve_device(name: str, context: DistContext | None = None) -> torch.device:
     """ "auto" -> cuda when available (this rank's local GPU under torchrun), else cpu."""
-    local = context.local_rank if context is not None else 0
-    if name == "auto":
-        if torch.cuda.is_available():
-            torch.cuda.set_device(local % torch.cuda.device_count())
-            return torch.device("cuda", local % torch.cuda.device_count())
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} was requested but torch sees no CUDA device; use --device cpu or auto")
-    return device
+    if name == "auto" and torch.cuda.is_available():
+        local = (context.local_rank if context is not None else 0) % torch.cuda.device_count()
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return resolve_any_device(name)
 
 
 def resolve_precision(precision: str, device: torch.device) -> tuple[str, str, float | None]:
@@ -273,13 +270,6 @@ def precision_warning(precision: str, device: torch.device) -> str | None:
                 "bf16); use --precision fp32 (or auto, which measures and picks fp32 here)"
             )
     return None
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """Mixed-precision autocast for bf16/fp16; a no-op context for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
 
 
 def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
