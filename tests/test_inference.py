@@ -207,7 +207,8 @@ def test_hub_id_resolves_to_the_cached_files_and_their_settings(tmp_path: Path, 
     """A timm hub repository: weights and a config.json whose pretrained_cfg gives the normalisation."""
     save_file(timm_weights(tiny_model()), tmp_path / "model.safetensors")
     pretrained_cfg = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "input_size": [3, 16, 16]}
-    config = {"architecture": "vit_tiny", "num_classes": 3, "pretrained_cfg": pretrained_cfg}
+    config = {"architecture": "vit_tiny", "num_classes": 3, "pretrained_cfg": pretrained_cfg,
+              "model_args": {"num_heads": 2}}  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps(config))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo_id, filename, **kw: str(tmp_path / filename))
     model, prep, path, _ = load_for_inference("timm:vit_tiny.test", "cpu")
@@ -221,7 +222,9 @@ def test_hub_id_resolves_to_the_cached_files_and_their_settings(tmp_path: Path, 
 
 def test_foreign_weights_get_their_format_convention_and_say_so(tmp_path: Path, caplog) -> None:
     weights = tmp_path / "vit.safetensors"
-    save_file(timm_weights(tiny_model()), weights)
+    torch.manual_seed(0)
+    timm_width = create_model("Ti/4", img_size=16, num_classes=3, depth=1, mlp_dim=32)  # 192 wide: 3 heads in timm
+    save_file(timm_weights(timm_width), weights)
     with caplog.at_level(logging.WARNING, logger="vitkit.inference"):
         prep = load_for_inference(weights, "cpu").preprocessing
     assert (prep.mean, prep.std, prep.img_size, prep.precision) == ((0.5,) * 3, (0.5,) * 3, 16, "fp32")

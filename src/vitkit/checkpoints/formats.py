@@ -83,8 +83,9 @@ def read_directory(path: Path, origin: str, num_heads: int | None = None) -> Che
         document = read_json(config_file)
         if hf.is_transformers_config(document):
             return read_hf_directory(path, document, origin)
-        if "architecture" in document:  # timm's hub config.json
-            checkpoint = read_file(find_weights(path, origin), origin, num_heads)
+        if "architecture" in document:  # timm's hub config.json (its model_args may name the head count)
+            heads = num_heads or (document.get("model_args") or {}).get("num_heads")
+            checkpoint = read_file(find_weights(path, origin), origin, heads)
             checkpoint.class_names = listed_names(document.get("label_names"), checkpoint.config.num_classes)
             return checkpoint
     weights = [path / name for name in WEIGHT_FILES if (path / name).is_file()]
