@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 import types
@@ -133,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     except TrainingDiverged as error:
         print(f"vitkit train: {error}", file=sys.stderr)
         return 1
-    print(format_summary(summary, out))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the main rank speaks for the job
+        print(format_summary(summary, out))
     return 0
 
 

@@ -20,10 +20,12 @@ def format_duration(seconds: float) -> str:
 class ProgressReporter:
     """Reports optimizer steps: loss, accuracy, images/s and the ETA of the whole run."""
 
-    def __init__(self, total_steps: int, done_steps: int, log_every: int, bar: bool | None = None) -> None:
-        self.total, self.done, self.log_every = total_steps, done_steps, log_every
+    def __init__(
+        self, total_steps: int, done_steps: int, log_every: int, bar: bool | None = None, enabled: bool = True
+    ) -> None:
+        self.total, self.done, self.log_every, self.enabled = total_steps, done_steps, log_every, enabled
         self.started, self.started_at = time.perf_counter(), done_steps
-        use_bar = sys.stdout.isatty() if bar is None else bar
+        use_bar = enabled and (sys.stdout.isatty() if bar is None else bar)
         self.bar = None
         if use_bar:
             from tqdm import tqdm
@@ -40,6 +42,8 @@ class ProgressReporter:
     def update(self, step: int, epoch: int, epochs: int, values: dict[str, Any]) -> None:
         """One optimizer step finished; `values` holds loss, acc (%), images_per_s and lr."""
         self.done = step
+        if not self.enabled:  # not the main rank of a torchrun job
+            return
         postfix = {
             "loss": f"{values['loss']:.4f}",
             "acc": f"{values['acc']:.1f}%",
@@ -66,6 +70,8 @@ class ProgressReporter:
 
     def message(self, text: str) -> None:
         """A line that does not break the bar."""
+        if not self.enabled:
+            return
         if self.bar is not None:
             self.bar.write(text)
         else:

@@ -194,8 +194,7 @@ def run(trainer: Trainer, progress_bar: bool | None = None) -> dict[str, Any]:
     objective = trainer.objective
     columns = metric_columns(list(objective.train_metrics), list(objective.val_metrics))
     metrics = MetricsLog(trainer.run_dir, state.metrics_rows, state.step, columns) if main else None
-    reporter = ProgressReporter(trainer.total_steps, state.step, run_cfg.log_every, progress_bar if main else False)
-    reporter.enabled = main
+    reporter = ProgressReporter(trainer.total_steps, state.step, run_cfg.log_every, progress_bar, enabled=main)
     announce(trainer, reporter)
     try:
         while state.epoch < state.planned_epochs:
