@@ -19,11 +19,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vitkit.training.device import cpu_has_native_bf16  # noqa: E402
-
 import vitkit  # noqa: E402
 from common import bf16_matmul_rates, machine_description, matmul_peak_tflops, paired_median_seconds  # noqa: E402
 from vitkit.models.summary import summarize  # noqa: E402
+from vitkit.training.runtime import bf16_speedup  # noqa: E402
 
 MODES = ("fp32", "bf16 autocast", "bf16 weights")
 
@@ -75,7 +74,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     modes = list(args.modes)
-    if any(mode.startswith("bf16") for mode in modes) and not cpu_has_native_bf16():
+    if any(mode.startswith("bf16") for mode in modes) and bf16_speedup() < 1.0:
         # The same test `vitkit train` warns on: without AVX512-BF16 or AMX a bf16 run would take hours.
         modes = [mode for mode in modes if not mode.startswith("bf16")]
         print(f"skipping the bf16 modes: {bf16_matmul_rates()} (no AVX512-BF16 or AMX on this CPU)")

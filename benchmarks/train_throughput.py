@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageEnhance, ImageOps
 from torch.utils.data import DataLoader, Dataset
-from vitkit.training.device import attention_kernel, autocast, resolve_precision
 
 from vitkit.data import AugmentConfig
 from vitkit.training import load_config
+from vitkit.training.objectives import Batch
+from vitkit.training.runtime import attention_kernel, autocast, resolve_precision
 from vitkit.training.trainer import create_trainer, train_step
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,7 +157,7 @@ def run_conventional(model, args, config, steps: int) -> dict:
         start = time.perf_counter()
         images, labels = next(batches)
         loaded = time.perf_counter()
-        with autocast(args.precision, torch.device("cpu")), attention_kernel(config.run.attention):
+        with autocast(args.precision, torch.device("cpu")), attention_kernel(config.runtime.attention):
             logits = model(images)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=0.1)
         loss.backward()
@@ -179,8 +180,8 @@ def vitkit_config(args):
         {
             "data.path": args.data,
             "run.batch_size": args.batch_size,
-            "run.precision": args.precision,
-            "run.threads": args.threads,
+            "runtime.precision": args.precision,
+            "runtime.threads": args.threads,
             "run.device": "cpu",
             "run.epochs": 1,
         },
@@ -210,9 +211,9 @@ def run_vitkit(trainer, args, steps: int) -> dict:
         start = time.perf_counter()
         images, labels = next(batches)
         loaded = time.perf_counter()
-        inputs, targets = trainer.augment(images, labels)
+        inputs, targets = trainer.augment[trainer.config.data.img_size](images, labels)
         augmented = time.perf_counter()
-        train_step(trainer, inputs, targets)
+        train_step(trainer, Batch(inputs, targets))
         end = time.perf_counter()
         if i >= 3:
             wait, augment, total = wait + loaded - start, augment + augmented - loaded, total + end - start
@@ -233,7 +234,7 @@ def data_only(args, config, trainer, batches: int) -> dict:
     for i in range(batches + 2):
         if i == 2:
             start = time.perf_counter()
-        trainer.augment(*next(loader))
+        trainer.augment[trainer.config.data.img_size](*next(loader))
     out["vitkit"] = batches * args.batch_size / (time.perf_counter() - start)
     loader = iter(conventional_loader(args, config))
     for i in range(batches + 2):
@@ -252,7 +253,7 @@ def step_breakdown(trainer, args, repeats: int = 5) -> dict:
     times = {"forward": [], "backward": [], "optimizer": []}
     for _ in range(repeats):
         start = time.perf_counter()
-        with autocast(args.precision, torch.device("cpu")), attention_kernel(trainer.config.run.attention):
+        with autocast(args.precision, torch.device("cpu")), attention_kernel(trainer.runtime.attention):
             loss = F.cross_entropy(model(x).float(), y)
         forward = time.perf_counter()
         loss.backward()
@@ -297,14 +298,14 @@ def top_ops(trainer, args, rows: int = 8) -> str:
     y = torch.randint(0, 10, (args.batch_size,))
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(2):
-            train_step(trainer, *trainer.augment(x, y))
+            train_step(trainer, Batch(*trainer.augment[trainer.config.data.img_size](x, y)))
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48)
     return "\n".join(line[:120] for line in table.splitlines())
 
 
 def main() -> None:
     args = parse_args()
-    args.precision = resolve_precision(args.precision, torch.device("cpu"))
+    args.precision = resolve_precision(args.precision, torch.device("cpu"))[0]
     torch.manual_seed(0)
     random.seed(0)
     config = vitkit_config(args)
