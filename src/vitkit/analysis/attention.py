@@ -46,25 +46,29 @@ def rollout_from_attentions(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
     return flow.float()
 
 
-def attention_from_output(matrix: torch.Tensor, num_prefix: int) -> torch.Tensor:
+def attention_from_output(matrix: torch.Tensor, num_prefix: int, token: int = 0) -> torch.Tensor:
     """The rows that make the image representation, over the patch keys: (..., T, T) -> (..., N).
 
-    With a class token that is the class token's row; with global average pooling the representation is
-    the mean of all tokens, so it is the mean of all rows.
+    With a class token that is the class token's row (`token` 1: DeiT's distillation token's); with global
+    average pooling the representation is the mean of all tokens, so it is the mean of all rows.
     """
-    rows = matrix[..., 0, :] if num_prefix > 0 else matrix.mean(dim=-2)
+    if not 0 <= token < max(num_prefix, 1):
+        raise ValueError(f"token {token} is not a prefix token: the model has {num_prefix} (class, distillation)")
+    rows = matrix[..., token, :] if num_prefix > 0 else matrix.mean(dim=-2)
     return rows[..., num_prefix:]
 
 
-def rollout_map(rollout: torch.Tensor, grid: tuple[int, int], num_prefix: int) -> torch.Tensor:
-    """(B, T, T) rollout -> (B, gh, gw): how much of the image representation flows from each patch."""
-    return attention_from_output(rollout, num_prefix).reshape(rollout.shape[0], *grid)
+def rollout_map(rollout: torch.Tensor, grid: tuple[int, int], num_prefix: int, token: int = 0) -> torch.Tensor:
+    """(B, T, T) rollout -> (B, gh, gw): how much of the image representation (of prefix `token`) flows from each
+    patch."""
+    return attention_from_output(rollout, num_prefix, token).reshape(rollout.shape[0], *grid)
 
 
-def head_maps(attention: torch.Tensor, grid: tuple[int, int], num_prefix: int) -> torch.Tensor:
-    """One layer's (B, heads, T, T) attention -> (B, heads, gh, gw) per-head attention of the representation."""
+def head_maps(attention: torch.Tensor, grid: tuple[int, int], num_prefix: int, token: int = 0) -> torch.Tensor:
+    """One layer's (B, heads, T, T) attention -> (B, heads, gh, gw) per-head attention of the representation
+    (of prefix `token`)."""
     batch, heads = attention.shape[:2]
-    return attention_from_output(attention, num_prefix).reshape(batch, heads, *grid)
+    return attention_from_output(attention, num_prefix, token).reshape(batch, heads, *grid)
 
 
 def patch_distances(grid: tuple[int, int], patch_size: tuple[int, int]) -> torch.Tensor:

@@ -5,8 +5,11 @@ Paper Fig. 7 (left and centre), Sec. 4.5 and Appendix D.4.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from vitkit.models import VisionTransformer
 
@@ -77,3 +80,15 @@ def embedding_filters(model: VisionTransformer, num_components: int = 28) -> np.
     peaks = components.gather(1, components.abs().argmax(dim=1, keepdim=True))
     components = components * torch.sign(peaks)
     return components.reshape(count, chans, ph, pw).permute(0, 2, 3, 1).numpy()
+
+
+def token_cosine(states: Sequence[torch.Tensor], first: int = 0, second: int = 1) -> torch.Tensor:
+    """Per (B, T, D) state, the batch mean of the cosine similarity of tokens `first` and `second` -> (len(states),).
+
+    DeiT (Touvron et al. 2021, Sec. 4) measures its class and distillation tokens this way: 0.06 as learned,
+    0.93 at the output of the last layer.
+    """
+    if len(states) == 0:
+        raise ValueError("no token states given: pass the hidden states of forward_with_details")
+    pairs = [F.cosine_similarity(s[:, first].double(), s[:, second].double(), dim=-1).mean() for s in states]
+    return torch.stack(pairs).float()

@@ -24,7 +24,13 @@ from vitkit.analysis.attention import (
     rollout_map,
     upsample_maps,
 )
-from vitkit.analysis.embeddings import embedding_filters, has_position_embedding, posemb_similarity, row_col_similarity
+from vitkit.analysis.embeddings import (
+    embedding_filters,
+    has_position_embedding,
+    posemb_similarity,
+    row_col_similarity,
+    token_cosine,
+)
 from vitkit.analysis.inputs import dataset_images, denormalize, load_images
 from vitkit.inference import Preprocessing, load_for_inference
 from vitkit.models import VisionTransformer
@@ -42,6 +48,8 @@ class ImageAnalysis:
     rollout: np.ndarray  # (H, W)
     heads: np.ndarray  # (heads, H, W)
     top: list[tuple[str, float]] = field(default_factory=list)
+    dist_rollout: np.ndarray | None = None  # (H, W), DeiT's distillation token (None without one)
+    dist_heads: np.ndarray | None = None  # (heads, H, W)
 
 
 @dataclass
@@ -51,6 +59,20 @@ class ModelAnalysis:
     mean_distance: np.ndarray  # (layers, heads) pixels
     posemb_similarity: np.ndarray | None  # (gh, gw, gh, gw); None for posemb='none'
     filters: np.ndarray  # (k, Ph, Pw, C)
+    token_similarity: dict[str, Any] | None = None  # DeiT: cosine of the class and distillation tokens
+
+
+@dataclass
+class ChunkAnalysis:
+    """What one explicit-attention forward pass over a chunk of images gives."""
+
+    rollouts: np.ndarray  # (B, H, W) of the image representation (class token, or token mean for GAP)
+    heads: np.ndarray  # (B, heads, H, W) last layer
+    distance: torch.Tensor  # (layers, heads) pixels, mean over the chunk
+    tops: list
+    dist_rollouts: np.ndarray | None = None  # the same two maps for DeiT's distillation token
+    dist_heads: np.ndarray | None = None
+    token_cosine: torch.Tensor | None = None  # (L + 2,) class vs distillation token: z_0 .. z_L, final norm
 
 
 def top_predictions(logits: torch.Tensor, class_names: Sequence[str] | None, k: int = 5) -> list[list[tuple]]:
@@ -80,34 +102,68 @@ def analyze_images(
         raise ValueError("no images to analyse")
     model.eval()
     device = next(model.parameters()).device
-    results, distance_sum = [], 0.0
+    results, distance_sum, cosine_sum = [], 0.0, 0.0
     for start in range(0, len(batch), batch_size):
         chunk = batch[start : start + batch_size].to(device)
-        rollouts, heads, distance, tops = analyze_chunk(model, chunk)
-        distance_sum = distance_sum + distance * len(chunk)
+        found = analyze_chunk(model, chunk)
+        distance_sum = distance_sum + found.distance * len(chunk)
+        if found.token_cosine is not None:
+            cosine_sum = cosine_sum + found.token_cosine * len(chunk)
         pixels = denormalize(chunk, mean, std)
         for offset, path in enumerate(paths[start : start + len(chunk)]):
-            results.append(ImageAnalysis(path, pixels[offset], rollouts[offset], heads[offset], tops[offset]))
-    return results, (distance_sum / len(batch)).cpu().numpy()
+            image = ImageAnalysis(path, pixels[offset], found.rollouts[offset], found.heads[offset], found.tops[offset])
+            if found.dist_rollouts is not None:
+                image.dist_rollout, image.dist_heads = found.dist_rollouts[offset], found.dist_heads[offset]
+            results.append(image)
+    cosine = (cosine_sum / len(batch)).cpu().numpy() if isinstance(cosine_sum, torch.Tensor) else None
+    return results, (distance_sum / len(batch)).cpu().numpy(), cosine
 
 
-def analyze_chunk(model: VisionTransformer, chunk: torch.Tensor) -> tuple[np.ndarray, np.ndarray, torch.Tensor, list]:
-    """One explicit-attention forward pass: upsampled rollout and last-layer head maps, mean distance, top-5."""
+def analyze_chunk(model: VisionTransformer, chunk: torch.Tensor) -> ChunkAnalysis:
+    """One explicit-attention forward pass: upsampled rollout and last-layer head maps, mean distance, top-5;
+    for DeiT also the distillation token's maps and its similarity to the class token."""
     output = model.forward_with_details(chunk, attentions=True)
     prefix, grid = model.num_prefix_tokens, output.grid
     check_attentions(output.attentions, grid, prefix)
     size = tuple(chunk.shape[-2:])
-    rollouts = upsample_maps(rollout_map(rollout_from_attentions(output.attentions), grid, prefix), size)
-    heads = upsample_maps(head_maps(output.attentions[-1], grid, prefix), size)
+    flow = rollout_from_attentions(output.attentions)
+
+    def maps(token: int) -> tuple[np.ndarray, np.ndarray]:
+        rollouts = upsample_maps(rollout_map(flow, grid, prefix, token), size)
+        heads = upsample_maps(head_maps(output.attentions[-1], grid, prefix, token), size)
+        return rollouts.cpu().numpy(), heads.cpu().numpy()
+
     distance = mean_distance_from_attentions(output.attentions, grid, model.config.patch_size, prefix)
-    tops = top_predictions(output.logits, model.class_names)
-    return rollouts.cpu().numpy(), heads.cpu().numpy(), distance, tops
+    found = ChunkAnalysis(*maps(0), distance, top_predictions(output.logits, model.class_names))
+    if model.config.distilled:
+        found.dist_rollouts, found.dist_heads = maps(1)
+        found.token_cosine = token_cosine([*output.hidden_states, output.features])
+    return found
 
 
-def analyze_model(model: VisionTransformer, mean_distance: np.ndarray) -> ModelAnalysis:
-    """The image-independent analyses, plus the distance already averaged over the images."""
+def analyze_model(
+    model: VisionTransformer, mean_distance: np.ndarray, token_cosines: np.ndarray | None = None
+) -> ModelAnalysis:
+    """The image-independent analyses, plus what was already averaged over the images (distance, token cosines)."""
     similarity = posemb_similarity(model) if has_position_embedding(model) else None
-    return ModelAnalysis(mean_distance, similarity, embedding_filters(model))
+    result = ModelAnalysis(mean_distance, similarity, embedding_filters(model))
+    if token_cosines is not None:
+        result.token_similarity = distillation_token_similarity(model, token_cosines)
+    return result
+
+
+@torch.no_grad()
+def distillation_token_similarity(model: VisionTransformer, cosines: np.ndarray) -> dict[str, Any]:
+    """DeiT Sec. 4: cosine of the class and distillation tokens as learned, after each block, and at the output."""
+    learned = torch.nn.functional.cosine_similarity(model.cls_token.flatten(), model.dist_token.flatten(), dim=0)
+    return {
+        "learned_tokens": round(float(learned), 4),
+        "by_layer": [round(float(v), 4) for v in cosines[:-1]],
+        "output": round(float(cosines[-1]), 4),
+        "note": "cosine similarity of the class and distillation tokens, mean over the images: the learned tokens; "
+        "by_layer z_0 (tokens + position embedding) .. z_L; output after the final LayerNorm (the heads' inputs). "
+        "DeiT reports 0.06 for the learned tokens and 0.93 at the last layer",
+    }
 
 
 def model_summary(model: VisionTransformer, checkpoint: str | Path | None = None) -> dict[str, Any]:
@@ -126,6 +182,7 @@ def model_summary(model: VisionTransformer, checkpoint: str | Path | None = None
         "pool": config.pool,
         "posemb": config.posemb,
         "num_classes": config.num_classes,
+        "distilled": config.distilled,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
 
@@ -144,22 +201,24 @@ def analysis_document(
         "patch-to-patch attention only, renormalised over patch keys, averaged over queries and images",
         "posemb_similarity": similarity,
         "embedding_filter_components": len(result.filters),
+        "distillation_token": result.token_similarity,
         "images": [
             {
                 "path": str(image.path),
                 "figure": files["images"][index],
+                **({"figure_dist": files["images_dist"][index]} if "images_dist" in files else {}),
                 "top5": [{"label": label, "probability": round(prob, 6)} for label, prob in image.top],
             }
             for index, image in enumerate(images)
         ],
-        "figures": {k: v for k, v in files.items() if k != "images"},
+        "figures": {k: v for k, v in files.items() if k not in ("images", "images_dist")},
     }
 
 
-def figure_name(index: int, path: Path) -> str:
+def figure_name(index: int, path: Path, kind: str = "attention") -> str:
     """A file name for an image's attention figure: numbered (names may repeat across folders), safe characters."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem)[:60] or "image"
-    return f"attention_{index:03d}_{stem}.png"
+    return f"{kind}_{index:03d}_{stem}.png"
 
 
 def write_figures(
@@ -167,12 +226,17 @@ def write_figures(
 ) -> dict[str, Any]:
     """Draw and write every PNG; returns {figure key: file name} (per-image names under 'images')."""
     pngs: dict[str, bytes] = {}
-    names = []
+    names, dist_names = [], []
     for index, image in enumerate(images):
         title = f"{image.path.name}: " + (f"{image.top[0][0]} ({image.top[0][1]:.1%})" if image.top else "")
         names.append(figure_name(index, image.path))
         pngs[names[-1]] = figures.attention_figure(image.pixels, image.rollout, image.heads, title)
-    files: dict[str, Any] = {"images": names}
+        if image.dist_rollout is not None:
+            dist_names.append(figure_name(index, image.path, "attention_dist"))
+            pngs[dist_names[-1]] = figures.attention_figure(
+                image.pixels, image.dist_rollout, image.dist_heads, f"{title} (distillation token)"
+            )
+    files: dict[str, Any] = {"images": names, **({"images_dist": dist_names} if dist_names else {})}
     if result.posemb_similarity is not None:
         files["posemb_similarity"] = "posemb_similarity.png"
         pngs["posemb_similarity.png"] = figures.posemb_similarity_figure(result.posemb_similarity, posemb)
@@ -251,15 +315,20 @@ def _image_sections(out: Path, document: dict[str, Any]) -> list[str]:
             f"<section><h3>{title}</h3><p class='note'>{html.escape(image['path'])}</p>",
             predictions if image["top5"] else "<p>(the model has no classification head)</p>",
             _img(out, image["figure"], f"attention maps of {Path(image['path']).name}"),
-            "</section>",
         ]
+        if "figure_dist" in image:
+            parts += [
+                "<p class='note'>The same maps for the distillation token (DeiT).</p>",
+                _img(out, image["figure_dist"], f"distillation-token attention of {Path(image['path']).name}"),
+            ]
+        parts.append("</section>")
     return parts
 
 
 def _model_sections(out: Path, document: dict[str, Any]) -> list[str]:
     """The three model-level figures: attention distance, position-embedding similarity, embedding filters."""
     figs, similarity = document["figures"], document["posemb_similarity"]
-    parts = [
+    parts = _token_section(document["distillation_token"]) + [
         "<section><h2>Mean attention distance</h2>",
         "<p class='note'>Per head, the attention-weighted distance in input pixels between query and key patch "
         "centres (patch-to-patch attention, renormalised over patch keys), averaged over the images above; "
@@ -284,6 +353,21 @@ def _model_sections(out: Path, document: dict[str, Any]) -> list[str]:
         "</section>",
     ]
     return parts
+
+
+def _token_section(tokens: dict[str, Any] | None) -> list[str]:
+    """DeiT's class and distillation tokens: their cosine similarity through the network (empty without them)."""
+    if tokens is None:
+        return []
+    rows = [("learned tokens", tokens["learned_tokens"])]
+    rows += [(f"z_{layer}", value) for layer, value in enumerate(tokens["by_layer"])]
+    rows.append(("output (after the final norm)", tokens["output"]))
+    return [
+        "<section><h2>Class and distillation tokens</h2>",
+        f"<p class='note'>{html.escape(tokens['note'])}.</p>",
+        _table(rows, ("where", "cosine similarity")),
+        "</section>",
+    ]
 
 
 def gather_images(
@@ -326,8 +410,8 @@ def analyze_checkpoint(
         log.warning("skipping %s: %s", path, why)
     if len(good) == 0:
         raise ValueError(f"none of the {len(paths)} images could be read")
-    per_image, distance = analyze_images(model, batch, good, mean, std, batch_size)
-    result = analyze_model(model, distance)
+    per_image, distance, cosines = analyze_images(model, batch, good, mean, std, batch_size)
+    result = analyze_model(model, distance, cosines)
     out.mkdir(parents=True, exist_ok=True)
     files = write_figures(out, per_image, result, model.config.posemb, size)
     document = analysis_document(model_summary(model, resolved), per_image, result, files)

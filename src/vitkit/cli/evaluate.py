@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where to write eval_SPLIT.json and confusion_SPLIT.png (default: the run directory, the checkpoint's "
         "parent directory, or the current directory for a hub id)",
     )
+    parser.add_argument(
+        "--heads",
+        action="store_true",
+        help="also score each head on its own (DeiT: the class and the distillation head; the default output is "
+        "their average)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
@@ -52,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         precision=args.precision,
+        heads=args.heads,
     )
     out = Path(args.out) if args.out else default_out(args.checkpoint, checkpoint)
     out.mkdir(parents=True, exist_ok=True)
@@ -71,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{checkpoint}: {report['evaluated']}")
     print(f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  loss {result.loss:.4f}")
+    for name, head in result.heads.items():
+        print(f"  {name} head alone: top-1 {head.top1:.2f}%  top-5 {head.top5:.2f}%  loss {head.loss:.4f}")
     print("per-class accuracy:")
     width = max(len(name) for name in result.class_names)
     for name, accuracy in result.per_class.items():

@@ -35,6 +35,7 @@ class EvalResult:
     confusion: torch.Tensor  # (K, K) int64, rows: true class, columns: predicted class
     class_names: list[str] = field(default_factory=list)
     logits: torch.Tensor | None = None  # (N, K) float32 on the CPU, in source order (only when asked for)
+    heads: dict[str, EvalResult] = field(default_factory=dict)  # each head on its own ("cls", "dist"), when asked
 
     @property
     def per_class(self) -> dict[str, float]:
@@ -50,14 +51,17 @@ class EvalResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: top-1, top-5, loss, per-class accuracy and the confusion matrix as nested lists."""
         return {
-            "top1": round(self.top1, 4),
-            "top5": round(self.top5, 4),
-            "loss": round(self.loss, 6),
+            **self.scores(),
             "images": self.images,
             "per_class": {k: (None if v != v else round(v, 4)) for k, v in self.per_class.items()},
             "confusion_matrix": self.confusion.tolist(),
             "class_names": self.class_names,
+            **({"heads": {name: head.scores() for name, head in self.heads.items()}} if self.heads else {}),
         }
+
+    def scores(self) -> dict[str, float]:
+        """Top-1, top-5 and loss, rounded for JSON."""
+        return {"top1": round(self.top1, 4), "top5": round(self.top5, 4), "loss": round(self.loss, 6)}
 
 
 @torch.no_grad()
@@ -71,41 +75,80 @@ def evaluate(
     precision: str = "fp32",
     keep_logits: bool = False,
     flip: bool = False,
+    heads: bool = False,
 ) -> EvalResult:
     """Run `model` over every image of `source` once, in order, under the given precision.
 
-    `flip` averages the logits of each image and its mirror image (test-time augmentation).
+    `flip` averages the logits of each image and its mirror image (test-time augmentation). `heads` also scores
+    each head of a ViT on its own (DeiT's class and distillation heads) in the same pass, in `EvalResult.heads`.
     """
     was_training = model.training
     model.eval()
     num_classes = len(source.class_names)
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
-    top5_hits = torch.zeros((), dtype=torch.int64, device=device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    k = min(5, num_classes)
+    tallies: dict[str, Tally] = {}
     kept = []
     for images, labels in make_loader(source, batch_size, shuffle=False, seed=0, epoch=0, device=device):
         inputs = transform(images)
         with autocast(precision, device):
-            logits = model(inputs).float()
+            outputs = head_logits(model, inputs, heads)
             if flip:
-                logits = (logits + model(inputs.flip(-1)).float()) / 2
+                mirrored = head_logits(model, inputs.flip(-1), heads)
+                outputs = {name: (logits + mirrored[name]) / 2 for name, logits in outputs.items()}
         if keep_logits:
-            kept.append(logits.cpu())
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
-        top5_hits += (logits.topk(k, dim=1).indices == labels[:, None]).any(1).sum()
-        confusion.view(-1).index_add_(0, labels * num_classes + logits.argmax(1), torch.ones_like(labels))
+            kept.append(outputs[AVERAGE].cpu())
+        for name, logits in outputs.items():
+            tallies.setdefault(name, Tally(num_classes, device)).add(logits, labels)
     model.train(was_training)
-    total = max(1, len(source))
-    return EvalResult(
-        top1=confusion.diag().sum().item() / total * 100,
-        top5=top5_hits.item() / total * 100,
-        loss=loss_sum.item() / total,
-        images=len(source),
-        confusion=confusion.cpu(),
-        class_names=list(source.class_names),
-        logits=(torch.cat(kept) if kept else torch.empty(0, num_classes)) if keep_logits else None,
-    )
+    average = tallies.pop(AVERAGE, None) or Tally(num_classes, device)
+    result = average.result(source)
+    result.heads = {name: tally.result(source) for name, tally in tallies.items()}
+    if keep_logits:
+        result.logits = torch.cat(kept) if kept else torch.empty(0, num_classes)
+    return result
+
+
+AVERAGE = "average"  # the model's own output: with several heads, their mean (DeiT's inference)
+
+
+def head_logits(model: torch.nn.Module, inputs: torch.Tensor, heads: bool) -> dict[str, torch.Tensor]:
+    """The model's logits ("average"), and with `heads` those of each head ("cls", "dist"), as float32."""
+    if not heads:
+        return {AVERAGE: model(inputs).float()}
+    if not hasattr(model, "forward_heads"):
+        raise ValueError(
+            f"per-head evaluation needs a ViT (forward_heads); {type(model).__name__} has a single head: drop --heads"
+        )
+    features = model.forward_features(inputs)
+    outputs = {AVERAGE: model.forward_head(features), **model.forward_heads(features)}
+    return {name: logits.float() for name, logits in outputs.items()}
+
+
+class Tally:
+    """Running confusion matrix, top-5 hits and summed loss of one output over the batches of an evaluation."""
+
+    def __init__(self, num_classes: int, device: torch.device) -> None:
+        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        self.top5_hits = torch.zeros((), dtype=torch.int64, device=device)
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Count one batch."""
+        num_classes = self.confusion.shape[0]
+        self.loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
+        self.top5_hits += (logits.topk(min(5, num_classes), dim=1).indices == labels[:, None]).any(1).sum()
+        self.confusion.view(-1).index_add_(0, labels * num_classes + logits.argmax(1), torch.ones_like(labels))
+
+    def result(self, source: ImageSource) -> EvalResult:
+        """The accuracies (%) and mean loss over every image of `source`."""
+        total = max(1, len(source))
+        return EvalResult(
+            top1=self.confusion.diag().sum().item() / total * 100,
+            top5=self.top5_hits.item() / total * 100,
+            loss=self.loss_sum.item() / total,
+            images=len(source),
+            confusion=self.confusion.cpu(),
+            class_names=list(source.class_names),
+        )
 
 
 def plot_confusion(result: EvalResult, path: str | Path, title: str = "") -> Path:
@@ -165,11 +208,13 @@ def evaluate_checkpoint(
     device: str = "auto",
     precision: str | None = None,
     keep_logits: bool = False,
+    heads: bool = False,
 ) -> Evaluation:
     """Top-1/top-5/per-class accuracy of a checkpoint on `data_path` (default: the data it was trained on).
 
     Which images: see `select_eval_data`. The run's own data is split as in training (same validation
-    fraction and seed), so its val split is the held-out set the run reported.
+    fraction and seed), so its val split is the held-out set the run reported. `heads` also scores each
+    head of a DeiT-style model on its own (`result.heads`).
     """
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -191,6 +236,7 @@ def evaluate_checkpoint(
         device=target,
         precision=precision or prep.precision,
         keep_logits=keep_logits,
+        heads=heads,
     )
     return Evaluation(result, checkpoint, data, prep)
 

@@ -9,6 +9,7 @@ from vitkit.training.config import (
     TrainConfig,
     load_config,
 )
+from vitkit.training.distill import Distillation, TeacherInputs
 from vitkit.training.evaluate import EvalResult, evaluate, plot_confusion
 from vitkit.training.objectives import Batch, Objective, StepOutput, Supervised, Validation, register_objective
 from vitkit.training.runtime import Runtime
@@ -16,6 +17,7 @@ from vitkit.training.trainer import TrainingDiverged, train
 
 __all__ = [
     "Batch",
+    "Distillation",
     "EvalResult",
     "ModelConfig",
     "Objective",
@@ -26,6 +28,7 @@ __all__ = [
     "RuntimeConfig",
     "StepOutput",
     "Supervised",
+    "TeacherInputs",
     "TrainConfig",
     "TrainingDiverged",
     "Validation",

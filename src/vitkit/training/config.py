@@ -23,6 +23,7 @@ SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 ATTENTION_KERNELS = ("auto", "math", "flash")
 DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
+DISTILL_KINDS = ("hard", "soft")  # DeiT (Touvron et al. 2021) Sec. 5
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -218,15 +219,45 @@ RUNTIME_KEYS = [f.name for f in dataclasses.fields(RuntimeConfig)]
 
 @dataclass
 class ObjectiveConfig:
-    """What a training step optimises (see `vitkit.training.objectives`)."""
+    """What a training step optimises (see `vitkit.training.objectives`); a teacher selects distillation."""
 
-    name: str = knob("supervised", "training objective: supervised (cross-entropy against the labels)")
+    name: str = knob(
+        "supervised", "training objective: supervised (cross-entropy against the labels) | distill (set by --teacher)"
+    )
+    teacher: str | None = knob(
+        None,
+        "distil from this teacher (DeiT): a run directory, checkpoint directory or weights file of any format "
+        "`vitkit.load` reads (ViTs, ConvNets), or timm:NAME (built by timm); implies --objective distill",
+    )
+    distill: str | None = knob(
+        None,
+        "distillation: hard (the distillation head learns the teacher's argmax; the default with --teacher) | "
+        "soft (KL to the teacher's softened probabilities)",
+    )
+    distill_alpha: float = knob(0.5, "weight of the distillation term; the class head's cross-entropy gets 1 - alpha")
+    distill_tau: float = knob(1.0, "soft distillation temperature")
 
     def __post_init__(self) -> None:
         from vitkit.training.objectives import OBJECTIVES
 
+        if self.teacher is not None and self.name == "supervised":
+            self.name = "distill"  # a teacher means distillation; no second flag to forget
         if self.name not in OBJECTIVES:
             raise ValueError(f"objective.name must be one of {sorted(OBJECTIVES)}, got {self.name!r}")
+        if self.teacher is not None and self.name != "distill":
+            raise ValueError(f"objective.teacher is for objective 'distill', not {self.name!r}; drop --teacher")
+        if self.distill is not None and self.teacher is None:
+            raise ValueError(
+                f"objective.distill {self.distill!r} needs a teacher to distil from: add --teacher CKPT "
+                "(a run directory or checkpoint of the teacher)"
+            )
+        if self.distill not in (None, *DISTILL_KINDS):
+            raise ValueError(f"objective.distill must be one of {DISTILL_KINDS}, got {self.distill!r}")
+        if not 0 <= self.distill_alpha <= 1 or self.distill_tau <= 0:
+            raise ValueError(
+                "objective.distill_alpha must be in [0, 1] and objective.distill_tau positive, got "
+                f"{self.distill_alpha}, {self.distill_tau}"
+            )
 
 
 def _digits_augment() -> AugmentConfig:
