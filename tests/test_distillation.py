@@ -225,7 +225,6 @@ def test_teacher_stays_frozen_in_eval_mode_and_out_of_the_optimizer(
     tmp_path: Path, teacher_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     teacher = vitkit.load(teacher_dir)
-    teacher.train()  # the objective must put it in eval mode itself
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     seen, optimizers = [], []
     teacher.register_forward_pre_hook(lambda module, args: seen.append(module.training))
@@ -240,7 +239,9 @@ def test_teacher_stays_frozen_in_eval_mode_and_out_of_the_optimizer(
             "runtime.threads": 1, "runtime.precision": "fp32", "optim.warmup_steps": 2,
         },
     )  # fmt: skip
-    summary = train(config, tmp_path / "run", objective=Distillation(teacher, "soft", alpha=0.5, tau=2.0))
+    objective = Distillation(teacher, "soft", alpha=0.5, tau=2.0)
+    teacher.train()  # as a caller might: the objective must put it back in eval mode at every step
+    summary = train(config, tmp_path / "run", objective=objective)
     assert summary["objective"] == "distill" and summary["steps"] == 6
     assert len(seen) == 6 and not any(seen) and not teacher.training  # one call per step, always in eval mode
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
