@@ -284,3 +284,46 @@ def test_feature_map_of_the_stem_is_exactly_divided():
         features = build_model(config).forward_features(torch.randn(1, 3, 48, 80))
         assert features.shape[-2:] == (48 // config.total_stride, 80 // config.total_stride)
         assert features.shape[1] == config.num_features and math.log2(config.total_stride) % 1 == 0
+
+
+# --- the fast CIFAR VGG ("vgg8", airbench line) ---------------------------------------------------------------
+
+
+def test_vgg8_forward_is_its_formula():
+    model = randomize(vitkit.create_model("vgg8", num_classes=10)).eval()
+    images = torch.randn(2, 3, 32, 32)
+    x = F.gelu(model.stem(images))
+    assert x.shape[-2:] == (31, 31)  # a 2x2 stem without padding
+    for group in model.groups:
+        x = F.gelu(group.norm1(F.max_pool2d(group.conv1(x), 2)))
+        x = F.gelu(group.norm2(group.conv2(x)))
+    assert x.shape == (2, 128, 3, 3)
+    expected = model.head(x.amax(dim=(2, 3))) / 9
+    torch.testing.assert_close(model(images), expected)
+
+
+def test_vgg8_size_and_dirac_init():
+    model = vitkit.create_model("vgg8", num_classes=10)
+    config = model.config
+    assert config.depth == 8 and config.num_features == 128 and config.total_stride == 8
+    convs = 3 * 24 * 4 + 24 + 9 * (24 * 64 + 64 * 64 + 64 * 128 + 3 * 128 * 128)
+    assert count(model) == convs + 2 * 2 * (64 + 128 + 128) + 128 * 10 + 10
+    conv = model.groups[1].conv1  # 64 -> 128: its first 64 filters copy their input channel
+    identity = torch.zeros(64, 64, 3, 3)
+    identity[torch.arange(64), torch.arange(64), 1, 1] = 1
+    torch.testing.assert_close(conv.weight[:64], identity)
+    assert conv.weight[64:].abs().sum() > 0
+
+
+def test_vgg8_round_trip_and_errors(tmp_path):
+    model = randomize(vitkit.create_model("vgg8", num_classes=3, widths=(8, 16), stem_width=12)).eval()
+    vitkit.save(model, tmp_path / "ckpt")
+    loaded = vitkit.load(tmp_path / "ckpt").eval()
+    assert (
+        loaded.config == model.config
+        and json.loads((tmp_path / "ckpt" / "config.json").read_text())["architecture"] == "vgg_cifar"
+    )
+    images = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(loaded(images), model(images))
+    with pytest.raises(ValueError, match=r"too small for 3 max-pooling groups .* use at least 9 px"):
+        vitkit.create_model("vgg8", img_size=8)

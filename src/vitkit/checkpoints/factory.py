@@ -10,6 +10,7 @@ from vitkit.checkpoints.formats import Checkpoint, read_checkpoint
 from vitkit.models import (
     ArchConfig,
     CifarResNetConfig,
+    CifarVGGConfig,
     Model,
     ResNetV2Config,
     ViTConfig,
@@ -24,6 +25,7 @@ ARCHITECTURE_FIELDS: dict[type, tuple[str, ...]] = {
     ViTConfig: ("hidden_dim", "depth", "mlp_dim", "patch_size", "stem"),
     CifarResNetConfig: ("layers", "width", "shortcut"),
     ResNetV2Config: ("layers", "width_factor", "preact"),
+    CifarVGGConfig: ("widths", "stem_width"),
 }
 
 

@@ -1,6 +1,6 @@
 """vitkit's own checkpoint: a directory with `config.json` (rebuilds the model) and `model.safetensors`.
 
-config.json records the architecture ("vit", "resnet_cifar" or "resnetv2"); files written before ConvNets
+config.json records the architecture ("vit", "resnet_cifar", "resnetv2" or "vgg_cifar"); files written before ConvNets
 existed have none and hold ViTs.
 """
 

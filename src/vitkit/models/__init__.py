@@ -15,7 +15,15 @@ from vitkit.models.registry import (
     model_config,
     parse_variant,
 )
-from vitkit.models.resnet import CifarResNet, CifarResNetConfig, ResNetV2, ResNetV2Config, StdConv2d
+from vitkit.models.resnet import (
+    CifarResNet,
+    CifarResNetConfig,
+    CifarVGG,
+    CifarVGGConfig,
+    ResNetV2,
+    ResNetV2Config,
+    StdConv2d,
+)
 from vitkit.models.vit import VisionTransformer, ViTOutput
 
 __all__ = [
@@ -25,6 +33,8 @@ __all__ = [
     "ArchConfig",
     "CifarResNet",
     "CifarResNetConfig",
+    "CifarVGG",
+    "CifarVGGConfig",
     "HybridEmbedding",
     "Model",
     "PositionEmbedding",

@@ -1,7 +1,8 @@
 """Model names decoded into configs, from tables that cite their sources; `build_model` turns any config into a model.
 
 ViTs are variant strings ("B/16", hybrids "R50+B/16") or presets; ConvNets are "resnet20" ... "resnet110"
-(He et al. 2016, CIFAR) and "resnetv2_50x1" (BiT, any depth of `RESNETV2_LAYERS`, any integer width).
+(He et al. 2016, CIFAR), "resnetv2_50x1" (BiT, any depth of `RESNETV2_LAYERS`, any integer width) and "vgg8"
+(the fast CIFAR VGG of the airbench line).
 """
 
 from __future__ import annotations
@@ -16,19 +17,22 @@ from vitkit.models.resnet import (
     RESNETV2_LAYERS,
     CifarResNet,
     CifarResNetConfig,
+    CifarVGG,
+    CifarVGGConfig,
     ResNetV2,
     ResNetV2Config,
 )
 from vitkit.models.vit import VisionTransformer
 
-ArchConfig = ViTConfig | CifarResNetConfig | ResNetV2Config
-Model = VisionTransformer | CifarResNet | ResNetV2
+ArchConfig = ViTConfig | CifarResNetConfig | ResNetV2Config | CifarVGGConfig
+Model = VisionTransformer | CifarResNet | ResNetV2 | CifarVGG
 
 # The "architecture" recorded in a checkpoint's config.json -> (config class, model class).
 ARCHITECTURES: dict[str, tuple[type, type]] = {
     "vit": (ViTConfig, VisionTransformer),
     "resnet_cifar": (CifarResNetConfig, CifarResNet),
     "resnetv2": (ResNetV2Config, ResNetV2),
+    "vgg_cifar": (CifarVGGConfig, CifarVGG),
 }
 
 # name: (hidden_dim D, depth L, mlp_dim, num_heads). B, L and H are the ViT paper's Table 1; Ti and S come
@@ -90,7 +94,7 @@ _CIFAR_NAME = re.compile(r"^resnet(?P<depth>\d+)$")
 _RESNETV2_NAME = re.compile(r"^resnetv2_(?P<depth>\d+)(?:x(?P<width>\d+))?$")
 CONVNET_HELP = (
     f"a CIFAR ResNet ({', '.join(f'resnet{d}' for d in CIFAR_DEPTHS)}) or a BiT ResNetV2 "
-    f"(resnetv2_<depth>x<width>, depth {', '.join(map(str, RESNETV2_LAYERS))}, e.g. resnetv2_50x1)"
+    f"(resnetv2_<depth>x<width>, depth {', '.join(map(str, RESNETV2_LAYERS))}, e.g. resnetv2_50x1), or vgg8"
 )
 
 
@@ -120,9 +124,12 @@ def parse_variant(variant: str) -> dict[str, Any]:
     }
 
 
-def convnet_config(name: str, **overrides: Any) -> CifarResNetConfig | ResNetV2Config | None:
-    """The config of a ConvNet name ("resnet20", "resnetv2_50x1") with fields overridden; None for other names."""
+def convnet_config(name: str, **overrides: Any) -> CifarResNetConfig | ResNetV2Config | CifarVGGConfig | None:
+    """The config of a ConvNet name ("resnet20", "resnetv2_50x1", "vgg8") with fields overridden; None for others."""
     fields = {key: value for key, value in overrides.items() if value is not None}
+    if name == "vgg8":
+        CifarVGGConfig.check_fields(fields)
+        return CifarVGGConfig(**{"name": name, **fields})
     if match := _CIFAR_NAME.match(name):
         depth = int(match["depth"])
         if depth not in CIFAR_DEPTHS:
@@ -162,7 +169,7 @@ def build_model(config: ArchConfig) -> Model:
 
 
 def architecture_of(config: ArchConfig) -> str:
-    """The architecture name a checkpoint records for this config ("vit", "resnet_cifar", "resnetv2")."""
+    """The architecture name a checkpoint records for this config ("vit", "resnet_cifar", "resnetv2", ...)."""
     for name, (config_class, _) in ARCHITECTURES.items():
         if isinstance(config, config_class):
             return name

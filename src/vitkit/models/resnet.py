@@ -1,4 +1,4 @@
-"""Two ConvNet families: the CIFAR ResNets of He et al. 2016 and BiT's ResNetV2 (Kolesnikov et al. 2020).
+"""ConvNets: the CIFAR ResNets of He et al. 2016, BiT's ResNetV2 (Kolesnikov et al. 2020), and a fast CIFAR VGG.
 
 `CifarResNet` is Sec. 4.2 of "Deep Residual Learning" (He et al. 2016): a 3x3 conv, three stages of n basic
 blocks with 16/32/64 channels (feature maps 32/16/8 on CIFAR), global average pooling and a linear head; 6n+2
@@ -9,6 +9,13 @@ where the width doubles: parameter-free, as the paper's CIFAR models), option B 
 `preact=True` is BiT's pre-activation unit (timm `resnetv2_*_bit`); `preact=False` is the post-activation
 unit with TensorFlow 'SAME' padding that the ViT paper's hybrid uses as its stem (vit_jax `models_resnet.py`,
 timm `vision_transformer_hybrid.py`). Parameter names follow timm, so timm state dicts load unchanged.
+
+`CifarVGG` ("vgg8") is the small VGG-style network of the CIFAR-10 speed-training line (Page 2018's DAWNBench
+ResNet-9, tysam-code's hlb-CIFAR10, Jordan 2024's airbench): a 2x2 convolution stem, three groups of
+conv3x3 -> max-pool -> BN -> GELU -> conv3x3 -> BN -> GELU (widths 64/128/128 as airbench's 93% net), a global
+max pool and a linear head whose logits are scaled by 1/9; convolutions start as identities on their first input
+channels (dirac initialisation). What it leaves to the training recipe: airbench's data-whitened frozen stem,
+64x learning rate on BN biases and Lookahead are not reproduced (BN here is plain, affine).
 
 Weight standardisation is (w - mean) / sqrt(var + 1e-8) per output filter, as timm computes it for both BiT
 and the hybrid, with GroupNorm eps 1e-5 as timm. The original JAX code divides by (std + 1e-5) and uses eps
@@ -40,6 +47,7 @@ RESNETV2_LAYERS: dict[int, tuple[int, ...]] = {
     152: (3, 8, 36, 3),
 }
 CIFAR_DEPTHS = (20, 32, 44, 56, 110)  # He et al. 2016, Table 6 (6n+2 layers)
+VGG_STEM_KERNEL = 2  # airbench: a 2x2 patch convolution without padding (32 -> 31 px)
 
 
 @dataclass
@@ -131,6 +139,49 @@ class ResNetV2Config(ConfigDict):
         return 4 * self.stem_width * 2 ** (len(self.layers) - 1)
 
 
+@dataclass
+class CifarVGGConfig(ConfigDict):
+    """A fast CIFAR VGG: a 2x2 conv stem, then one conv-pool-conv group per entry of `widths`, max pool, linear."""
+
+    label: ClassVar[str] = "CIFAR VGG"
+    widths: tuple[int, ...] = (64, 128, 128)  # airbench's 93% network; (64, 256, 256) is its 94% one
+    stem_width: int = 24  # airbench: 2 x 3 x 2 x 2, the size of a whitening basis of 2x2 RGB patches (and its negative)
+    logit_scale: float = 1 / 9  # airbench scales the logits down (a lower-temperature start)
+    num_classes: int = 10
+    img_size: tuple[int, int] = (32, 32)
+    in_chans: int = 3
+    zero_init_head: bool = False
+    name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(self.widths)
+        self.img_size = to_pair(self.img_size, "img_size")
+        if not self.widths or min(self.widths) < 1 or self.stem_width < 1:
+            raise ValueError(f"widths must list at least one positive width, got {self.widths}, stem {self.stem_width}")
+        side = min(self.img_size) - VGG_STEM_KERNEL + 1
+        if side < 2 ** len(self.widths):
+            raise ValueError(
+                f"img_size {self.img_size} is too small for {len(self.widths)} max-pooling groups (each halves the "
+                f"map); use at least {2 ** len(self.widths) + VGG_STEM_KERNEL - 1} px or fewer widths"
+            )
+
+    @property
+    def depth(self) -> int:
+        """Weighted layers: the stem, two convolutions per group and the head (8 for three groups)."""
+        return 2 * len(self.widths) + 2
+
+    @property
+    def total_stride(self) -> int:
+        """Downsampling of the feature map: each group max-pools by 2."""
+        return 2 ** len(self.widths)
+
+    @property
+    def num_features(self) -> int:
+        """Channels of the last group."""
+        return self.widths[-1]
+
+
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TensorFlow 'SAME' padding (before, after) of one axis: the output has ceil(size / stride) positions."""
     total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
@@ -202,7 +253,11 @@ class ConvNet(nn.Module):
             raise ValueError(
                 f"expected images of shape (batch, {self.config.in_chans}, height, width), got {tuple(images.shape)}"
             )
-        return self.head(self.forward_features(images).mean(dim=(2, 3)))
+        return self.head(self.pool(self.forward_features(images)))
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, F, h, w) -> (B, F): global average pooling."""
+        return features.mean(dim=(2, 3))
 
     def reset_head(self) -> None:
         """Zero the head (fine-tuning, as BiT and the ViT paper) or give it PyTorch's default init."""
@@ -308,6 +363,61 @@ class CifarResNet(ConvNet):
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, width * 2^(stages-1), H / stride, W / stride)."""
         return self.stages(self.stem(images))
+
+
+# --- the fast CIFAR VGG (airbench line) ------------------------------------------------------------------
+
+
+class ConvGroup(nn.Module):
+    """conv3x3 -> max-pool 2 -> BN -> GELU -> conv3x3 -> BN -> GELU (pooling before the norm, as airbench)."""
+
+    def __init__(self, in_chans: int, out_chans: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chans, out_chans, 3, padding=1, bias=False)
+        self.norm1 = nn.BatchNorm2d(out_chans)
+        self.conv2 = nn.Conv2d(out_chans, out_chans, 3, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(out_chans)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Halve the map, change the width."""
+        x = F.gelu(self.norm1(F.max_pool2d(self.conv1(x), 2)))
+        return F.gelu(self.norm2(self.conv2(x)))
+
+
+class CifarVGG(ConvNet):
+    """2x2 conv stem + GELU -> conv groups -> global max pool -> linear head x logit_scale."""
+
+    def __init__(self, config: CifarVGGConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.class_names: list[str] | None = None  # labels of the head's outputs, set by checkpoint loading
+        self.stem = nn.Conv2d(config.in_chans, config.stem_width, VGG_STEM_KERNEL, bias=True)
+        chans = [config.stem_width, *config.widths]
+        self.groups = nn.Sequential(*(ConvGroup(i, o) for i, o in zip(chans[:-1], chans[1:], strict=True)))
+        self.head = self.make_head()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default init, then each 3x3 convolution's first filters set to the identity (airbench)."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
+                module.reset_parameters()
+            if isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3):
+                # An implicit residual: the group starts by passing its input through.
+                nn.init.dirac_(module.weight.data[: module.in_channels])
+        self.reset_head()
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, widths[-1], ~H / 2^groups, ~W / 2^groups)."""
+        return self.groups(F.gelu(self.stem(images)))
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """Global max pooling (airbench's final 3x3 max pool over the 3x3 map)."""
+        return features.amax(dim=(2, 3))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W), normalised, any size the pools allow -> logits (B, num_classes), scaled."""
+        return super().forward(images) * self.config.logit_scale
 
 
 # --- BiT ResNetV2 and the ViT hybrid's stem --------------------------------------------------------------
