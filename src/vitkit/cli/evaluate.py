@@ -4,6 +4,7 @@ CKPT is a run directory (its best checkpoint is used), a checkpoint directory, a
 Without --data the checkpoint's own training data is used, split as in training, so the val split is the
 run's held-out set. Other data (--data) is evaluated whole, unless it has its own split (train/ and val/
 folders, CIFAR), whose val part is then the default. The output says how many images were read, and from where.
+--heads also scores each head of a DeiT checkpoint alone (the default output is their average).
 """
 
 from __future__ import annotations

@@ -74,6 +74,13 @@ class TeacherInputs:
             images = F.interpolate(images, size=(self.img_size, self.img_size), mode="bilinear", antialias=True)
         return images
 
+    def describe(self) -> str:
+        """What the teacher is fed, in words."""
+        size = f"{self.img_size}px" if self.img_size else "the batch's size"
+        same = tuple(self.mean) == tuple(self.student_mean) and tuple(self.std) == tuple(self.student_std)
+        norm = "the student's normalisation" if same else f"mean {list(self.mean)}, std {list(self.std)}"
+        return f"{size}, {norm}"
+
 
 def channels(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
     """Per-channel values shaped (1, C, 1, 1), on the device and in the dtype of `like`."""
@@ -257,7 +264,7 @@ def build_distillation(config: Any, model: nn.Module, num_classes: int) -> Disti
         check_classes(classes, num_classes)
     check_class_names(teacher, model)
     inputs = teacher_inputs(prep, config.data.mean, config.data.std)
-    log.info("teacher %s: inputs %s", settings.teacher, inputs)
+    log.info("teacher %s: fed at %s", settings.teacher, inputs.describe())
     return Distillation(
         teacher, settings.distill or "hard", settings.distill_alpha, settings.distill_tau,
         inputs=inputs, eval_flip=config.run.eval_flip,
