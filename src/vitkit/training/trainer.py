@@ -11,7 +11,6 @@ exactly (on CPU with one process and the same threads: bit-identical weights).
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,8 +29,9 @@ from vitkit.training.metrics import MetricsLog, metric_columns, plot_curves
 from vitkit.training.objectives import Batch, Objective, ObjectiveStep, Validation, build_objective
 from vitkit.training.optim import build_optimizer, learning_rate, set_learning_rate, warmup_steps
 from vitkit.training.progress import ProgressReporter, format_duration
-from vitkit.training.rundir import SUMMARY_FILE, check_run_dir, prepare_run_dir, resume_config
-from vitkit.training.runtime import Runtime, make_scaler, precision_warning
+from vitkit.training.report import announce, write_summary
+from vitkit.training.rundir import check_run_dir, prepare_run_dir, resume_config
+from vitkit.training.runtime import Runtime, make_scaler
 from vitkit.training.state import RunState, seed_everything
 
 
@@ -224,26 +224,6 @@ class Clock:
         return self.before + time.perf_counter() - self.session_start
 
 
-def announce(trainer: Trainer, reporter: ProgressReporter) -> None:
-    """Say what is trained on what, and how the runtime was resolved (and why)."""
-    data, cfg, rt = trainer.data, trainer.config, trainer.runtime
-    warning = precision_warning(rt.precision, rt.device)
-    if warning:
-        reporter.message(f"warning: {warning}")
-    params = sum(p.numel() for p in trainer.model.parameters())
-    reporter.message(
-        f"training {cfg.model.name} ({params / 1e6:.2f}M params, objective {trainer.objective.name}) on "
-        f"{cfg.data.path}: {len(data.train)} train / {len(data.val)} val images, {len(data.class_names)} classes, "
-        f"{cfg.data.img_size}px; {trainer.state.planned_epochs} epochs x {trainer.steps_per_epoch} steps of "
-        f"{cfg.run.batch_size}; run dir {trainer.run_dir}"
-    )
-    processes = f", {rt.distributed} over {rt.dist.world_size} processes" if rt.dist.enabled else ""
-    reporter.message(
-        f"runtime: {rt.device}, {rt.precision} ({rt.precision_reason}), {rt.threads} thread"
-        f"{'s' * (rt.threads > 1)}, attention {rt.attention_reason}{', compiled' if rt.compile else ''}{processes}"
-    )
-
-
 def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: ProgressReporter, clock: Clock) -> None:
     """The remaining batches of the current epoch, checkpointing every `save_every` steps."""
     state, cfg, runtime = trainer.state, trainer.config, trainer.runtime
@@ -425,40 +405,3 @@ def plan_for_budget(trainer: Trainer, reporter: ProgressReporter, epoch_s: float
         f"time budget {cfg.time_budget_min:g} min: epoch 1 took {format_duration(epoch_s)}; "
         f"training {planned} of {cfg.epochs} epochs (the learning-rate schedule is fitted to them)"
     )
-
-
-def write_summary(trainer: Trainer, status: str, error: str | None = None) -> dict[str, Any]:
-    """RUN_DIR/summary.json: best and last scores, time, throughput, data-wait share, runtime, skipped files."""
-    state, cfg, objective = trainer.state, trainer.config, trainer.objective
-    summary: dict[str, Any] = {
-        "status": status,
-        "objective": objective.name,
-        "best_metric": objective.best_metric,
-        "best_value": state.best_value,
-        **{f"val_{k}": v for k, v in state.best_scores.items()},
-        "best_epoch": state.best_epoch,
-        "best_weights": state.best_weights,
-        **{f"final_{k}": v for k, v in state.last_eval.items()},
-        "epochs": state.epoch,
-        "planned_epochs": state.planned_epochs,
-        "steps": state.step,
-        "wall_s": round(state.elapsed_s, 2),
-        "train_s": round(state.train_s, 2),
-        "train_images_per_s": round(state.images / state.train_s, 1) if state.train_s else None,
-        "data_wait_share": round(state.data_wait_s / state.train_s, 4) if state.train_s else None,
-        "augment_share": round(state.augment_s / state.train_s, 4) if state.train_s else None,
-        "train_images": len(trainer.data.train),
-        "val_images": len(trainer.data.val),
-        "num_classes": len(trainer.data.class_names),
-        "skipped_files": [{"path": s.path, "reason": s.reason} for s in trainer.data.skipped],
-        "model": getattr(trainer.model.config, "name", "") or cfg.model.name,
-        "params": sum(p.numel() for p in trainer.model.parameters()),
-        **trainer.runtime.describe(),
-        "best_checkpoint": str(trainer.checkpoint_dir / "best"),
-        "last_checkpoint": str(trainer.checkpoint_dir / "last"),
-    }
-    if error:
-        summary["error"] = error
-    if trainer.runtime.dist.is_main:
-        (trainer.run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
