@@ -125,6 +125,8 @@ def create_trainer(
     model.class_names = list(data.class_names)
     check_low_res(config, model)
     objective = (objective or build_objective(config, model, len(data.class_names))).to(runtime.device)
+    if resume and runtime.attention == "auto":
+        runtime.attention = checkpointing.recorded_attention(run_dir) or "auto"
     choose_attention(runtime, model, config.run.batch_size // (config.run.grad_accum * runtime.dist.world_size))
     forward_model = torch.compile(model) if runtime.compile else model
     step_module = distributed.wrap(ObjectiveStep(forward_model, objective), runtime, objective.find_unused_parameters)
