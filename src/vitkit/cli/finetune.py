@@ -14,6 +14,7 @@ import argparse
 from vitkit.cli.train import add_config_flags, add_run_arguments, overrides_from, train_and_report
 
 SET_BY_COMMAND = ("model.pretrained", "model.name", "model.new_head")  # PRETRAINED and the recipe fix these
+FROM_CHECKPOINT = {key: "PRETRAINED's" for key in ("data.img_size", "data.mean", "data.std")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("pretrained", metavar="PRETRAINED", help="checkpoint to fine-tune (any format, or a run dir)")
     add_run_arguments(parser, "finetune")
-    add_config_flags(parser, finetune_defaults(), skip=SET_BY_COMMAND)
+    add_config_flags(
+        parser, finetune_defaults(), skip=SET_BY_COMMAND, shown={**FROM_CHECKPOINT, "data.path": "required"}
+    )
 
 
 def run(args: argparse.Namespace) -> int:

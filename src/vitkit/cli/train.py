@@ -111,9 +111,21 @@ def add_run_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     )
 
 
-def add_config_flags(parser: argparse.ArgumentParser, defaults: Any = None, skip: tuple[str, ...] = ()) -> None:
+class Words(str):
+    """A default described in words: help texts show it without quotes."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def add_config_flags(
+    parser: argparse.ArgumentParser,
+    defaults: Any = None,
+    skip: tuple[str, ...] = (),
+    shown: dict[str, str] | None = None,
+) -> None:
     """One flag per recipe knob (except the dotted keys in `skip`), grouped by section; `defaults` as in
-    `config_fields`."""
+    `config_fields`, and `shown` replaces the default a help text names for some keys."""
     groups: dict[str, argparse._ArgumentGroup] = {}
     for key, hint, default, help_text in config_fields(defaults):
         if key in skip:
@@ -121,6 +133,7 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: Any = None, skip
         section = key.split(".")[0]
         if section not in groups:
             groups[section] = parser.add_argument_group(f"{section} (recipe section '{section}')")
+        default = Words((shown or {})[key]) if key in (shown or {}) else default
         add_config_flag(groups[section], key, hint, default, help_text)
 
 

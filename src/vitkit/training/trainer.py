@@ -258,6 +258,11 @@ def announce(trainer: Trainer, reporter: ProgressReporter) -> None:
         f"{cfg.run.batch_size}{f' (stopping at step {cfg.run.steps})' if cfg.run.steps else ''}; run dir "
         f"{trainer.run_dir}"
     )
+    if trainer.warmup >= trainer.total_steps:
+        reporter.message(
+            f"warning: the warm-up ({trainer.warmup} steps) is not shorter than the run ({trainer.total_steps} steps), "
+            "so the learning rate never decays; lower --warmup-steps"
+        )
     processes = f", {rt.distributed} over {rt.dist.world_size} processes" if rt.dist.enabled else ""
     reporter.message(
         f"runtime: {rt.device}, {rt.precision} ({rt.precision_reason}), {rt.threads} thread"
