@@ -24,8 +24,14 @@ def announce(trainer: Trainer, reporter: ProgressReporter) -> None:
         f"training {cfg.model.name} ({params / 1e6:.2f}M params, objective {trainer.objective.name}) on "
         f"{cfg.data.path}: {len(data.train)} train / {len(data.val)} val images, {len(data.class_names)} classes, "
         f"{cfg.data.img_size}px; {trainer.state.planned_epochs} epochs x {trainer.steps_per_epoch} steps of "
-        f"{cfg.run.batch_size}; run dir {trainer.run_dir}"
+        f"{cfg.run.batch_size}{f' (stopping at step {cfg.run.steps})' if cfg.run.steps else ''}; run dir "
+        f"{trainer.run_dir}"
     )
+    if trainer.warmup >= trainer.total_steps:
+        reporter.message(
+            f"warning: the warm-up ({trainer.warmup} steps) is not shorter than the run ({trainer.total_steps} steps), "
+            "so the learning rate never decays; lower --warmup-steps"
+        )
     processes = f", {rt.distributed} over {rt.dist.world_size} processes" if rt.dist.enabled else ""
     reporter.message(
         f"runtime: {rt.device}, {rt.precision} ({rt.precision_reason}), {rt.threads} thread"

@@ -27,7 +27,14 @@ from vitkit.training.config import ModelConfig, TrainConfig
 from vitkit.training.ema import ModelEma
 from vitkit.training.metrics import MetricsLog, metric_columns, plot_curves
 from vitkit.training.objectives import Batch, Objective, ObjectiveStep, Validation, build_objective
-from vitkit.training.optim import build_optimizer, learning_rate, set_learning_rate, warmup_steps
+from vitkit.training.optim import (
+    build_optimizer,
+    freeze,
+    frozen_to_eval,
+    learning_rate,
+    set_learning_rate,
+    warmup_steps,
+)
 from vitkit.training.progress import ProgressReporter, format_duration
 from vitkit.training.report import announce, write_summary
 from vitkit.training.rundir import check_run_dir, prepare_run_dir, resume_config
@@ -61,8 +68,9 @@ class Trainer:
 
     @property
     def total_steps(self) -> int:
-        """Optimizer steps in the whole (planned) run."""
-        return self.state.planned_epochs * self.steps_per_epoch
+        """Optimizer steps in the whole (planned) run: `run.steps` when set, else whole epochs."""
+        whole_epochs = self.state.planned_epochs * self.steps_per_epoch
+        return min(whole_epochs, self.config.run.steps) if self.config.run.steps else whole_epochs
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -108,7 +116,11 @@ def build_model(config: ModelConfig, num_classes: int, img_size: int) -> nn.Modu
     """A fresh model from the model section, or one initialised from `pretrained` (head and E_pos adapted)."""
     if config.pretrained:
         return create_model(
-            pretrained=config.pretrained, num_classes=num_classes, img_size=img_size, **config.overrides
+            pretrained=config.pretrained,
+            num_classes=num_classes,
+            img_size=img_size,
+            new_head=config.new_head,
+            **config.overrides,
         )
     return create_model(config.name, num_classes=num_classes, img_size=img_size, **config.overrides)
 
@@ -125,6 +137,12 @@ def create_trainer(
     model.class_names = list(data.class_names)
     check_low_res(config, model)
     objective = (objective or build_objective(config, model, len(data.class_names))).to(runtime.device)
+    if objective.needs_labels and len(data.class_names) < 2:
+        raise ValueError(
+            f"{config.data.path} has {len(data.class_names)} class: the {objective.name} objective needs labelled data "
+            "with at least 2 class folders (for unlabelled images use `vitkit pretrain --objective mpp`)"
+        )
+    freeze(model, config.optim)  # before DDP wraps the model: it only synchronises what requires gradients
     if resume and runtime.attention == "auto":
         runtime.attention = checkpointing.recorded_attention(run_dir) or "auto"
     choose_attention(runtime, model, config.run.batch_size // (config.run.grad_accum * runtime.dist.world_size))
@@ -137,9 +155,11 @@ def create_trainer(
         raise ValueError("optim.ema_decay needs the whole model on every rank; it cannot be used with FSDP")
     ema = ModelEma(model, config.optim.ema_decay) if config.optim.ema_decay > 0 else None
     steps_per_epoch = num_batches(data.train, config.run.batch_size, drop_last=True)
+    # run.steps: the fewest epochs that cover them; the loop stops at exactly that step (Trainer.total_steps).
+    epochs = math.ceil(config.run.steps / steps_per_epoch) if config.run.steps else config.run.epochs
     trainer = Trainer(
         config, run_dir, runtime, data, model, objective, step_module, optimizer,
-        make_scaler(runtime.precision, runtime.device), ema, RunState(planned_epochs=config.run.epochs),
+        make_scaler(runtime.precision, runtime.device), ema, RunState(planned_epochs=epochs),
         steps_per_epoch, warmup_steps(config.optim, steps_per_epoch),
     )  # fmt: skip
     num_classes, mean, std = len(data.class_names), config.data.mean, config.data.std
@@ -230,6 +250,7 @@ def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progress
     """The remaining batches of the current epoch, checkpointing every `save_every` steps."""
     state, cfg, runtime = trainer.state, trainer.config, trainer.runtime
     trainer.step_module.train()
+    frozen_to_eval(trainer.model)
     loader = make_loader(
         trainer.data.train, cfg.run.batch_size, shuffle=True, seed=cfg.run.seed, epoch=state.epoch,
         start_batch=state.batch, drop_last=True, device=runtime.device, num_workers=cfg.data.num_workers,
@@ -237,7 +258,7 @@ def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progress
     )  # fmt: skip
     augment = trainer.augment[trainer.resolution(state.epoch)]
     batches = iter(loader)
-    while True:
+    while state.step < trainer.total_steps:  # run.steps may end the last epoch early
         start = time.perf_counter()
         try:
             images, labels = next(batches)
