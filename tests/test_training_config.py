@@ -94,7 +94,13 @@ def test_model_fields_are_checked_against_the_model_config(tmp_path: Path) -> No
     with pytest.raises(ValueError, match=r"model\.depth must be an integer, got 'six'"):
         load_config(write(tmp_path, "model:\n  depth: six\n"))
     config = load_config(write(tmp_path, "model:\n  name: S/16\n  drop_path: 0.1\n  pool: gap\n"))
-    assert config.to_dict()["model"] == {"name": "S/16", "pretrained": None, "drop_path": 0.1, "pool": "gap"}
+    assert config.to_dict()["model"] == {
+        "name": "S/16",
+        "pretrained": None,
+        "new_head": False,
+        "drop_path": 0.1,
+        "pool": "gap",
+    }
 
 
 def test_flags_override_the_recipe(tmp_path: Path) -> None:

@@ -12,14 +12,21 @@ from vitkit.models.posemb import resample_axis, resample_posemb
 log = logging.getLogger(__name__)
 
 HEAD_KEYS = ("head.weight", "head.bias", "head_dist.weight", "head_dist.bias")  # DeiT's second head
+PRE_LOGITS_KEYS = ("pre_logits.weight", "pre_logits.bias")  # the pre-training head's Dense + tanh (Sec. 3.1)
 
 
 def adapt_state_dict(
-    state_dict: dict[str, torch.Tensor], source: ArchConfig, model: Model, origin: str = "checkpoint"
+    state_dict: dict[str, torch.Tensor],
+    source: ArchConfig,
+    model: Model,
+    origin: str = "checkpoint",
+    new_head: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Return `state_dict` made to fit `model`: new resolution -> resampled E_pos (ViTs); new classes -> fresh head.
 
-    Both changes are reported in one log line; any other difference is left for `load_into` to report.
+    `new_head` gives a fresh (zero) head even when the checkpoint's fits, as fine-tuning does (Sec. 3.2); a
+    model without a pre-logits layer drops the checkpoint's. The changes are reported in one log line; any
+    other difference is left for `load_into` to report.
     """
     target = model.config
     state = dict(state_dict)
@@ -39,7 +46,11 @@ def adapt_state_dict(
             f"({target.img_size[0]}x{target.img_size[1]} px)"
         )
     expected = model.state_dict()
-    if _shape(state, "head.weight") != _shape(expected, "head.weight"):
+    if any(key in state for key in PRE_LOGITS_KEYS) and not any(key in expected for key in PRE_LOGITS_KEYS):
+        for key in PRE_LOGITS_KEYS:
+            state.pop(key, None)
+        changes.append("pre-logits layer removed")
+    if new_head or _shape(state, "head.weight") != _shape(expected, "head.weight"):
         # A new task's head(s) start at zero, as in the paper's fine-tuning (Sec. 3.2); a headless model
         # (num_classes=0) drops the checkpoint's head, and a headless checkpoint gets a fresh one.
         for key in HEAD_KEYS:

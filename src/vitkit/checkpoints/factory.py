@@ -35,6 +35,7 @@ def create_model(
     num_classes: int | None = None,
     img_size: int | tuple[int, int] | None = None,
     pretrained: str | Path | None = None,
+    new_head: bool = False,
     **overrides: Any,
 ) -> Model:
     """Build a model from its name, optionally with weights from any supported checkpoint.
@@ -42,7 +43,9 @@ def create_model(
     Names: a ViT variant ("B/16"), a hybrid ("R50+B/16"), a preset ("vit_base_patch16_224") or a ConvNet
     ("resnet20", "resnetv2_50x1"). `num_classes` and `img_size` default to the checkpoint's (or the name's).
     When they differ from the checkpoint, the head is re-initialised and a ViT's position embeddings are
-    resampled. `overrides` set any other config field (e.g. `pool="gap"`, `drop_path=0.1`, `shortcut="B"`).
+    resampled. `new_head` prepares a checkpoint for fine-tuning (paper Sec. 3.2): the pre-training head and
+    pre-logits layer are removed and a zero-initialised head attached, whatever the class count. `overrides`
+    set any other config field (e.g. `pool="gap"`, `drop_path=0.1`, `shortcut="B"`).
     """
     if name is None and pretrained is None:
         raise ValueError("give a model name (e.g. 'B/16') or a pretrained checkpoint")
@@ -51,11 +54,14 @@ def create_model(
     heads = overrides.get("num_heads") or getattr(named, "num_heads", None)
     checkpoint = read_checkpoint(pretrained, num_heads=heads) if pretrained is not None else None
     config = _resolve_config(name, named, checkpoint, num_classes, img_size, overrides)
+    if new_head and isinstance(config, ViTConfig):
+        config = config.replace(representation_size=None)
     model = build_model(config)
     if checkpoint is not None:
-        state = adapt_state_dict(checkpoint.state_dict, checkpoint.config, model, checkpoint.origin)
+        state = adapt_state_dict(checkpoint.state_dict, checkpoint.config, model, checkpoint.origin, new_head)
         load_into(model, state, checkpoint.origin)
-        model.class_names = checkpoint.class_names if config.num_classes == checkpoint.config.num_classes else None
+        same_head = config.num_classes == checkpoint.config.num_classes and not new_head
+        model.class_names = checkpoint.class_names if same_head else None
     return model
 
 

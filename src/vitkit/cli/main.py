@@ -15,6 +15,9 @@ COMMANDS: dict[str, str] = {
     "convert": "vitkit.cli.convert",
     "analyze": "vitkit.cli.analyze",
     "train": "vitkit.cli.train",
+    "finetune": "vitkit.cli.finetune",
+    "pretrain": "vitkit.cli.pretrain",
+    "fewshot": "vitkit.cli.fewshot",
     "eval": "vitkit.cli.evaluate",
     "predict": "vitkit.cli.predict",
 }

@@ -45,28 +45,42 @@ def has_split_folders(root: Path) -> bool:
     return (root / "train").is_dir() and (root / "val").is_dir()
 
 
+FLAT_CLASS = "images"  # the one class of a flat folder of unlabelled images
 FileStat = tuple[str, int, int]  # (path, size in bytes, mtime in ns): what the cache key is made of
 
 
 def scan_classes(folder: Path, limit: int | None) -> tuple[dict[str, list[FileStat]], list[SkippedFile]]:
-    """Map each class sub-folder of `folder` to its image files (recursive, sorted); other files are skipped."""
+    """Map each class sub-folder of `folder` to its image files (recursive, sorted); other files are skipped.
+
+    A flat folder of images (no sub-folders) is one pseudo-class, FLAT_CLASS: unlabelled data for
+    self-supervised pre-training (supervised training refuses a single class).
+    """
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
+        files, skipped = image_files(_walk(str(folder)), limit)
+        if files:
+            return {FLAT_CLASS: files}, skipped
         raise ValueError(
             f"{folder} has no class sub-folders; an ImageFolder dataset needs one sub-folder per class "
             f"({folder}/<class>/<image>.jpg), or train/ and val/ folders that each hold such class sub-folders"
         )
     files, skipped = {}, []
     for name in classes:
-        found = []
-        for entry in _walk(str(folder / name)):
-            if is_image_name(entry.name):
-                info = entry.stat()
-                found.append((entry.path, info.st_size, info.st_mtime_ns))
-            else:
-                skipped.append(SkippedFile(entry.path, "not an image file extension"))
-        files[name] = found[:limit] if limit else found
+        files[name], rejected = image_files(_walk(str(folder / name)), limit)
+        skipped += rejected
     return files, skipped
+
+
+def image_files(entries: list[os.DirEntry], limit: int | None) -> tuple[list[FileStat], list[SkippedFile]]:
+    """The image files among `entries` (the first `limit`), and the other files as skipped."""
+    found, skipped = [], []
+    for entry in entries:
+        if is_image_name(entry.name):
+            info = entry.stat()
+            found.append((entry.path, info.st_size, info.st_mtime_ns))
+        else:
+            skipped.append(SkippedFile(entry.path, "not an image file extension"))
+    return (found[:limit] if limit else found), skipped
 
 
 def _walk(directory: str) -> list[os.DirEntry]:

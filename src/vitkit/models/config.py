@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from vitkit.models.fields import knob
+
 ConfigT = TypeVar("ConfigT", bound="ConfigDict")
 
 POOLS = ("token", "gap")
@@ -88,25 +90,25 @@ class ViTConfig(ConfigDict):
 
     label: ClassVar[str] = "ViT"
     img_size: tuple[int, int] = (224, 224)
-    patch_size: tuple[int, int] = (16, 16)  # with a CNN stem: its total stride (the hybrid's effective patch size)
-    stem: str | None = None  # hybrid (Sec. 3.1): a CNN stem such as "R50" or "C20" instead of raw patches
-    in_chans: int = 3
+    patch_size: tuple[int, int] = knob((16, 16), "patch size P (with a CNN stem: its total stride)")
+    stem: str | None = knob(None, "hybrid (Sec. 3.1): a CNN stem such as R50 or C20 instead of raw patches")
+    in_chans: int = knob(3, "input image channels")
     num_classes: int = 1000
-    hidden_dim: int = 768  # D in the paper
-    depth: int = 12  # L
-    num_heads: int = 12
-    mlp_dim: int = 3072
-    pool: str = "token"  # "token": class token (paper); "gap": global average pooling (Appendix D.3)
-    posemb: str = "learned"  # learned 1D (paper), learned 2D (Appendix D.4), fixed 2D sin-cos, or none
-    distilled: bool = False  # DeiT (Touvron et al. 2021): a distillation token after the class token, own head
-    representation_size: int | None = None  # pre-logits Dense+tanh used for pre-training (Sec. 3.1)
-    zero_init_head: bool = True  # the paper zero-initialises the head when fine-tuning (Sec. 3.2)
-    qkv_bias: bool = True
-    activation: str = "gelu"  # of the MLP, one of ACTIVATIONS
-    layer_norm_eps: float = 1e-6  # JAX/timm value; Hugging Face checkpoints bring their own (1e-12)
-    dropout: float = 0.0
-    attn_dropout: float = 0.0
-    drop_path: float = 0.0  # stochastic depth: rate of the last block, rising linearly from 0
+    hidden_dim: int = knob(768, "width D of the tokens (paper Table 1)")
+    depth: int = knob(12, "number of encoder blocks L")
+    num_heads: int = knob(12, "attention heads per block")
+    mlp_dim: int = knob(3072, "hidden size of each block's MLP")
+    pool: str = knob("token", "token (class token, paper) | gap (mean of the tokens after the final norm, App. D.3)")
+    posemb: str = knob("learned", "learned (1D, paper) | learned_2d (App. D.4) | sincos_2d (fixed) | none")
+    distilled: bool = knob(False, "DeiT: a distillation token after the class token, with its own head")
+    representation_size: int | None = knob(None, "pre-logits Dense+tanh layer of this size (pre-training, Sec. 3.1)")
+    zero_init_head: bool = knob(True, "zero-initialise the head, as the paper does for fine-tuning (Sec. 3.2)")
+    qkv_bias: bool = knob(True, "biases in the query/key/value projection")
+    activation: str = knob("gelu", "MLP activation: gelu (exact, timm/HF) | gelu_tanh (Flax, the JAX releases)")
+    layer_norm_eps: float = knob(1e-6, "LayerNorm epsilon (JAX/timm 1e-6; Hugging Face checkpoints bring 1e-12)")
+    dropout: float = knob(0.0, "dropout rate")
+    attn_dropout: float = knob(0.0, "attention-probability dropout rate")
+    drop_path: float = knob(0.0, "stochastic depth: rate of the last block, rising linearly from 0")
     name: str = ""  # the variant string it was built from, for display only
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (e.g. source checkpoint)
 
@@ -131,9 +133,9 @@ class ViTConfig(ConfigDict):
             )
         if self.posemb in ("learned_2d", "sincos_2d") and self.hidden_dim % 4:
             raise ValueError(f"posemb {self.posemb!r} needs hidden_dim divisible by 4, got {self.hidden_dim}")
-        for knob in ("dropout", "attn_dropout", "drop_path"):
-            if not 0.0 <= getattr(self, knob) < 1.0:
-                raise ValueError(f"{knob} must be in [0, 1), got {getattr(self, knob)}")
+        for rate in ("dropout", "attn_dropout", "drop_path"):
+            if not 0.0 <= getattr(self, rate) < 1.0:
+                raise ValueError(f"{rate} must be in [0, 1), got {getattr(self, rate)}")
         check_divisible(self.img_size, self.patch_size)
 
     @property

@@ -1,4 +1,5 @@
-"""Training: recipes as dataclasses, objectives, the runtime, the resumable training loop, evaluation, metrics."""
+"""Training: recipes as dataclasses, objectives (supervised, masked patch prediction, DeiT distillation), the
+runtime, the resumable training loop, the fine-tuning recipe, evaluation, metrics."""
 
 from vitkit.training.config import (
     ModelConfig,
@@ -9,8 +10,10 @@ from vitkit.training.config import (
     TrainConfig,
     load_config,
 )
-from vitkit.training.distill import Distillation, TeacherInputs
+from vitkit.training.distill import Distillation, TeacherInputs  # registers objective "distill"
 from vitkit.training.evaluate import EvalResult, evaluate, plot_confusion
+from vitkit.training.finetune import finetune_config
+from vitkit.training.mpp import MaskedPatchPrediction, pretrain_config  # registers objective "mpp"
 from vitkit.training.objectives import Batch, Objective, StepOutput, Supervised, Validation, register_objective
 from vitkit.training.runtime import Runtime
 from vitkit.training.trainer import TrainingDiverged, train
@@ -19,6 +22,7 @@ __all__ = [
     "Batch",
     "Distillation",
     "EvalResult",
+    "MaskedPatchPrediction",
     "ModelConfig",
     "Objective",
     "ObjectiveConfig",
@@ -33,8 +37,10 @@ __all__ = [
     "TrainingDiverged",
     "Validation",
     "evaluate",
+    "finetune_config",
     "load_config",
     "plot_confusion",
+    "pretrain_config",
     "register_objective",
     "train",
 ]

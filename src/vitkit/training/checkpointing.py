@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from vitkit.checkpoints import save
-from vitkit.checkpoints.native import read_native, resolve_checkpoint_dir
+from vitkit.checkpoints.native import read_native, read_native_document, resolve_checkpoint_dir
 from vitkit.training.distributed import full_optimizer_state, full_state_dict, load_full_state
 from vitkit.training.objectives import Validation
 from vitkit.training.state import STATE_FILE, RunState, load_training_state, restore_rng, training_state
@@ -35,6 +35,7 @@ def checkpoint_metadata(trainer: Trainer, weights: str, result: Validation | Non
         "weights": weights,
         "objective": trainer.objective.name,
         "precision": trainer.runtime.precision,
+        "runtime": trainer.runtime.describe(),
         "data": {
             "path": data.path,
             "absolute_path": str(Path(data.path).resolve()) if data.path != "digits" else data.path,
@@ -81,6 +82,15 @@ def save_last(trainer: Trainer) -> None:
         extra_files={STATE_FILE: state},
         state_dict=weights,
     )
+
+
+def recorded_attention(run_dir: Path) -> str | None:
+    """The attention kernel the run chose when it started (a resumed run keeps it, for identical arithmetic)."""
+    try:
+        document = read_native_document(resolve_checkpoint_dir(run_dir / "checkpoints" / "last"))
+    except (FileNotFoundError, ValueError, OSError):
+        return None
+    return ((document.get("metadata") or {}).get("runtime") or {}).get("attention")
 
 
 def restore(trainer: Trainer) -> RunState:

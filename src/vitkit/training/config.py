@@ -23,6 +23,7 @@ SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 ATTENTION_KERNELS = ("auto", "math", "flash")
 DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
+MPP_TARGETS = ("mean3bit", "4x4", "l2")
 DISTILL_KINDS = ("hard", "soft")  # DeiT (Touvron et al. 2021) Sec. 5
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -38,6 +39,9 @@ class ModelConfig:
 
     name: str = knob("mu/4", "model: a ViT variant ('Ti/4', 'S/16', 'B/16', ...) or a preset name")
     pretrained: str | None = knob(None, "initialise from this checkpoint (any format `vitkit.load` reads)")
+    new_head: bool = knob(
+        False, "fine-tuning: drop --pretrained's head and pre-logits layer, start from a zero head (paper Sec. 3.2)"
+    )
     overrides: dict[str, Any] = knob(
         help="model config fields to change (ViTConfig: hidden_dim, depth, pool, posemb, drop_path, ...)",
         factory=lambda: {
@@ -54,8 +58,8 @@ class ModelConfig:
         self.overrides = check_model_overrides(self.overrides)
 
     def to_dict(self) -> dict[str, Any]:
-        """The recipe form: name, pretrained, then the overrides beside them."""
-        return {"name": self.name, "pretrained": self.pretrained, **self.overrides}
+        """The recipe form: name, pretrained, new_head, then the overrides beside them."""
+        return {"name": self.name, "pretrained": self.pretrained, "new_head": self.new_head, **self.overrides}
 
     @classmethod
     def from_flat(cls, values: dict[str, Any], current: ModelConfig, origin: str) -> ModelConfig:
@@ -64,14 +68,17 @@ class ModelConfig:
         overrides = {} if "name" in values else dict(current.overrides)
         name = values.pop("name", current.name)
         pretrained = values.pop("pretrained", current.pretrained)
+        new_head = values.pop("new_head", current.new_head)
         if not isinstance(name, str):
             raise ValueError(f"{origin}: model.name must be a string, got {name!r}")
         if pretrained is not None and not isinstance(pretrained, str):
             raise ValueError(f"{origin}: model.pretrained must be a path or hub id, got {pretrained!r}")
+        if not isinstance(new_head, bool):
+            raise ValueError(f"{origin}: model.new_head must be true or false, got {new_head!r}")
         overrides.update(values.pop("overrides", None) or {})
         overrides.update(values)
         try:
-            return cls(name, pretrained, overrides)
+            return cls(name, pretrained, new_head, overrides)
         except ValueError as error:
             raise ValueError(f"{origin}: {error}") from None
 
@@ -114,6 +121,11 @@ class OptimConfig:
     min_lr: float = knob(1e-5, "learning rate at the end of the decay")
     clip_grad: float = knob(1.0, "clip the global gradient norm to this (0 disables)")
     ema_decay: float = knob(0.0, "exponential moving average of the weights, e.g. 0.999 (0 disables)")
+    layer_decay: float = knob(
+        1.0, "layer-wise lr decay: block l of L trains at lr * decay^(L+1-l), embeddings at decay^(L+1) (1 disables)"
+    )
+    linear_probe: bool = knob(False, "train only the head (and the objective's parts): a linear probe of a frozen body")
+    freeze_patch_embed: bool = knob(False, "keep the patch embedding (and a hybrid's CNN stem) fixed")
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -137,6 +149,10 @@ class OptimConfig:
             raise ValueError(
                 f"optim.ema_decay must be in [0, 1) (0 disables EMA; 0.999 is typical), got {self.ema_decay}"
             )
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(
+                f"optim.layer_decay must be in (0, 1] (1 disables; 0.75 is typical), got {self.layer_decay}"
+            )
 
 
 @dataclass
@@ -144,6 +160,9 @@ class RunConfig:
     """How long to train and how to record it: epochs, batch, seed, evaluation, checkpoints, logging."""
 
     epochs: int = knob(40, "epochs")
+    steps: int | None = knob(
+        None, "total optimizer steps (overrides --epochs: trains the fewest epochs covering them, stops at exactly S)"
+    )
     batch_size: int = knob(64, "images per optimizer step, over all processes (split into grad_accum micro-batches)")
     grad_accum: int = knob(1, "micro-batches per optimizer step, to fit a batch in memory (same result)")
     seed: int = knob(0, "seed of weights, augmentation, dropout and batch order")
@@ -166,6 +185,12 @@ class RunConfig:
             raise ValueError(
                 f"run.batch_size {self.batch_size} is not divisible by run.grad_accum {self.grad_accum}; "
                 "the batch is split into grad_accum equal micro-batches"
+            )
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"run.steps must be >= 1 (or null to train run.epochs), got {self.steps}")
+        if self.steps is not None and self.time_budget_min > 0:
+            raise ValueError(
+                "run.steps cannot be combined with run.time_budget_min (the budget plans whole epochs); give one"
             )
         if self.save_every < 0 or self.time_budget_min < 0:
             raise ValueError(
@@ -222,7 +247,17 @@ class ObjectiveConfig:
     """What a training step optimises (see `vitkit.training.objectives`); a teacher selects distillation."""
 
     name: str = knob(
-        "supervised", "training objective: supervised (cross-entropy against the labels) | distill (set by --teacher)"
+        "supervised",
+        "training objective: supervised (cross-entropy against the labels) | mpp (masked patch prediction, Sec. 4.6) "
+        "| distill (DeiT distillation; set by --teacher)",
+    )
+    mpp_target: str = knob(
+        "mean3bit",
+        "mpp: what each corrupted patch predicts: mean3bit (its mean colour in 3 bits, 512 classes) | 4x4 (its 4x4 "
+        "downsized version in 3-bit colours, 16 x 512 classes) | l2 (regression on its normalised pixels)",
+    )
+    mpp_corrupt: float = knob(
+        0.5, "mpp: share of patch embeddings corrupted (of those 80% [mask], 10% random, 10% kept)"
     )
     teacher: str | None = knob(
         None,
@@ -244,6 +279,12 @@ class ObjectiveConfig:
             self.name = "distill"  # a teacher means distillation; no second flag to forget
         if self.name not in OBJECTIVES:
             raise ValueError(f"objective.name must be one of {sorted(OBJECTIVES)}, got {self.name!r}")
+        if self.mpp_target not in MPP_TARGETS:
+            raise ValueError(f"objective.mpp_target must be one of {MPP_TARGETS}, got {self.mpp_target!r}")
+        if not 0 < self.mpp_corrupt <= 1:
+            raise ValueError(
+                f"objective.mpp_corrupt must be in (0, 1] (the paper corrupts 0.5), got {self.mpp_corrupt}"
+            )
         if self.teacher is not None and self.name != "distill":
             raise ValueError(f"objective.teacher is for objective 'distill', not {self.name!r}; drop --teacher")
         if self.distill is not None and self.teacher is None:

@@ -1,4 +1,4 @@
-"""Optimizer with decay / no-decay parameter groups, and the per-step learning-rate schedule."""
+"""Optimizer with decay / no-decay (and layer-wise) parameter groups, frozen parts, and the learning-rate schedule."""
 
 from __future__ import annotations
 
@@ -10,32 +10,92 @@ from torch import nn
 from vitkit.training.config import OptimConfig
 
 WRAPPER_PREFIXES = ("_checkpoint_wrapped_module.", "_orig_mod.")  # added by activation checkpointing / compile
+EMBEDDING_PREFIXES = ("patch_embed.", "cls_token", "dist_token", "pos_embed.")  # layer 0 of layer-wise decay
+HEAD_PREFIXES = ("head.", "head_dist.")  # what a linear probe trains
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, extra: nn.Module | None = None) -> list[dict]:
-    """Two groups: decayed weights, and what `no_weight_decay` names (biases, norms, E_pos, tokens).
+def parameter_groups(
+    model: nn.Module, weight_decay: float, extra: nn.Module | None = None, layer_decay: float = 1.0
+) -> list[dict]:
+    """Decayed weights and what `no_weight_decay` names (biases, norms, E_pos, tokens), per layer with `layer_decay`.
 
-    `extra` (an objective's own trainable parts) decays its matrices and nothing else.
+    With `layer_decay` < 1 (BEiT's layer-wise decay), each group carries `lr_scale` = layer_decay^(L+1-l):
+    the embeddings are layer 0, block i is layer i+1, the final norm and head layer L+1 (scale 1). `extra`
+    (an objective's own trainable parts) sits with the head, decaying its matrices and nothing else.
     """
     skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay = [], []
+    depth = len(getattr(model, "blocks", ()))
+    if layer_decay != 1.0 and not depth:
+        raise ValueError(f"optim.layer_decay needs a ViT (numbered blocks); {type(model).__name__} has none: use 1")
+    layered = layer_decay != 1.0
+    # The decay group first, then no-decay: the layout of optimizer states saved before layer-wise decay existed.
+    groups: dict[tuple[int, bool], dict] = {} if layered else {(0, True): {}, (0, False): {}}
+
+    def add(param: nn.Parameter, decayed: bool, layer: int) -> None:
+        group = groups.setdefault((layer if layered else 0, decayed), {})
+        group.setdefault("params", []).append(param)
+        group.update(weight_decay=weight_decay if decayed else 0.0, lr_scale=layer_decay ** (depth + 1 - layer))
+
     for name, param in model.named_parameters():
         for prefix in WRAPPER_PREFIXES:
             name = name.replace(prefix, "")
         if param.requires_grad:
-            (no_decay if name in skip or param.ndim <= 1 else decay).append(param)
+            add(param, not (name in skip or param.ndim <= 1), layer_of(name, depth))
     for param in extra.parameters() if extra is not None else []:
         if param.requires_grad:
-            (decay if param.ndim > 1 else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            add(param, param.ndim > 1, depth + 1)
+    ordered = sorted(groups.items(), key=lambda item: (item[0][0], not item[0][1]))
+    return [
+        {"params": [], "weight_decay": weight_decay if decayed else 0.0, **group} for (_, decayed), group in ordered
+    ]
+
+
+def layer_of(name: str, depth: int) -> int:
+    """The layer of a ViT parameter for layer-wise decay: 0 embeddings, i + 1 for blocks.i, depth + 1 the rest."""
+    if name.startswith(EMBEDDING_PREFIXES):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return depth + 1
 
 
 def build_optimizer(model: nn.Module, objective: nn.Module | None, config: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW (decoupled weight decay) or SGD with momentum, over the model's and the objective's parameters."""
-    groups = parameter_groups(model, config.weight_decay, objective)
+    """AdamW (decoupled weight decay) or SGD with momentum, over the trainable parameters of model and objective."""
+    groups = parameter_groups(model, config.weight_decay, objective, config.layer_decay)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+
+
+def freeze(model: nn.Module, config: OptimConfig) -> None:
+    """Fix the parts `config` names: all but the head (`linear_probe`), or the patch embedding (`freeze_patch_embed`).
+
+    Must run before the model is wrapped for DDP, which only synchronises parameters that require gradients.
+    """
+    if config.linear_probe:
+        heads = [name for name, _ in model.named_parameters() if name.startswith(HEAD_PREFIXES)]
+        if not heads:
+            raise ValueError(f"optim.linear_probe trains the head, but {type(model).__name__} has none (num_classes=0)")
+        for name, param in model.named_parameters():
+            param.requires_grad_(name.startswith(HEAD_PREFIXES))
+    if config.freeze_patch_embed:
+        embedding = getattr(model, "patch_embed", None)
+        if embedding is None:
+            raise ValueError(f"optim.freeze_patch_embed needs a ViT; {type(model).__name__} has no patch embedding")
+        embedding.requires_grad_(False)
+
+
+def frozen_to_eval(model: nn.Module) -> None:
+    """Put every sub-module whose parameters are all frozen in eval mode (batch-norm statistics, drop-path stay fixed).
+
+    Called after `.train()`: a frozen part then computes exactly what it did before training.
+    """
+    for child in model.children():
+        params = list(child.parameters())
+        if params and not any(p.requires_grad for p in params):
+            child.eval()
+        else:
+            frozen_to_eval(child)
 
 
 def warmup_steps(config: OptimConfig, steps_per_epoch: int) -> int:
@@ -57,6 +117,6 @@ def learning_rate(step: int, config: OptimConfig, warmup: int, total_steps: int)
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Apply `lr` to every parameter group."""
+    """Apply `lr` to every parameter group, times the group's `lr_scale` (layer-wise decay)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -11,7 +11,6 @@ exactly (on CPU with one process and the same threads: bit-identical weights).
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,10 +27,18 @@ from vitkit.training.config import ModelConfig, TrainConfig
 from vitkit.training.ema import ModelEma
 from vitkit.training.metrics import MetricsLog, metric_columns, plot_curves
 from vitkit.training.objectives import Batch, Objective, ObjectiveStep, Validation, build_objective
-from vitkit.training.optim import build_optimizer, learning_rate, set_learning_rate, warmup_steps
+from vitkit.training.optim import (
+    build_optimizer,
+    freeze,
+    frozen_to_eval,
+    learning_rate,
+    set_learning_rate,
+    warmup_steps,
+)
 from vitkit.training.progress import ProgressReporter, format_duration
-from vitkit.training.rundir import SUMMARY_FILE, check_run_dir, prepare_run_dir, resume_config
-from vitkit.training.runtime import Runtime, make_scaler, precision_warning
+from vitkit.training.report import announce, write_summary
+from vitkit.training.rundir import check_run_dir, prepare_run_dir, resume_config
+from vitkit.training.runtime import Runtime, make_scaler
 from vitkit.training.state import RunState, seed_everything
 
 
@@ -61,8 +68,9 @@ class Trainer:
 
     @property
     def total_steps(self) -> int:
-        """Optimizer steps in the whole (planned) run."""
-        return self.state.planned_epochs * self.steps_per_epoch
+        """Optimizer steps in the whole (planned) run: `run.steps` when set, else whole epochs."""
+        whole_epochs = self.state.planned_epochs * self.steps_per_epoch
+        return min(whole_epochs, self.config.run.steps) if self.config.run.steps else whole_epochs
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -108,7 +116,11 @@ def build_model(config: ModelConfig, num_classes: int, img_size: int) -> nn.Modu
     """A fresh model from the model section, or one initialised from `pretrained` (head and E_pos adapted)."""
     if config.pretrained:
         return create_model(
-            pretrained=config.pretrained, num_classes=num_classes, img_size=img_size, **config.overrides
+            pretrained=config.pretrained,
+            num_classes=num_classes,
+            img_size=img_size,
+            new_head=config.new_head,
+            **config.overrides,
         )
     return create_model(config.name, num_classes=num_classes, img_size=img_size, **config.overrides)
 
@@ -125,6 +137,14 @@ def create_trainer(
     model.class_names = list(data.class_names)
     check_low_res(config, model)
     objective = (objective or build_objective(config, model, len(data.class_names))).to(runtime.device)
+    if objective.needs_labels and len(data.class_names) < 2:
+        raise ValueError(
+            f"{config.data.path} has {len(data.class_names)} class: the {objective.name} objective needs labelled data "
+            "with at least 2 class folders (for unlabelled images use `vitkit pretrain --objective mpp`)"
+        )
+    freeze(model, config.optim)  # before DDP wraps the model: it only synchronises what requires gradients
+    if resume and runtime.attention == "auto":
+        runtime.attention = checkpointing.recorded_attention(run_dir) or "auto"
     choose_attention(runtime, model, config.run.batch_size // (config.run.grad_accum * runtime.dist.world_size))
     forward_model = torch.compile(model) if runtime.compile else model
     step_module = distributed.wrap(ObjectiveStep(forward_model, objective), runtime, objective.find_unused_parameters)
@@ -135,9 +155,11 @@ def create_trainer(
         raise ValueError("optim.ema_decay needs the whole model on every rank; it cannot be used with FSDP")
     ema = ModelEma(model, config.optim.ema_decay) if config.optim.ema_decay > 0 else None
     steps_per_epoch = num_batches(data.train, config.run.batch_size, drop_last=True)
+    # run.steps: the fewest epochs that cover them; the loop stops at exactly that step (Trainer.total_steps).
+    epochs = math.ceil(config.run.steps / steps_per_epoch) if config.run.steps else config.run.epochs
     trainer = Trainer(
         config, run_dir, runtime, data, model, objective, step_module, optimizer,
-        make_scaler(runtime.precision, runtime.device), ema, RunState(planned_epochs=config.run.epochs),
+        make_scaler(runtime.precision, runtime.device), ema, RunState(planned_epochs=epochs),
         steps_per_epoch, warmup_steps(config.optim, steps_per_epoch),
     )  # fmt: skip
     num_classes, mean, std = len(data.class_names), config.data.mean, config.data.std
@@ -224,30 +246,11 @@ class Clock:
         return self.before + time.perf_counter() - self.session_start
 
 
-def announce(trainer: Trainer, reporter: ProgressReporter) -> None:
-    """Say what is trained on what, and how the runtime was resolved (and why)."""
-    data, cfg, rt = trainer.data, trainer.config, trainer.runtime
-    warning = precision_warning(rt.precision, rt.device)
-    if warning:
-        reporter.message(f"warning: {warning}")
-    params = sum(p.numel() for p in trainer.model.parameters())
-    reporter.message(
-        f"training {cfg.model.name} ({params / 1e6:.2f}M params, objective {trainer.objective.name}) on "
-        f"{cfg.data.path}: {len(data.train)} train / {len(data.val)} val images, {len(data.class_names)} classes, "
-        f"{cfg.data.img_size}px; {trainer.state.planned_epochs} epochs x {trainer.steps_per_epoch} steps of "
-        f"{cfg.run.batch_size}; run dir {trainer.run_dir}"
-    )
-    processes = f", {rt.distributed} over {rt.dist.world_size} processes" if rt.dist.enabled else ""
-    reporter.message(
-        f"runtime: {rt.device}, {rt.precision} ({rt.precision_reason}), {rt.threads} thread"
-        f"{'s' * (rt.threads > 1)}, attention {rt.attention_reason}{', compiled' if rt.compile else ''}{processes}"
-    )
-
-
 def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: ProgressReporter, clock: Clock) -> None:
     """The remaining batches of the current epoch, checkpointing every `save_every` steps."""
     state, cfg, runtime = trainer.state, trainer.config, trainer.runtime
     trainer.step_module.train()
+    frozen_to_eval(trainer.model)
     loader = make_loader(
         trainer.data.train, cfg.run.batch_size, shuffle=True, seed=cfg.run.seed, epoch=state.epoch,
         start_batch=state.batch, drop_last=True, device=runtime.device, num_workers=cfg.data.num_workers,
@@ -255,7 +258,7 @@ def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progress
     )  # fmt: skip
     augment = trainer.augment[trainer.resolution(state.epoch)]
     batches = iter(loader)
-    while True:
+    while state.step < trainer.total_steps:  # run.steps may end the last epoch early
         start = time.perf_counter()
         try:
             images, labels = next(batches)
@@ -425,40 +428,3 @@ def plan_for_budget(trainer: Trainer, reporter: ProgressReporter, epoch_s: float
         f"time budget {cfg.time_budget_min:g} min: epoch 1 took {format_duration(epoch_s)}; "
         f"training {planned} of {cfg.epochs} epochs (the learning-rate schedule is fitted to them)"
     )
-
-
-def write_summary(trainer: Trainer, status: str, error: str | None = None) -> dict[str, Any]:
-    """RUN_DIR/summary.json: best and last scores, time, throughput, data-wait share, runtime, skipped files."""
-    state, cfg, objective = trainer.state, trainer.config, trainer.objective
-    summary: dict[str, Any] = {
-        "status": status,
-        "objective": objective.name,
-        "best_metric": objective.best_metric,
-        "best_value": state.best_value,
-        **{f"val_{k}": v for k, v in state.best_scores.items()},
-        "best_epoch": state.best_epoch,
-        "best_weights": state.best_weights,
-        **{f"final_{k}": v for k, v in state.last_eval.items()},
-        "epochs": state.epoch,
-        "planned_epochs": state.planned_epochs,
-        "steps": state.step,
-        "wall_s": round(state.elapsed_s, 2),
-        "train_s": round(state.train_s, 2),
-        "train_images_per_s": round(state.images / state.train_s, 1) if state.train_s else None,
-        "data_wait_share": round(state.data_wait_s / state.train_s, 4) if state.train_s else None,
-        "augment_share": round(state.augment_s / state.train_s, 4) if state.train_s else None,
-        "train_images": len(trainer.data.train),
-        "val_images": len(trainer.data.val),
-        "num_classes": len(trainer.data.class_names),
-        "skipped_files": [{"path": s.path, "reason": s.reason} for s in trainer.data.skipped],
-        "model": getattr(trainer.model.config, "name", "") or cfg.model.name,
-        "params": sum(p.numel() for p in trainer.model.parameters()),
-        **trainer.runtime.describe(),
-        "best_checkpoint": str(trainer.checkpoint_dir / "best"),
-        "last_checkpoint": str(trainer.checkpoint_dir / "last"),
-    }
-    if error:
-        summary["error"] = error
-    if trainer.runtime.dist.is_main:
-        (trainer.run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
