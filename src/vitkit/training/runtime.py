@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -139,6 +140,16 @@ class Runtime:
         self.attention = min(times, key=times.get)
         detail = ", ".join(f"{kind} {1000 * t:.1f} ms" for kind, t in times.items())
         self.attention_reason = f"{self.attention} (measured at {batch}x{heads}x{tokens}x{head_dim}: {detail})"
+
+    def choose_attention_for(self, model: torch.nn.Module, batch: int) -> None:
+        """Resolve the attention kernel at a ViT's own shapes (nothing to choose for a ConvNet)."""
+        config = getattr(model, "config", None)
+        heads = getattr(config, "num_heads", 0)
+        if heads and hasattr(config, "grid_size"):
+            tokens = math.prod(config.grid_size) + getattr(config, "num_prefix_tokens", 0)
+            self.choose_attention(batch, heads, tokens, config.hidden_dim // heads)
+        else:
+            self.choose_attention(batch, 0, 0, 0)
 
     def describe(self) -> dict[str, object]:
         """What was resolved, for the run log and summary.json."""

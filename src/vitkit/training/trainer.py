@@ -35,6 +35,7 @@ from vitkit.training.optim import (
     set_learning_rate,
     warmup_steps,
 )
+from vitkit.training.preflight import check_run
 from vitkit.training.progress import ProgressReporter, format_duration
 from vitkit.training.report import announce, write_summary
 from vitkit.training.rundir import check_run_dir, prepare_run_dir, resume_config
@@ -132,20 +133,14 @@ def create_trainer(
     runtime = Runtime.create(config.runtime)
     seed_everything(config.run.seed)
     data = load_dataset(config.data)
-    check_splits(data, config, runtime)
     model = build_model(config.model, len(data.class_names), config.data.img_size).to(runtime.device)
     model.class_names = list(data.class_names)
-    check_low_res(config, model)
     objective = (objective or build_objective(config, model, len(data.class_names))).to(runtime.device)
-    if objective.needs_labels and len(data.class_names) < 2:
-        raise ValueError(
-            f"{config.data.path} has {len(data.class_names)} class: the {objective.name} objective needs labelled data "
-            "with at least 2 class folders (for unlabelled images use `vitkit pretrain --objective mpp`)"
-        )
+    check_run(config, data, model, objective, runtime)
     freeze(model, config.optim)  # before DDP wraps the model: it only synchronises what requires gradients
     if resume and runtime.attention == "auto":
         runtime.attention = checkpointing.recorded_attention(run_dir) or "auto"
-    choose_attention(runtime, model, config.run.batch_size // (config.run.grad_accum * runtime.dist.world_size))
+    runtime.choose_attention_for(model, config.run.batch_size // (config.run.grad_accum * runtime.dist.world_size))
     forward_model = torch.compile(model) if runtime.compile else model
     step_module = distributed.wrap(ObjectiveStep(forward_model, objective), runtime, objective.find_unused_parameters)
     if runtime.dist.enabled:
@@ -169,44 +164,6 @@ def create_trainer(
     if resume:
         trainer.state = checkpointing.restore(trainer)
     return trainer
-
-
-def choose_attention(runtime: Runtime, model: nn.Module, batch: int) -> None:
-    """Resolve the attention kernel at the model's own shapes (nothing to choose for a ConvNet)."""
-    config = getattr(model, "config", None)
-    heads = getattr(config, "num_heads", 0)
-    if heads and hasattr(config, "grid_size"):
-        tokens = math.prod(config.grid_size) + getattr(config, "num_prefix_tokens", 0)
-        runtime.choose_attention(batch, heads, tokens, config.hidden_dim // heads)
-    else:
-        runtime.choose_attention(batch, 0, 0, 0)
-
-
-def check_low_res(config: TrainConfig, model: nn.Module) -> None:
-    """Progressive resizing needs a smaller size that the patches tile."""
-    low, patch = config.run.low_res_size, getattr(model.config, "patch_size", (1, 1))[0]
-    if low and (low >= config.data.img_size or low % patch):
-        raise ValueError(
-            f"run.low_res_size {low} must be smaller than data.img_size {config.data.img_size} and a multiple of "
-            f"the patch size {patch}"
-        )
-
-
-def check_splits(data: DatasetSplits, config: TrainConfig, runtime: Runtime) -> None:
-    """Refuse data the loop cannot use, saying what to change."""
-    run, world = config.run, runtime.dist.world_size
-    if len(data.train) < run.batch_size:
-        raise ValueError(
-            f"the training split has {len(data.train)} images, fewer than one batch of {run.batch_size}; "
-            f"use --batch-size {max(1, len(data.train) // 2)} or more data"
-        )
-    if len(data.val) == 0:
-        raise ValueError("the validation split is empty; add a val/ folder or raise --val-fraction")
-    if run.batch_size % (run.grad_accum * world):
-        raise ValueError(
-            f"run.batch_size {run.batch_size} (the global batch) must divide evenly over {world} processes x "
-            f"{run.grad_accum} micro-batches; use a multiple of {run.grad_accum * world}"
-        )
 
 
 def run(trainer: Trainer, progress_bar: bool | None = None) -> dict[str, Any]:
