@@ -8,6 +8,15 @@ import torch
 from vitkit.models import ViTConfig
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Decoded images, probe results and features go to a temporary directory, never ~/.cache."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("VITKIT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
     torch.manual_seed(0)

@@ -40,15 +40,6 @@ TINY = [
 DIGITS = [str(d) for d in range(10)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Decoded-image caches go to a temporary directory, not ~/.cache."""
-    patch = pytest.MonkeyPatch()
-    patch.setenv("VITKIT_CACHE", str(tmp_path_factory.mktemp("cache")))
-    yield
-    patch.undo()
-
-
 def convnet_teacher(path: Path, num_classes: int = 10, **data: object) -> Path:
     """A tiny untrained resnet20 (width 4) saved as a native checkpoint; `data` goes to its metadata."""
     torch.manual_seed(1)

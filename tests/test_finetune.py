@@ -31,11 +31,6 @@ QUICK = {
 BODY_SKIP = ("head.", "head_dist.", "pre_logits.", "pos_embed.")
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VITKIT_CACHE", str(tmp_path / "cache"))
-
-
 def write_checkpoint(fmt: str, folder: Path) -> tuple[Path, dict]:
     """A random 32-px checkpoint with a pre-training head (and pre-logits layer) in format `fmt`; its load flags."""
     if fmt == "hf":

@@ -35,12 +35,6 @@ CLASSES = ["bird", "cat", "dog"]
 MEAN, STD = [0.3, 0.4, 0.5], [0.2, 0.25, 0.3]  # far from 0.5, so a wrong normalisation changes the logits
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Decoded-image caches of generated folders go to the test's directory, not ~/.cache."""
-    monkeypatch.setenv("VITKIT_CACHE", str(tmp_path / "cache"))
-
-
 def tiny_model(num_classes: int = 3):
     """A 2-layer ViT on 16 px inputs with 4x4 patches and a random (non-zero) head."""
     torch.manual_seed(0)

@@ -32,11 +32,6 @@ TINY = [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VITKIT_CACHE", str(tmp_path / "cache"))
-
-
 def test_half_the_patches_are_corrupted_80_10_10():
     torch.manual_seed(0)
     tokens = torch.randn(64, 64, 8)  # every token distinct

@@ -29,15 +29,6 @@ SUMMARY_KEYS = {
 }  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Decoded-image caches of generated folders go to a temporary directory, not ~/.cache."""
-    patch = pytest.MonkeyPatch()
-    patch.setenv("VITKIT_CACHE", str(tmp_path_factory.mktemp("cache")))
-    yield
-    patch.undo()
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One 2-epoch run with EMA and gradient accumulation, shared by the tests that only read it."""

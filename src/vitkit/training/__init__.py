@@ -1,6 +1,7 @@
 """Training: recipes as dataclasses, objectives (supervised, masked patch prediction, DeiT distillation), the
 runtime, the resumable training loop, the fine-tuning recipe, evaluation, metrics."""
 
+from vitkit.inference import EvalResult, evaluate, plot_confusion
 from vitkit.training.config import (
     ModelConfig,
     ObjectiveConfig,
@@ -11,7 +12,6 @@ from vitkit.training.config import (
     load_config,
 )
 from vitkit.training.distill import Distillation, TeacherInputs  # registers objective "distill"
-from vitkit.training.evaluate import EvalResult, evaluate, plot_confusion
 from vitkit.training.finetune import finetune_config
 from vitkit.training.mpp import MaskedPatchPrediction, pretrain_config  # registers objective "mpp"
 from vitkit.training.objectives import Batch, Objective, StepOutput, Supervised, Validation, register_objective

@@ -18,7 +18,15 @@ from vitkit.checkpoints import save
 from vitkit.checkpoints.native import read_native, read_native_document, resolve_checkpoint_dir
 from vitkit.training.distributed import full_optimizer_state, full_state_dict, load_full_state
 from vitkit.training.objectives import Validation
-from vitkit.training.state import STATE_FILE, RunState, load_training_state, restore_rng, training_state
+from vitkit.training.state import (
+    STATE_FILE,
+    RunState,
+    load_training_state,
+    rank_seed,
+    restore_rng,
+    seed_everything,
+    training_state,
+)
 
 if TYPE_CHECKING:
     from vitkit.training.trainer import Trainer
@@ -52,7 +60,14 @@ def checkpoint_metadata(trainer: Trainer, weights: str, result: Validation | Non
     return meta
 
 
-def save_weights(trainer: Trainer, name: str, model: nn.Module, weights: str, result: Validation | None) -> None:
+def save_weights(
+    trainer: Trainer,
+    name: str,
+    model: nn.Module,
+    weights: str,
+    result: Validation | None = None,
+    extra_files: dict[str, Any] | None = None,
+) -> None:
     """Write checkpoints/NAME from `model` (gathered on every rank under FSDP, written by the main rank)."""
     state = full_state_dict(model, trainer.runtime)
     if trainer.runtime.dist.is_main:
@@ -61,27 +76,20 @@ def save_weights(trainer: Trainer, name: str, model: nn.Module, weights: str, re
             trainer.checkpoint_dir / name,
             class_names=trainer.data.class_names,
             metadata=checkpoint_metadata(trainer, weights, result),
+            extra_files=extra_files,
             state_dict=state,
         )
 
 
 def save_last(trainer: Trainer) -> None:
     """Write checkpoints/last atomically: the weights and everything needed to resume from this exact point."""
-    runtime = trainer.runtime
-    weights = full_state_dict(trainer.model, runtime)
-    optimizer = full_optimizer_state(trainer.model, trainer.optimizer, runtime)
-    if not runtime.dist.is_main:
-        return
-    objective = {k: v.detach().cpu() for k, v in trainer.objective.state_dict().items()}
-    state = training_state(trainer.state, optimizer, trainer.scaler, trainer.ema, objective, trainer.config.to_dict())
-    save(
-        trainer.model,
-        trainer.checkpoint_dir / "last",
-        class_names=trainer.data.class_names,
-        metadata=checkpoint_metadata(trainer, "raw"),
-        extra_files={STATE_FILE: state},
-        state_dict=weights,
-    )
+    optimizer = full_optimizer_state(trainer.model, trainer.optimizer, trainer.runtime)  # every rank takes part
+    extra = None
+    if trainer.runtime.dist.is_main:
+        objective = {k: v.detach().cpu() for k, v in trainer.objective.state_dict().items()}
+        config = trainer.config.to_dict()
+        extra = {STATE_FILE: training_state(trainer.state, optimizer, trainer.scaler, trainer.ema, objective, config)}
+    save_weights(trainer, "last", trainer.model, "raw", extra_files=extra)
 
 
 def recorded_attention(run_dir: Path) -> str | None:
@@ -113,9 +121,7 @@ def restore(trainer: Trainer) -> RunState:
     progress = RunState(**state["progress"])
     if trainer.runtime.dist.enabled:
         # Each rank draws its own augmentations; a run resumed on another world size cannot replay them.
-        from vitkit.training.state import seed_everything
-
-        seed_everything(trainer.config.run.seed + 7919 * trainer.runtime.dist.rank + progress.step)
+        seed_everything(rank_seed(trainer.config.run.seed, trainer.runtime.dist.rank, progress.step))
     else:
         restore_rng(state["rng"])
     log.info(

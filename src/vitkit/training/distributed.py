@@ -100,14 +100,19 @@ def load_full_state(
     optimizer.load_state_dict(optimizer_state)
 
 
+WRAPPER_PREFIXES = ("_orig_mod.", "_checkpoint_wrapped_module.")  # added by torch.compile / activation checkpointing
+
+
+def clean_name(name: str) -> str:
+    """A parameter name without the prefixes that torch.compile and activation checkpointing add."""
+    for prefix in WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
+
+
 def clean_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop the prefixes that torch.compile and activation checkpointing add to parameter names."""
-    out = {}
-    for key, value in state.items():
-        for prefix in ("_orig_mod.", "_checkpoint_wrapped_module."):
-            key = key.replace(prefix, "")
-        out[key] = value
-    return out
+    """The state dict with `clean_name` keys."""
+    return {clean_name(key): value for key, value in state.items()}
 
 
 def reduce_mean(values: dict[str, torch.Tensor], runtime: Runtime) -> dict[str, torch.Tensor]:

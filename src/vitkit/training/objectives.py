@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitkit.data import EvalTransform, ImageSource
-from vitkit.training.evaluate import evaluate
+from vitkit.inference import evaluate
 
 
 @dataclass

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from vitkit.training.config import OptimConfig
+from vitkit.training.distributed import clean_name
 
-WRAPPER_PREFIXES = ("_checkpoint_wrapped_module.", "_orig_mod.")  # added by activation checkpointing / compile
 EMBEDDING_PREFIXES = ("patch_embed.", "cls_token", "dist_token", "pos_embed.")  # layer 0 of layer-wise decay
 HEAD_PREFIXES = ("head.", "head_dist.")  # what a linear probe trains
 
@@ -37,8 +37,7 @@ def parameter_groups(
         group.update(weight_decay=weight_decay if decayed else 0.0, lr_scale=layer_decay ** (depth + 1 - layer))
 
     for name, param in model.named_parameters():
-        for prefix in WRAPPER_PREFIXES:
-            name = name.replace(prefix, "")
+        name = clean_name(name)
         if param.requires_grad:
             add(param, not (name in skip or param.ndim <= 1), layer_of(name, depth))
     for param in extra.parameters() if extra is not None else []:

@@ -69,6 +69,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The seed of one torchrun rank's own random draws (augmentations), from the run's seed and position."""
+    return seed + 7919 * rank + step
+
+
 def _as_tuples(value: Any) -> Any:
     """random.setstate needs tuples; a round trip through storage may have made them lists."""
     if isinstance(value, (list, tuple)):

@@ -40,7 +40,7 @@ from vitkit.training.progress import ProgressReporter, format_duration
 from vitkit.training.report import announce, write_summary
 from vitkit.training.rundir import check_run_dir, prepare_run_dir, resume_config
 from vitkit.training.runtime import Runtime, make_scaler
-from vitkit.training.state import RunState, seed_everything
+from vitkit.training.state import RunState, rank_seed, seed_everything
 
 
 class TrainingDiverged(RuntimeError):
@@ -144,7 +144,7 @@ def create_trainer(
     forward_model = torch.compile(model) if runtime.compile else model
     step_module = distributed.wrap(ObjectiveStep(forward_model, objective), runtime, objective.find_unused_parameters)
     if runtime.dist.enabled:
-        seed_everything(config.run.seed + 7919 * runtime.dist.rank)  # same weights everywhere, own augmentations
+        seed_everything(rank_seed(config.run.seed, runtime.dist.rank))  # same weights everywhere, own augmentations
     optimizer = build_optimizer(model, objective, config.optim)
     if config.optim.ema_decay > 0 and runtime.distributed == "fsdp":
         raise ValueError("optim.ema_decay needs the whole model on every rank; it cannot be used with FSDP")
