@@ -167,9 +167,13 @@ class Runtime:
             "activation_checkpointing": self.activation_checkpointing,
         }
 
-    def close(self) -> None:
-        """Leave the process group (end of a torchrun job)."""
+    def close(self, wait: bool = True) -> None:
+        """Leave the process group (end of a torchrun job); `wait` first for every rank to finish."""
         if self.dist.enabled and dist.is_initialized():
+            if wait:
+                # A rank tearing the group down while another still writes its summary or checkpoint aborts
+                # that rank's gloo threads ("terminate called without an active exception").
+                dist.barrier()
             dist.destroy_process_group()
 
 

@@ -104,13 +104,16 @@ def train(
     if not resume:
         check_run_dir(run_dir, overwrite)
     trainer = create_trainer(config, run_dir, resume=resume, objective=objective)  # a bad data path fails here
+    finished = False
     try:
         if not resume and trainer.runtime.dist.is_main:
             prepare_run_dir(run_dir, overwrite, config)
         trainer.runtime.dist.barrier()
-        return run(trainer, progress_bar)
+        summary = run(trainer, progress_bar)
+        finished = True
+        return summary
     finally:
-        trainer.runtime.close()
+        trainer.runtime.close(wait=finished)  # a failed rank must not wait for the others
 
 
 def build_model(config: ModelConfig, num_classes: int, img_size: int) -> nn.Module:
