@@ -138,6 +138,25 @@ def test_streaming_source_when_over_the_memory_budget(tmp_path):
         assert torch.equal(image, in_memory.train.images[i]) and label == int(in_memory.train.labels[i])
 
 
+def test_train_fraction_keeps_a_seeded_stratified_share_and_the_whole_val(tmp_path):
+    make_folder(tmp_path / "data" / "train", {"a": 20, "b": 10, "c": 30})
+    make_folder(tmp_path / "data" / "val", {"a": 3, "b": 3, "c": 3})
+    full = load_dataset(config(tmp_path / "data", tmp_path))
+    for budget in (4.0, 1e-9):
+        tenth = load_dataset(config(tmp_path / "data", tmp_path, train_fraction=0.1, seed=1, max_memory_gb=budget))
+        assert torch.bincount(tenth.train.labels).tolist() == [2, 1, 3]
+        assert len(tenth.val) == 9 and tenth.class_names == full.class_names
+        for index, label in enumerate(tenth.train.labels.tolist()):
+            assert int(image_at(tenth.train, index)[0, 6, 6]) == 40 * label  # each image keeps its own label
+    first = load_dataset(config(tmp_path / "data", tmp_path, train_fraction=0.1, seed=1))
+    again = load_dataset(config(tmp_path / "data", tmp_path, train_fraction=0.1, seed=1))
+    other = load_dataset(config(tmp_path / "data", tmp_path, train_fraction=0.1, seed=2))
+    assert torch.equal(first.train.images, again.train.images)
+    assert not torch.equal(first.train.images, other.train.images)
+    with pytest.raises(ValueError, match="train_fraction must be in"):
+        config(tmp_path / "data", tmp_path, train_fraction=0.0)
+
+
 def test_whole_dataset_is_train_then_val_in_memory_or_streamed(tmp_path):
     make_folder(tmp_path / "data", {"a": 5, "b": 5})
     for budget in (4.0, 1e-9):

@@ -299,7 +299,8 @@ def test_vgg8_forward_is_its_formula():
         x = F.gelu(group.norm2(group.conv2(x)))
     assert x.shape == (2, 128, 3, 3)
     expected = model.head(x.amax(dim=(2, 3))) / 9
-    torch.testing.assert_close(model(images), expected)
+    # The model convolves channels-last activations: another summation order, equal to float rounding.
+    torch.testing.assert_close(model(images), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
 
 
 def test_vgg8_size_and_dirac_init():

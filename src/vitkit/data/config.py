@@ -23,6 +23,9 @@ class DataConfig:
     num_workers: int = knob(2, "decode worker processes (first decode of an in-memory dataset, and streaming)")
     max_memory_gb: float = knob(4.0, "hold decoded images in memory when they fit under this")
     limit_per_class: int | None = knob(None, "keep only the first N images of each class per split (quick experiments)")
+    train_fraction: float = knob(
+        1.0, "keep a seeded, stratified share of each class's training images (0.1: 10% of the labels); val stays whole"
+    )
 
     def __post_init__(self) -> None:
         if self.img_size <= 0:
@@ -33,6 +36,8 @@ class DataConfig:
             raise ValueError(f"mean and std need 3 values each with std > 0, got mean={self.mean} std={self.std}")
         if self.limit_per_class is not None and self.limit_per_class <= 0:
             raise ValueError(f"limit_per_class must be positive or None, got {self.limit_per_class}")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}; 0.1 keeps 10% of labels")
 
 
 @dataclass

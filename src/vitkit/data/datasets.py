@@ -12,13 +12,37 @@ from vitkit.data.cifar import find_cifar, load_cifar
 from vitkit.data.config import DataConfig
 from vitkit.data.decode import report_skipped
 from vitkit.data.imagefolder import load_imagefolder, stratified_split
-from vitkit.data.sources import DatasetSplits, TensorSource
+from vitkit.data.sources import DatasetSplits, TensorSource, subset_source
 
 logger = logging.getLogger("vitkit.data")
 
 
 def load_dataset(config: DataConfig) -> DatasetSplits:
-    """Load the dataset `config.path` names: "digits", a CIFAR pickle folder or .tar.gz, or an ImageFolder."""
+    """Load the dataset `config.path` names: "digits", a CIFAR pickle folder or .tar.gz, or an ImageFolder.
+
+    With `config.train_fraction` < 1 only that seeded, stratified share of each class's training images is
+    kept (a label-scarce experiment); the val split stays whole.
+    """
+    splits = _load_splits(config)
+    if config.train_fraction < 1.0:
+        full = len(splits.train)
+        splits.train = subset_source(splits.train, label_fraction(splits.train.labels, config))
+        logger.info("train_fraction %g: %d of %d training images kept", config.train_fraction, len(splits.train), full)
+    return splits
+
+
+def label_fraction(labels: torch.Tensor, config: DataConfig) -> torch.Tensor:
+    """Rows of a seeded, stratified `config.train_fraction` share of each class (at least one image per class)."""
+    generator = torch.Generator().manual_seed(config.seed)
+    kept = []
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).flatten()
+        count = max(1, round(len(members) * config.train_fraction))
+        kept.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    return torch.cat(kept).sort().values
+
+
+def _load_splits(config: DataConfig) -> DatasetSplits:
     if config.path == "digits":
         return load_digits(config)
     path = Path(config.path).expanduser()

@@ -125,3 +125,13 @@ def concat_sources(first: ImageSource, second: ImageSource) -> ImageSource:
     if isinstance(first, FileSource) and isinstance(second, FileSource):
         return FileSource(first.paths + second.paths, labels, first.class_names, first.size, first.num_workers)
     raise ValueError(f"cannot join a {type(first).__name__} and a {type(second).__name__}; load them the same way")
+
+
+def subset_source(source: ImageSource, rows: torch.Tensor) -> ImageSource:
+    """The images of `source` at `rows` (an int64 index tensor), in that order, held the same way."""
+    if isinstance(source, TensorSource):
+        return TensorSource(source.images[rows], source.labels[rows], source.class_names)
+    if isinstance(source, FileSource):
+        paths = [source.paths[i] for i in rows.tolist()]
+        return FileSource(paths, source.labels[rows], source.class_names, source.size, source.num_workers)
+    raise ValueError(f"cannot take a subset of a {type(source).__name__}")
