@@ -128,7 +128,6 @@ pair() {
   echo "$(date +%T) done: $1 | $2"
 }
 sequence() { for step in "$@"; do "$step" || return 1; done; }
-after_pretraining() { sequence finetune_sup finetune_mpp fewshot_pretrained; }
 
 # The ConvNet teacher alone on both cores: its target is a wall-clock time (>= 90% in <= 20 minutes).
 teacher() {
@@ -136,14 +135,20 @@ teacher() {
     --out runs/cifar10_teacher
 }
 
+mpp_then_finetune() { sequence mpp_pretrain finetune_mpp; }
+finetune_then_fewshot() { sequence finetune_sup fewshot_pretrained; }
+teacher_wide() {
+  $VITKIT train --config recipes/cifar10_teacher_wide.yaml --no-progress --overwrite --out runs/cifar10_teacher_wide
+}
 PHASES=(
-  "imagenette_sup mpp_pretrain"
   "teacher"
+  "imagenette_sup deit_plain"
   "deit_hard deit_soft"
-  "after_pretraining scratch_cifar10"
+  "teacher_wide"
+  "mpp_then_finetune scratch_cifar10"
   "res128 res64"
   "hybrid pure"
-  "fewshot_scratch"
+  "finetune_then_fewshot fewshot_scratch"
 )
 all() {  # $1: the first phase to run (default 1)
   local phase

@@ -303,6 +303,13 @@ def test_vgg8_forward_is_its_formula():
     torch.testing.assert_close(model(images), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
 
 
+def test_vgg8_wide_is_airbenchs_94_percent_widths():
+    model = vitkit.create_model("vgg8_wide", num_classes=10)
+    assert model.config.widths == (64, 256, 256) and model.config.name == "vgg8_wide"
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert vitkit.create_model("vgg8_wide", widths=(32, 64)).config.widths == (32, 64)  # fields still override
+
+
 def test_vgg8_size_and_dirac_init():
     model = vitkit.create_model("vgg8", num_classes=10)
     config = model.config

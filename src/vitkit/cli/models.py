@@ -6,7 +6,17 @@ import argparse
 import json
 
 DEFAULT_NAMES = ["Ti/16", "S/16", "B/32", "B/16", "L/32", "L/16", "H/14"]
-CONVNET_NAMES = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnetv2_50x1", "resnetv2_101x1", "vgg8"]
+CONVNET_NAMES = [
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "resnetv2_50x1",
+    "resnetv2_101x1",
+    "vgg8",
+    "vgg8_wide",
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
