@@ -98,6 +98,19 @@ def test_finetuned_checkpoint_evaluates_with_no_flags(tmp_path, capsys):
     assert len(result["per_class"]) == 10
 
 
+def test_no_new_head_keeps_the_trained_head_at_a_new_resolution(tmp_path):
+    path, _ = write_checkpoint("vitkit", tmp_path)  # 10 classes, as many as digits
+    flags = ["--limit-per-class", "5", "--batch-size", "20", "--steps", "1", "--threads", "1", "--lr", "1e-12"]
+    out = tmp_path / "run"
+    args = ["finetune", str(path), "--data", "digits", "--img-size", "48", "--no-new-head", *flags, "--out", str(out)]
+    assert main([*args, "--no-progress"]) == 0
+    assert load_config(out / "config.yaml").model.new_head is False
+    tuned, reference = vitkit.load(out / "checkpoints" / "last"), vitkit.load(path)
+    assert tuned.config.representation_size == 48  # the pre-logits layer stays with the head
+    torch.testing.assert_close(tuned.head.weight, reference.head.weight)  # lr 1e-12: one step changes nothing
+    assert tuned.head.weight.any()
+
+
 def test_finetune_needs_data(tmp_path, capsys):
     path, _ = write_checkpoint("vitkit", tmp_path)
     assert main(["finetune", str(path), "--out", str(tmp_path / "run")]) == 2

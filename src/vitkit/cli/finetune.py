@@ -1,10 +1,11 @@
 """Fine-tune any pre-trained ViT the paper's way (Sec. 3.2, App. B.1.1) on a labelled image folder.
 
 PRETRAINED is a run directory, a checkpoint directory, a weights file (timm, JAX .npz) or a hub id. Its head
-and pre-logits layer are replaced by a zero-initialised head for the classes of --data, its position
-embeddings resampled to --img-size (default: its own resolution), and inputs normalised as it was
-pre-trained. Then the one training loop runs the fine-tuning recipe: SGD momentum 0.9, no weight decay,
-warm-up and cosine decay, clipping at norm 1, batch 512, --steps steps. Every other recipe knob has a flag.
+and pre-logits layer are replaced by a zero-initialised head for the classes of --data (--no-new-head keeps
+them when the classes are the same), its position embeddings resampled to --img-size (default: its own
+resolution), and inputs normalised as it was pre-trained. Then the one training loop runs the fine-tuning
+recipe: SGD momentum 0.9, no weight decay, warm-up and cosine decay, clipping at norm 1, batch 512, --steps
+steps. Every other recipe knob has a flag.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 
 from vitkit.cli.train import add_config_flags, add_run_arguments, overrides_from, train_and_report
 
-SET_BY_COMMAND = ("model.pretrained", "model.name", "model.new_head")  # PRETRAINED and the recipe fix these
+SET_BY_COMMAND = ("model.pretrained", "model.name")  # PRETRAINED fixes these
 FROM_CHECKPOINT = {key: "PRETRAINED's" for key in ("data.img_size", "data.mean", "data.std")}
 
 
