@@ -15,8 +15,10 @@ DATA=../shared/data
 EXP=runs/exp
 mkdir -p "$EXP"
 
-# The transfer model: ViT with 8x8 patches at 64 px (an 8x8 grid, as 4x4 patches give at 32 px), D=192, 6 blocks.
-SMALL_VIT=(--model mu/8 --hidden-dim 192 --depth 6 --num-heads 3 --mlp-dim 384 --pool gap --posemb learned)
+# The transformer of every run: the 60-min CIFAR-10 recipe's (6 blocks, D=192, GAP, learned position embeddings).
+VIT_BODY=(--hidden-dim 192 --depth 6 --num-heads 3 --mlp-dim 384 --pool gap --posemb learned)
+# The transfer model: 8x8 patches at 64 px (an 8x8 grid, as 4x4 patches give at 32 px).
+SMALL_VIT=(--model mu/8 "${VIT_BODY[@]}")
 IMAGENET_NORM=(--mean 0.485 0.456 0.406 --std 0.229 0.224 0.225)
 # Crops and flips only, for every arm (pre-training, fine-tuning and scratch alike).
 LIGHT_AUGMENT=(--crop rrc --rrc-scale 0.25 1 --hflip --randaugment-n 0 --mixup 0 --cutmix 0 --random-erasing 0)
@@ -106,17 +108,12 @@ fewshot_scratch() { fewshot scratch_10pct; }
 # Issue 11: DeiT on CIFAR-10, the 60-min recipe's ViT with a class token, 8 epochs (equal student steps).
 DEIT=(--config recipes/cifar10_60min.yaml --pool token --epochs 8 --time-budget-min 0 --no-compile)
 deit_plain() { $VITKIT train "${DEIT[@]}" "${COMMON[@]}" --out $EXP/deit_plain; }
-deit_hard() {
-  $VITKIT train "${DEIT[@]}" --distilled --teacher runs/cifar10_teacher --distill hard "${COMMON[@]}" --out $EXP/deit_hard
-}
-deit_soft() {
-  $VITKIT train "${DEIT[@]}" --distilled --teacher runs/cifar10_teacher --distill soft --distill-tau 3 \
-    "${COMMON[@]}" --out $EXP/deit_soft
-}
+STUDENT=(--distilled --teacher runs/cifar10_teacher)  # DeiT's distillation token and head, the vgg8 teacher
+deit_hard() { $VITKIT train "${DEIT[@]}" "${STUDENT[@]}" --distill hard "${COMMON[@]}" --out $EXP/deit_hard; }
+deit_soft() { $VITKIT train "${DEIT[@]}" "${STUDENT[@]}" --distill soft --distill-tau 3 "${COMMON[@]}" --out $EXP/deit_soft; }
 
 # Hybrid (CIFAR ResNet stem, 8x8 grid of its features) against the pure ViT with 4x4 patches, same 12 minutes.
 HYBRID_TIME=(--config recipes/cifar10_60min.yaml --epochs 100 --time-budget-min 12 --no-compile)
-VIT_BODY=(--hidden-dim 192 --depth 6 --num-heads 3 --mlp-dim 384 --pool gap --posemb learned)
 hybrid() { $VITKIT train "${HYBRID_TIME[@]}" --model C20+mu/4 "${VIT_BODY[@]}" "${COMMON[@]}" --out $EXP/hybrid_c20; }
 pure() { $VITKIT train "${HYBRID_TIME[@]}" --model mu/4 "${VIT_BODY[@]}" "${COMMON[@]}" --out $EXP/pure_vit; }
 
@@ -131,17 +128,15 @@ pair() {
 }
 sequence() { for step in "$@"; do "$step" || return 1; done; }
 
-# The ConvNet teacher alone on both cores: its target is a wall-clock time (>= 90% in <= 20 minutes).
-teacher() {
-  $VITKIT train --config recipes/cifar10_teacher.yaml --no-progress --overwrite \
-    --out runs/cifar10_teacher
+# The ConvNet teachers alone on both cores: their target is a wall-clock time (>= 90% in <= 20 minutes).
+train_teacher() {  # $1: recipe name, also the run directory's
+  $VITKIT train --config "recipes/$1.yaml" --no-progress --overwrite --out "runs/$1"
 }
+teacher() { train_teacher cifar10_teacher; }
+teacher_wide() { train_teacher cifar10_teacher_wide; }
 
 mpp_then_finetune() { sequence mpp_pretrain finetune_mpp; }
 finetune_then_fewshot() { sequence finetune_sup fewshot_pretrained; }
-teacher_wide() {
-  $VITKIT train --config recipes/cifar10_teacher_wide.yaml --no-progress --overwrite --out runs/cifar10_teacher_wide
-}
 PHASES=(
   "teacher"
   "imagenette_sup deit_plain"

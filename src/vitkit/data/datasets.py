@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from vitkit.data.cifar import find_cifar, load_cifar
 from vitkit.data.config import DataConfig
 from vitkit.data.decode import report_skipped
-from vitkit.data.imagefolder import load_imagefolder, stratified_split
+from vitkit.data.imagefolder import load_imagefolder, stratified_draw, stratified_split
 from vitkit.data.sources import DatasetSplits, TensorSource, subset_source
 
 logger = logging.getLogger("vitkit.data")
@@ -26,20 +26,11 @@ def load_dataset(config: DataConfig) -> DatasetSplits:
     splits = _load_splits(config)
     if config.train_fraction < 1.0:
         full = len(splits.train)
-        splits.train = subset_source(splits.train, label_fraction(splits.train.labels, config))
+        fraction = config.train_fraction  # of each class, at least one image
+        kept, _ = stratified_draw(splits.train.labels, lambda n: max(1, round(n * fraction)), config.seed)
+        splits.train = subset_source(splits.train, kept)
         logger.info("train_fraction %g: %d of %d training images kept", config.train_fraction, len(splits.train), full)
     return splits
-
-
-def label_fraction(labels: torch.Tensor, config: DataConfig) -> torch.Tensor:
-    """Rows of a seeded, stratified `config.train_fraction` share of each class (at least one image per class)."""
-    generator = torch.Generator().manual_seed(config.seed)
-    kept = []
-    for label in torch.unique(labels).tolist():
-        members = torch.nonzero(labels == label).flatten()
-        count = max(1, round(len(members) * config.train_fraction))
-        kept.append(members[torch.randperm(len(members), generator=generator)[:count]])
-    return torch.cat(kept).sort().values
 
 
 def _load_splits(config: DataConfig) -> DatasetSplits:

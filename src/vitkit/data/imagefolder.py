@@ -287,12 +287,17 @@ def check_classes_nonempty(
 
 def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded per-class split: round(n * val_fraction) of each class (at least 1 when it has 2+) is held out."""
+    val, train = stratified_draw(labels, lambda n: min(max(round(n * val_fraction), 1), n - 1) if n > 1 else 0, seed)
+    return train, val
+
+
+def stratified_draw(labels: torch.Tensor, count: Callable[[int], int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded per-class draw of `count(n)` of each class's n rows; returns the drawn rows and the rest, sorted."""
     generator = torch.Generator().manual_seed(seed)
-    train, val = [], []
+    drawn, rest = [], []
     for label in torch.unique(labels).tolist():
         members = torch.nonzero(labels == label).flatten()
         members = members[torch.randperm(len(members), generator=generator)]
-        n_val = min(max(round(len(members) * val_fraction), 1), len(members) - 1) if len(members) > 1 else 0
-        val.append(members[:n_val])
-        train.append(members[n_val:])
-    return torch.cat(train).sort().values, torch.cat(val).sort().values
+        drawn.append(members[: count(len(members))])
+        rest.append(members[count(len(members)) :])
+    return torch.cat(drawn).sort().values, torch.cat(rest).sort().values

@@ -88,4 +88,5 @@ class HybridEmbedding(nn.Module):
                     f"use an image size of {valid}"
                 )
         tokens = self.proj(self.backbone.forward_features(images))
-        return tokens.flatten(2).transpose(1, 2), (tokens.shape[2], tokens.shape[3])
+        # (B, D, h, w) channels-last -> (B, h*w, D): a view, no copy (row-major tokens, as flatten(2) orders them).
+        return tokens.permute(0, 2, 3, 1).flatten(1, 2), (tokens.shape[2], tokens.shape[3])
