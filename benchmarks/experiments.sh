@@ -110,7 +110,9 @@ DEIT=(--config recipes/cifar10_60min.yaml --pool token --epochs 8 --time-budget-
 deit_plain() { $VITKIT train "${DEIT[@]}" "${COMMON[@]}" --out $EXP/deit_plain; }
 STUDENT=(--distilled --teacher runs/cifar10_teacher)  # DeiT's distillation token and head, the vgg8 teacher
 deit_hard() { $VITKIT train "${DEIT[@]}" "${STUDENT[@]}" --distill hard "${COMMON[@]}" --out $EXP/deit_hard; }
-deit_soft() { $VITKIT train "${DEIT[@]}" "${STUDENT[@]}" --distill soft --distill-tau 3 "${COMMON[@]}" --out $EXP/deit_soft; }
+deit_soft() {
+  $VITKIT train "${DEIT[@]}" "${STUDENT[@]}" --distill soft --distill-tau 3 "${COMMON[@]}" --out $EXP/deit_soft
+}
 
 # Hybrid (CIFAR ResNet stem, 8x8 grid of its features) against the pure ViT with 4x4 patches, same 12 minutes.
 HYBRID_TIME=(--config recipes/cifar10_60min.yaml --epochs 100 --time-budget-min 12 --no-compile)
