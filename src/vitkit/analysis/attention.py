@@ -13,17 +13,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vitkit.errors import UsageError
 from vitkit.models import VisionTransformer
 
 
 def check_attentions(attentions: Sequence[torch.Tensor], grid: tuple[int, int], num_prefix: int) -> None:
-    """Raise a ValueError unless every layer's attention is (B, heads, T, T) with T = prefix + grid tokens."""
+    """Raise a UsageError unless every layer's attention is (B, heads, T, T) with T = prefix + grid tokens."""
     if len(attentions) == 0:
-        raise ValueError("no attention probabilities given: call forward_with_details(images, attentions=True)")
+        raise UsageError("no attention probabilities given: call forward_with_details(images, attentions=True)")
     tokens = num_prefix + grid[0] * grid[1]
     for layer, attn in enumerate(attentions):
         if attn.ndim != 4 or attn.shape[-1] != tokens or attn.shape[-2] != tokens:
-            raise ValueError(
+            raise UsageError(
                 f"layer {layer} attention has shape {tuple(attn.shape)}; expected (batch, heads, {tokens}, {tokens}) "
                 f"for {num_prefix} prefix token(s) and a {grid[0]}x{grid[1]} patch grid"
             )
@@ -36,7 +37,7 @@ def rollout_from_attentions(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
     then multiply the layers, first layer rightmost. Every row of the result sums to 1.
     """
     if len(attentions) == 0:
-        raise ValueError("attention rollout needs at least one layer of attention probabilities")
+        raise UsageError("attention rollout needs at least one layer of attention probabilities")
     flow = None
     for attn in attentions:
         fused = attn.double().mean(dim=1)
@@ -53,7 +54,7 @@ def attention_from_output(matrix: torch.Tensor, num_prefix: int, token: int = 0)
     average pooling the representation is the mean of all tokens, so it is the mean of all rows.
     """
     if not 0 <= token < max(num_prefix, 1):
-        raise ValueError(f"token {token} is not a prefix token: the model has {num_prefix} (class, distillation)")
+        raise UsageError(f"token {token} is not a prefix token: the model has {num_prefix} (class, distillation)")
     rows = matrix[..., token, :] if num_prefix > 0 else matrix.mean(dim=-2)
     return rows[..., num_prefix:]
 
@@ -129,7 +130,7 @@ def last_layer_head_maps(model: VisionTransformer, images: torch.Tensor) -> np.n
 def mean_attention_distance(model: VisionTransformer, images: torch.Tensor, batch_size: int = 32) -> np.ndarray:
     """(layers, heads) mean attention distance in input pixels, averaged over `images` (see the math function)."""
     if images.shape[0] == 0:
-        raise ValueError("mean attention distance needs at least one image")
+        raise UsageError("mean attention distance needs at least one image")
     total, count = None, 0
     for chunk in images.split(batch_size):
         attentions, grid = model_attentions(model, chunk)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vitkit.errors import UsageError
 from vitkit.models import VisionTransformer
 
 
@@ -23,7 +24,7 @@ def has_position_embedding(model: VisionTransformer) -> bool:
 def patch_position_embeddings(model: VisionTransformer) -> torch.Tensor:
     """(gh * gw, D) embeddings of the patch positions at the model's resolution, class-token position dropped."""
     if not has_position_embedding(model):
-        raise ValueError("this model has no position embedding (posemb='none'): there is no similarity to show")
+        raise UsageError("this model has no position embedding (posemb='none'): there is no similarity to show")
     grid = model.config.grid_size
     table = model.pos_embed(grid)[0]
     prefix = model.num_prefix_tokens if model.pos_embed.covers_prefix() else 0
@@ -33,7 +34,7 @@ def patch_position_embeddings(model: VisionTransformer) -> torch.Tensor:
 def cosine_similarity_grid(embeddings: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
     """(gh, gw, gh, gw): cosine similarity of the embedding at each position with the one at every position."""
     if embeddings.shape[0] != grid[0] * grid[1]:
-        raise ValueError(f"{embeddings.shape[0]} embeddings do not fill a {grid[0]}x{grid[1]} grid")
+        raise UsageError(f"{embeddings.shape[0]} embeddings do not fill a {grid[0]}x{grid[1]} grid")
     unit = torch.nn.functional.normalize(embeddings.double(), dim=-1)
     return (unit @ unit.T).reshape(grid[0], grid[1], grid[0], grid[1]).numpy()
 
@@ -68,12 +69,12 @@ def embedding_filters(model: VisionTransformer, num_components: int = 28) -> np.
     no more components than pixel values. Signs are fixed so that each component's largest entry is positive.
     """
     if num_components < 1:
-        raise ValueError(f"num_components must be at least 1, got {num_components}")
+        raise UsageError(f"num_components must be at least 1, got {num_components}")
     weight = model.patch_embed.proj.weight.detach().double().cpu()  # (D, C, Ph, Pw)
     dim, chans, ph, pw = weight.shape
     count = min(num_components, dim - 1, chans * ph * pw)
     if count < 1:
-        raise ValueError(f"a hidden width of {dim} leaves no principal components to show")
+        raise UsageError(f"a hidden width of {dim} leaves no principal components to show")
     flat = weight.reshape(dim, -1)
     _, _, right = torch.linalg.svd(flat - flat.mean(dim=0), full_matrices=False)
     components = right[:count]
@@ -89,6 +90,6 @@ def token_cosine(states: Sequence[torch.Tensor], first: int = 0, second: int = 1
     0.93 at the output of the last layer.
     """
     if len(states) == 0:
-        raise ValueError("no token states given: pass the hidden states of forward_with_details")
+        raise UsageError("no token states given: pass the hidden states of forward_with_details")
     pairs = [F.cosine_similarity(s[:, first].double(), s[:, second].double(), dim=-1).mean() for s in states]
     return torch.stack(pairs).float()

@@ -28,6 +28,7 @@ import torch
 
 from vitkit.data import DataConfig, EvalTransform, ImageSource, load_dataset, make_loader
 from vitkit.data.cache import cache_root, load_entry, save_entry
+from vitkit.errors import UsageError
 from vitkit.inference import Preprocessing, autocast, load_for_inference
 
 log = logging.getLogger("vitkit.analysis")
@@ -164,13 +165,13 @@ def fewshot_accuracy(
 def check_shots(labels: torch.Tensor, class_names: list[str], shots: list[int], data: str) -> None:
     """Refuse one-class data and shot counts larger than the smallest class of the train split."""
     if len(class_names) < 2:
-        raise ValueError(f"{data} has {len(class_names)} class: few-shot classification needs at least 2 class folders")
+        raise UsageError(f"{data} has {len(class_names)} class: few-shot classification needs at least 2 class folders")
     counts = torch.bincount(labels, minlength=len(class_names))
     smallest = int(counts.argmin())
     if min(shots) < 1:
-        raise ValueError(f"--shots must be positive, got {min(shots)}")
+        raise UsageError(f"--shots must be positive, got {min(shots)}")
     if max(shots) > counts[smallest]:
-        raise ValueError(
+        raise UsageError(
             f"{max(shots)} shots exceed the smallest class of the train split of {data} (class "
             f"'{class_names[smallest]}' has {int(counts[smallest])} images); use --shots up to {int(counts[smallest])}"
         )
@@ -194,7 +195,7 @@ def extract_features(
 def check_features(model: torch.nn.Module, origin: str = "") -> None:
     """Refuse a model without pre-logit features (a ConvNet: no `forward_head(..., pre_logits=True)`)."""
     if not hasattr(model, "forward_head") or not hasattr(model, "forward_features"):
-        raise ValueError(
+        raise UsageError(
             f"{origin or type(model).__name__} has no pre-logit features (a {type(model).__name__}, without "
             "forward_head(..., pre_logits=True)); few-shot evaluation needs a ViT checkpoint"
         )
@@ -248,7 +249,7 @@ def fewshot_evaluate(
 ) -> FewShotReport:
     """Few-shot linear accuracy of `checkpoint`'s frozen features on `data` (shots from train, accuracy on val)."""
     if seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+        raise UsageError(f"--seeds must be at least 1, got {seeds}")
     model, prep, path, target = load_for_inference(checkpoint, device)
     check_features(model, str(path))
     config = DataConfig(path=str(data), img_size=prep.img_size, mean=prep.mean, std=prep.std, cache_dir=cache_dir)

@@ -13,15 +13,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vitkit.errors import MissingPathError, UsageError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 def dataset_images(data: str | Path, count: int, folder: Path, img_size: int) -> list[Path]:
     """`count` images named by --data: picked from an ImageFolder tree, or exported from CIFAR / digits to `folder`."""
     if count < 1:
-        raise ValueError(f"--num-images must be at least 1, got {count}")
+        raise UsageError(f"--num-images must be at least 1, got {count}")
     if str(data) != "digits" and not Path(data).exists():
-        raise FileNotFoundError(f"dataset {data} not found: give an ImageFolder directory, a CIFAR folder or 'digits'")
+        raise MissingPathError(f"dataset {data} not found: give an ImageFolder directory, a CIFAR folder or 'digits'")
     if Path(data).is_dir() and _class_folders(Path(data)):
         return pick_dataset_images(data, count)
     return export_dataset_images(data, count, folder, img_size)
@@ -35,12 +37,12 @@ def pick_dataset_images(root: str | Path, count: int) -> list[Path]:
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder {root} not found")
+        raise MissingPathError(f"dataset folder {root} not found")
     if count < 1:
-        raise ValueError(f"--num-images must be at least 1, got {count}")
+        raise UsageError(f"--num-images must be at least 1, got {count}")
     per_class = _class_folders(root)
     if not per_class:
-        raise ValueError(f"no images found in {root}: expected an ImageFolder layout, {root}/<class>/<image>.jpg")
+        raise UsageError(f"no images found in {root}: expected an ImageFolder layout, {root}/<class>/<image>.jpg")
     return _round_robin(per_class, count)
 
 
@@ -66,7 +68,7 @@ def export_dataset_images(data: str | Path, count: int, folder: Path, img_size: 
     from vitkit.data.cifar import find_cifar
 
     if str(data) != "digits" and find_cifar(data) is None:
-        raise ValueError(
+        raise UsageError(
             f"no images found in {data}: expected an ImageFolder layout ({data}/<class>/<image>.jpg), "
             "a CIFAR-10/100 python folder or .tar.gz, or 'digits'"
         )

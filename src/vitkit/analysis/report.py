@@ -32,6 +32,7 @@ from vitkit.analysis.embeddings import (
     token_cosine,
 )
 from vitkit.analysis.inputs import dataset_images, denormalize, load_images
+from vitkit.errors import MissingPathError, UsageError
 from vitkit.inference import Preprocessing, load_for_inference
 from vitkit.models import VisionTransformer
 from vitkit.models.config import check_divisible
@@ -99,7 +100,7 @@ def analyze_images(
 ) -> tuple[list[ImageAnalysis], np.ndarray]:
     """Per-image maps and predictions, and the (layers, heads) mean attention distance over all the images."""
     if len(batch) == 0:
-        raise ValueError("no images to analyse")
+        raise UsageError("no images to analyse")
     model.eval()
     device = next(model.parameters()).device
     results, distance_sum, cosine_sum = [], 0.0, 0.0
@@ -377,7 +378,7 @@ def gather_images(
     named = [Path(p) for p in images]
     for path in named:
         if not path.is_file():
-            raise FileNotFoundError(f"image {path} not found")
+            raise MissingPathError(f"image {path} not found")
     picked = dataset_images(data, num_images, out / "inputs", img_size) if data is not None else []
     return named + picked, len(named)
 
@@ -394,10 +395,10 @@ def analyze_checkpoint(
 ) -> dict[str, Any]:
     """Everything `vitkit analyze` does; returns the analysis.json document."""
     if not images and data is None:
-        raise ValueError("no images to analyse: name image files with --images and/or a dataset with --data")
+        raise UsageError("no images to analyse: name image files with --images and/or a dataset with --data")
     model, prep, resolved, _ = load_for_inference(checkpoint, device)
     if model.config.in_chans != 3:
-        raise ValueError(f"analyze reads RGB images, but this model takes {model.config.in_chans} channels")
+        raise UsageError(f"analyze reads RGB images, but this model takes {model.config.in_chans} channels")
     size = analysis_size(model, prep, img_size)
     out = Path(out)
     paths, num_named = gather_images(images, data, num_images, out, size[0])
@@ -405,11 +406,11 @@ def analyze_checkpoint(
     batch, good, skipped = load_images(paths, size, mean, std)
     named_bad = [f"cannot read image {p}: {why}" for p, why in skipped if p in paths[:num_named]]
     if named_bad:
-        raise ValueError("; ".join(named_bad))
+        raise UsageError("; ".join(named_bad))
     for path, why in skipped:
         log.warning("skipping %s: %s", path, why)
     if len(good) == 0:
-        raise ValueError(f"none of the {len(paths)} images could be read")
+        raise UsageError(f"none of the {len(paths)} images could be read")
     per_image, distance, cosines = analyze_images(model, batch, good, mean, std, batch_size)
     result = analyze_model(model, distance, cosines)
     out.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import logging
 
 import torch
 
+from vitkit.errors import UsageError
 from vitkit.models import ArchConfig, Model, ViTConfig
 from vitkit.models.posemb import resample_axis, resample_posemb
 
@@ -89,7 +90,7 @@ def load_into(model: Model, state_dict: dict[str, torch.Tensor], origin: str = "
             problems.append(f"unexpected keys: {', '.join(unexpected)}")
         if mismatched:
             problems.append(f"shape mismatches: {'; '.join(mismatched)}")
-        raise ValueError(
+        raise UsageError(
             f"{origin} does not fit the model {model.config.name or ''} ({'; '.join(problems)}). "
             "Check the model name and its overrides (hidden size, depth, patch size, pooling, position embedding)."
         )

@@ -7,6 +7,7 @@ from typing import Any
 
 from vitkit.checkpoints.adapt import adapt_state_dict, load_into
 from vitkit.checkpoints.formats import Checkpoint, read_checkpoint
+from vitkit.errors import UsageError
 from vitkit.models import (
     ArchConfig,
     CifarResNetConfig,
@@ -48,7 +49,7 @@ def create_model(
     set any other config field (e.g. `pool="gap"`, `drop_path=0.1`, `shortcut="B"`).
     """
     if name is None and pretrained is None:
-        raise ValueError("give a model name (e.g. 'B/16') or a pretrained checkpoint")
+        raise UsageError("give a model name (e.g. 'B/16') or a pretrained checkpoint")
     named = model_config(name) if name is not None else None
     # A timm state dict does not record its head count: an explicit num_heads, else the model name's, fixes it.
     heads = overrides.get("num_heads") or getattr(named, "num_heads", None)
@@ -87,7 +88,7 @@ def _resolve_config(
     config = checkpoint.config
     if named is not None:
         if type(named) is not type(config):
-            raise ValueError(
+            raise UsageError(
                 f"checkpoint {checkpoint.origin} holds a {architecture_of(config)} model but {name!r} is a "
                 f"{architecture_of(named)}; pass the matching model name, or omit it to use the checkpoint's"
             )
@@ -95,7 +96,7 @@ def _resolve_config(
         fields = ARCHITECTURE_FIELDS[type(config)] + (("distilled",) if name in PRESETS else ())
         for field in fields:
             if getattr(named, field) != getattr(config, field):
-                raise ValueError(
+                raise UsageError(
                     f"checkpoint {checkpoint.origin} has {field}={getattr(config, field)} but model {name!r} has "
                     f"{getattr(named, field)}; pass the matching model name, or omit it to use the checkpoint's"
                 )

@@ -22,6 +22,7 @@ import torch
 
 from vitkit.checkpoints import hf, hub, hybrid, jax, timm
 from vitkit.checkpoints.native import is_native_checkpoint, read_native, read_safetensors
+from vitkit.errors import MissingPathError, UsageError
 from vitkit.models import ArchConfig, ViTConfig
 from vitkit.models.registry import infer_num_heads
 
@@ -69,7 +70,7 @@ def read_checkpoint(source: str | Path, *, num_heads: int | None = None) -> Chec
     origin = str(source)
     path = hub.download(source) if hub.is_hub_id(source) else Path(source)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {source} does not exist")
+        raise MissingPathError(f"checkpoint {source} does not exist")
     return read_directory(path, origin, num_heads) if path.is_dir() else read_file(path, origin, num_heads)
 
 
@@ -91,7 +92,7 @@ def read_directory(path: Path, origin: str, num_heads: int | None = None) -> Che
     weights = [path / name for name in WEIGHT_FILES if (path / name).is_file()]
     if len(weights) == 1 and not config_file.exists():
         return read_file(weights[0], origin, num_heads)
-    raise ValueError(f"{origin} is a directory vitkit cannot read. Supported: {SUPPORTED}")
+    raise UsageError(f"{origin} is a directory vitkit cannot read. Supported: {SUPPORTED}")
 
 
 def read_hf_directory(path: Path, document: dict[str, Any], origin: str) -> Checkpoint:
@@ -101,7 +102,7 @@ def read_hf_directory(path: Path, document: dict[str, Any], origin: str) -> Chec
     config, state, _ = infer_config(state, origin, "hf", **fields)
     for field, claimed in hf.expected_shape(document).items():
         if getattr(config, field) != claimed:
-            raise ValueError(
+            raise UsageError(
                 f"{origin}: config.json gives {field}={claimed} but the weights have {getattr(config, field)}; "
                 "the directory mixes files of different models"
             )
@@ -125,13 +126,13 @@ def find_weights(path: Path, origin: str) -> Path:
     for name in WEIGHT_FILES:
         if (path / name).is_file():
             return path / name
-    raise FileNotFoundError(f"{origin} has a {CONFIG_FILE} but no weights ({' or '.join(WEIGHT_FILES)})")
+    raise MissingPathError(f"{origin} has a {CONFIG_FILE} but no weights ({' or '.join(WEIGHT_FILES)})")
 
 
 def read_file(path: Path, origin: str, num_heads: int | None = None) -> Checkpoint:
     """A single weights file: safetensors, PyTorch (zip or legacy pickle) or .npz, told apart by its bytes."""
     if path.stat().st_size == 0:
-        raise ValueError(f"{path} is empty (an interrupted download?); fetch or export it again")
+        raise UsageError(f"{path} is empty (an interrupted download?); fetch or export it again")
     kind = sniff(path)
     if kind == "npz":
         return from_jax_arrays(read_npz(path), origin)
@@ -139,7 +140,7 @@ def read_file(path: Path, origin: str, num_heads: int | None = None) -> Checkpoi
         return from_state_dict(read_safetensors(path), origin, num_heads)
     if kind == "torch":
         return from_state_dict(read_torch_file(path), origin, num_heads)
-    raise ValueError(
+    raise UsageError(
         f"{path} is not a checkpoint vitkit recognises (unknown content; if it is one of the supported kinds it "
         f"is truncated or corrupt). Supported: {SUPPORTED}"
     )
@@ -169,9 +170,9 @@ def sniff(path: Path) -> str | None:
     return None
 
 
-def corrupt(path: Path, detail: str) -> ValueError:
+def corrupt(path: Path, detail: str) -> UsageError:
     """The error for a file that has the right kind but cannot be read."""
-    return ValueError(f"cannot read {path}: {detail}. The file is truncated or corrupt; fetch or export it again")
+    return UsageError(f"cannot read {path}: {detail}. The file is truncated or corrupt; fetch or export it again")
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -188,7 +189,7 @@ def read_torch_file(path: Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         if "Unsupported global" in str(error):
-            raise ValueError(
+            raise UsageError(
                 f"{path} holds Python objects besides tensors (e.g. training arguments), and vitkit never unpickles "
                 "code. Re-save only the weights where you trust the file, e.g. torch.save(ckpt['model'], "
                 "'weights.pth'), or export them to .safetensors"
@@ -215,10 +216,10 @@ def unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
             break
         obj = inner
     if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict of tensors")
+        raise UsageError(f"{path} holds a {type(obj).__name__}, not a state dict of tensors")
     state = {str(key): value for key, value in obj.items() if isinstance(value, torch.Tensor)}
     if not state:
-        raise ValueError(
+        raise UsageError(
             f"{path} holds no tensors at the top level or under {', '.join(WRAPPER_KEYS)} (keys: "
             f"{', '.join(map(str, list(obj)[:8]))}); save the model's state_dict() itself"
         )
@@ -244,24 +245,24 @@ def from_state_dict(state: dict[str, torch.Tensor], origin: str, num_heads: int 
         config, state, heads_inferred = infer_config(state, origin, "timm", num_heads=num_heads)
         return Checkpoint(config, state, "timm", origin, heads_inferred=heads_inferred)
     if hf.is_hf_state_dict(keys):
-        raise ValueError(
+        raise UsageError(
             f"{origin} holds Hugging Face ViT or DeiT weights; pass the directory that holds them together with their "
             f"{CONFIG_FILE} (vitkit takes the image size, head count and LayerNorm eps from it)"
         )
     if "pos_embed.weight" in keys or "pos_embed.row" in keys:
-        raise ValueError(
+        raise UsageError(
             f"{origin} is a bare vitkit state dict; vitkit checkpoints are directories written by vitkit.save "
             "(config.json + model.safetensors). Save with vitkit.save(model, path) to keep the config"
         )
     sample = ", ".join(sorted(keys)[:6])
-    raise ValueError(f"{origin}: unknown weight layout (keys: {sample}, ...). Supported: {SUPPORTED}")
+    raise UsageError(f"{origin}: unknown weight layout (keys: {sample}, ...). Supported: {SUPPORTED}")
 
 
 def from_jax_arrays(arrays: dict[str, np.ndarray], origin: str) -> Checkpoint:
     """An .npz of Flax ViT parameters."""
     if not jax.is_jax_layout(set(arrays)):
         sample = ", ".join(sorted(arrays)[:6])
-        raise ValueError(f"{origin}: an .npz, but not of a JAX ViT (keys: {sample}, ...). Supported: {SUPPORTED}")
+        raise UsageError(f"{origin}: an .npz, but not of a JAX ViT (keys: {sample}, ...). Supported: {SUPPORTED}")
     state, num_heads = jax.jax_to_vitkit(arrays, origin)
     # Flax's nn.gelu is the tanh approximation by default: the function these weights were trained with.
     config, state, _ = infer_config(state, origin, "jax", num_heads=num_heads, activation="gelu_tanh")
@@ -286,7 +287,7 @@ def infer_config(
     """
     unknown = sorted(key for key in state if not VITKIT_KEY.match(key))
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"{origin} has weights vitkit's ViT has no place for ({', '.join(unknown[:5])}); it is not a plain ViT"
         )
     proj = require(state, "patch_embed.proj.weight", origin)
@@ -294,14 +295,14 @@ def infer_config(
     stem = None
     if hybrid.is_hybrid(state):
         if patch != (1, 1):
-            raise ValueError(
+            raise UsageError(
                 f"{origin}: the hybrid projects {patch[0]}x{patch[1]} patches of its feature map; vitkit's hybrids "
                 "project 1x1 patches, as the paper (Sec. 3.1)"
             )
         stem, stride, in_chans = hybrid.infer_stem(state, origin)
         patch = (stride, stride)
     if patch_size is not None and tuple(patch_size) != patch:
-        raise ValueError(f"{origin}: the config gives patch size {patch_size} but the weights have {patch}")
+        raise UsageError(f"{origin}: the config gives patch size {patch_size} but the weights have {patch}")
     depth = len({key.split(".")[1] for key in state if key.startswith("blocks.")})
     pool = "token" if "cls_token" in state else "gap"
     distilled = "dist_token" in state
@@ -316,7 +317,7 @@ def infer_config(
         state["pos_embed.weight"] = torch.cat([posemb.new_zeros(1, prefix, posemb.shape[2]), posemb], dim=1)
     elif posemb.shape[1] != grid_tokens + prefix:
         needs = f"{grid_tokens} + {prefix} (prefix tokens)" if prefix else str(grid_tokens)
-        raise ValueError(
+        raise UsageError(
             f"{origin}: the position embedding has {posemb.shape[1]} entries, but a {img_size[0]}x{img_size[1]} "
             f"image in {patch[0]}x{patch[1]} patches needs {needs}"
         )
@@ -348,13 +349,13 @@ def head_count(hidden_dim: int, num_heads: int | None, origin: str) -> int:
     """The given head count, else the one timm always uses at this width; refuses to guess for other widths."""
     heads = num_heads or infer_num_heads(hidden_dim)
     if heads is None:
-        raise ValueError(
+        raise UsageError(
             f"{origin}: a timm state dict does not record its number of attention heads, and its width {hidden_dim} "
             "is not one timm releases models at; give it, e.g. create_model(pretrained=..., num_heads=4) "
             "(or `vitkit convert --num-heads 4`)"
         )
     if hidden_dim % heads:
-        raise ValueError(
+        raise UsageError(
             f"{origin}: {heads} heads do not divide its width {hidden_dim}; check the model name or num_heads given"
         )
     return heads
@@ -363,7 +364,7 @@ def head_count(hidden_dim: int, num_heads: int | None, origin: str) -> int:
 def require(state: dict[str, torch.Tensor], key: str, origin: str) -> torch.Tensor:
     """A weight every ViT has; its absence means a truncated export or a different model."""
     if key not in state:
-        raise ValueError(f"{origin} has no {key}; it is incomplete or not a ViT checkpoint")
+        raise UsageError(f"{origin} has no {key}; it is incomplete or not a ViT checkpoint")
     return state[key]
 
 
@@ -373,7 +374,7 @@ def square_image(positions: int, prefix: int, patch: tuple[int, int], origin: st
         side = math.isqrt(max(tokens, 0))
         if tokens > 0 and side * side == tokens:
             return (side * patch[0], side * patch[1])
-    raise ValueError(
+    raise UsageError(
         f"{origin}: the position embedding has {positions} entries, which is not a square patch grid; "
         "vitkit cannot infer a non-square image size from the weights alone"
     )

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from vitkit.errors import UsageError
+
 MODEL_TYPES = ("vit", "deit")
 
 # The task models nest the encoder under their model type's name.
@@ -79,24 +81,24 @@ def config_fields(document: dict[str, Any], origin: str) -> dict[str, Any]:
     """The vitkit config fields a transformers ViT/DeiT config.json fixes; refuses settings vitkit cannot reproduce."""
     model_type = document.get("model_type")
     if model_type not in MODEL_TYPES:
-        raise ValueError(
+        raise UsageError(
             f"{origin}: Hugging Face model_type {model_type!r} is not supported; vitkit reads plain ViT and DeiT "
             f"checkpoints (model_type 'vit' or 'deit', e.g. google/vit-base-patch16-224)"
         )
     activation = document.get("hidden_act", "gelu")
     if activation not in ACTIVATIONS:
-        raise ValueError(
+        raise UsageError(
             f"{origin}: hidden_act {activation!r} is not supported; vitkit's MLP uses exact (erf) GELU ('gelu') or "
             "its tanh approximation ('gelu_new', 'gelu_pytorch_tanh'). Weights trained with another activation "
             "would give different outputs"
         )
     pooler_act = document.get("pooler_act", "tanh")
     if pooler_act != "tanh":
-        raise ValueError(f"{origin}: pooler_act {pooler_act!r} is not supported; vitkit's pre-logits layer uses tanh")
+        raise UsageError(f"{origin}: pooler_act {pooler_act!r} is not supported; vitkit's pre-logits layer uses tanh")
     hidden, heads = document.get("hidden_size", 768), document.get("num_attention_heads", 12)
     head_dim = document.get("head_dim")
     if head_dim is not None and head_dim * heads != hidden:
-        raise ValueError(
+        raise UsageError(
             f"{origin}: head_dim {head_dim} x {heads} heads != hidden_size {hidden}; vitkit needs them equal"
         )
     return {
@@ -157,12 +159,12 @@ def hf_to_vitkit(state: dict[str, torch.Tensor], origin: str) -> dict[str, torch
         else:
             renamed[new_key] = value
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"{origin} has weights that are not part of a plain ViT ({', '.join(sorted(unknown)[:5])}); vitkit reads "
             "ViTModel, ViTForImageClassification, DeiTModel and DeiTForImageClassificationWithTeacher checkpoints only"
         )
     if "dist_token" in renamed and "head.weight" in renamed and "head_dist.weight" not in renamed:
-        raise ValueError(
+        raise UsageError(
             f"{origin} is a DeiTForImageClassification: it classifies from the class token alone and ignores its "
             "distillation token, while a distilled vitkit ViT averages a class head and a distillation head. Use a "
             "DeiTForImageClassificationWithTeacher checkpoint (e.g. facebook/deit-base-distilled-patch16-224)"
@@ -182,6 +184,6 @@ def fuse_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             parts = [state.get(f"{prefix}.{name}.{kind}") for name in ("query", "key", "value")]
             if any(part is None for part in parts):
                 layer = prefix.split(".")[1]
-                raise ValueError(f"layer {layer} lacks one of the query/key/value {kind}s; the file is incomplete")
+                raise UsageError(f"layer {layer} lacks one of the query/key/value {kind}s; the file is incomplete")
             out[f"{prefix}.qkv.{kind}"] = torch.cat(parts, dim=0)
     return out

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from vitkit.errors import MissingPathError, UsageError
+
 HF_PREFIX = "hf-hub:"
 TIMM_PREFIX = "timm:"
 HUB_URL = "https://huggingface.co"
@@ -16,7 +18,7 @@ CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-class HubUnavailableError(FileNotFoundError):
+class HubUnavailableError(MissingPathError):
     """The hub could not be reached (offline or network error) and the files are not in the local cache."""
 
 
@@ -42,7 +44,7 @@ def download(source: str) -> Path:
     """Fetch a hub id's config.json and weights; returns the directory holding them (or the weights file)."""
     repo = hub_repo(source)
     if not repo or repo.count("/") != 1:
-        raise ValueError(f"{source!r} is not a hub id; use 'hf-hub:<owner>/<repo>' or 'timm:<model>.<tag>'")
+        raise UsageError(f"{source!r} is not a hub id; use 'hf-hub:<owner>/<repo>' or 'timm:<model>.<tag>'")
     from huggingface_hub import errors
 
     try:
@@ -52,9 +54,9 @@ def download(source: str) -> Path:
     except errors.EntryNotFoundError:
         config = None  # a weights-only repo: the file's content says what it is
     except errors.RepositoryNotFoundError as error:
-        raise ValueError(repo_not_found_message(source, repo)) from error
+        raise UsageError(repo_not_found_message(source, repo)) from error
     except errors.RevisionNotFoundError as error:
-        raise ValueError(f"{source}: revision not found on the hub ({error})") from error
+        raise UsageError(f"{source}: revision not found on the hub ({error})") from error
     except Exception as error:  # network failures surface as many types (httpx, OSError, OfflineModeIsEnabled)
         raise HubUnavailableError(unavailable_message(source, repo, error)) from error
     weights = fetch_weights(source, repo)
@@ -80,10 +82,10 @@ def fetch_weights(source: str, repo: str) -> Path:
         except errors.EntryNotFoundError:
             continue
         except errors.RepositoryNotFoundError as error:
-            raise ValueError(repo_not_found_message(source, repo)) from error
+            raise UsageError(repo_not_found_message(source, repo)) from error
         except Exception as error:  # see `download`
             raise HubUnavailableError(unavailable_message(source, repo, error)) from error
-    raise ValueError(f"{source}: {HUB_URL}/{repo} has none of {', '.join(WEIGHT_FILES)}; it is not a ViT checkpoint")
+    raise UsageError(f"{source}: {HUB_URL}/{repo} has none of {', '.join(WEIGHT_FILES)}; it is not a ViT checkpoint")
 
 
 def repo_not_found_message(source: str, repo: str) -> str:

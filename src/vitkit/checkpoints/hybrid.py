@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from vitkit.errors import UsageError
 from vitkit.models.hybrid import fold_layers
 from vitkit.models.resnet import RESNETV2_LAYERS
 
@@ -38,7 +39,7 @@ def stage_layout(keys: Iterable[str], origin: str) -> tuple[int, ...]:
         if match := _UNIT.match(key):
             units.setdefault(int(match[1]), set()).add(int(match[2]))
     if sorted(units) != list(range(len(units))) or any(sorted(u) != list(range(len(u))) for u in units.values()):
-        raise ValueError(
+        raise UsageError(
             f"{origin}: the hybrid stem's stages and units are not numbered 0..N-1; the file is incomplete"
         )
     return tuple(len(units[index]) for index in range(len(units)))
@@ -49,7 +50,7 @@ def infer_stem(state: dict[str, torch.Tensor], origin: str) -> tuple[str, int, i
     root = state.get(f"{BACKBONE}stem.conv.weight")
     layers = stage_layout(state, origin)
     if root is None or f"{BACKBONE}stem.norm.weight" not in state or not layers:
-        raise ValueError(
+        raise UsageError(
             f"{origin}: its CNN stem is not the paper's ResNetV2 hybrid stem (root conv + GroupNorm + bottleneck "
             "stages); vitkit loads only R26/R50/R101/R152 stems (e.g. timm's vit_base_r50_s16_384)"
         )
@@ -58,7 +59,7 @@ def infer_stem(state: dict[str, torch.Tensor], origin: str) -> tuple[str, int, i
         if len(layers) <= len(full) and fold_layers(full, len(layers)) == layers:
             name = f"R{depth}" + (f"x{width:g}" if width != 1 else "")
             return name, 4 * 2 ** (len(layers) - 1), root.shape[1]
-    raise ValueError(
+    raise UsageError(
         f"{origin}: a ResNet stem with stages {layers} is none of vitkit's stems "
         f"({', '.join(f'R{d} {v}' for d, v in RESNETV2_LAYERS.items())}, with the last stages folded as in the paper)"
     )

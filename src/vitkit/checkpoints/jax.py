@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from vitkit.checkpoints import hybrid
+from vitkit.errors import UsageError
 
 # Outer scopes some releases save the parameters under (AugReg's optimizer state; big_vision's tree).
 PREFIXES = ("opt/target/", "params/")
@@ -62,7 +63,7 @@ def unstack_scanned(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def to_tensor(array: np.ndarray, key: str, origin: str) -> torch.Tensor:
     """A float tensor from a numpy array, refusing dtypes numpy cannot represent (e.g. bfloat16 saved as raw)."""
     if array.dtype.kind != "f":
-        raise ValueError(
+        raise UsageError(
             f"{origin}: {key} has dtype {array.dtype}, not a float; re-export the weights as float32 "
             "(bfloat16 arrays are not representable in .npz)"
         )
@@ -74,13 +75,13 @@ def jax_to_vitkit(arrays: dict[str, np.ndarray], origin: str) -> tuple[dict[str,
     arrays = unstack_scanned(strip_prefix(arrays))
     for fragment, reason in UNSUPPORTED.items():
         if any(fragment in key for key in arrays):
-            raise ValueError(f"cannot load JAX checkpoint {origin}: {reason}")
+            raise UsageError(f"cannot load JAX checkpoint {origin}: {reason}")
     remaining = dict(arrays)
 
     def take(key: str) -> torch.Tensor:
         """Remove one parameter from `remaining` (leftovers are reported), as a tensor."""
         if key not in remaining:
-            raise ValueError(f"{origin} has no {key}; the file is incomplete or not a ViT checkpoint")
+            raise UsageError(f"{origin} has no {key}; the file is incomplete or not a ViT checkpoint")
         return to_tensor(remaining.pop(key), key, origin)
 
     state = {
@@ -104,7 +105,7 @@ def jax_to_vitkit(arrays: dict[str, np.ndarray], origin: str) -> tuple[dict[str,
         block, num_heads = translate_block(take, f"Transformer/encoderblock_{index}", BLOCK_NAMES[flavour])
         state.update({f"blocks.{index}.{key}": value for key, value in block.items()})
     if remaining:
-        raise ValueError(
+        raise UsageError(
             f"{origin} has parameters vitkit's ViT has no place for ({', '.join(sorted(remaining)[:5])}); "
             "it is not a plain ViT checkpoint"
         )
@@ -116,7 +117,7 @@ def find_posemb(arrays: dict[str, np.ndarray], origin: str) -> str:
     for key in POSEMB_KEYS:
         if key in arrays:
             return key
-    raise ValueError(
+    raise UsageError(
         f"{origin} has no learned position embedding. big_vision models with posemb='sincos2d' are not supported: "
         "their fixed table spaces frequencies differently from vitkit's sincos_2d"
     )
@@ -126,7 +127,7 @@ def count_blocks(arrays: dict[str, np.ndarray]) -> int:
     """Number of `Transformer/encoderblock_N` scopes."""
     indices = {int(m[1]) for key in arrays if (m := re.match(r"^Transformer/encoderblock_(\d+)/", key))}
     if indices != set(range(len(indices))):
-        raise ValueError(f"encoder blocks {sorted(indices)} are not numbered 0..N-1; the file is incomplete")
+        raise UsageError(f"encoder blocks {sorted(indices)} are not numbered 0..N-1; the file is incomplete")
     return len(indices)
 
 

@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from vitkit.errors import MissingPathError, UsageError
 from vitkit.models import ArchConfig, Model, architecture_of, config_from_dict
 
 FORMAT_NAME = "vitkit"
@@ -95,7 +96,7 @@ def save(
     """
     config = model.config
     if class_names is not None and len(class_names) != config.num_classes:
-        raise ValueError(f"{len(class_names)} class names given for a head of {config.num_classes} classes")
+        raise UsageError(f"{len(class_names)} class names given for a head of {config.num_classes} classes")
     document = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -119,15 +120,15 @@ def read_native(path: str | Path) -> tuple[ArchConfig, dict[str, torch.Tensor], 
     path = resolve_checkpoint_dir(path)
     config_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
     if not config_file.is_file():
-        raise FileNotFoundError(f"{path} is not a vitkit checkpoint: {CONFIG_FILE} is missing")
+        raise MissingPathError(f"{path} is not a vitkit checkpoint: {CONFIG_FILE} is missing")
     try:
         document = json.loads(config_file.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{config_file} is not valid JSON ({error}); the checkpoint is corrupt") from error
+        raise UsageError(f"{config_file} is not valid JSON ({error}); the checkpoint is corrupt") from error
     if document.get("format") != FORMAT_NAME:
-        raise ValueError(f'{config_file} was not written by vitkit (no "format": "vitkit")')
+        raise UsageError(f'{config_file} was not written by vitkit (no "format": "vitkit")')
     if not weights_file.is_file():
-        raise FileNotFoundError(f"{path} has a config but no {WEIGHTS_FILE}")
+        raise MissingPathError(f"{path} has a config but no {WEIGHTS_FILE}")
     config = config_from_dict(document["model"], document.get("architecture", "vit"))
     return config, read_safetensors(weights_file), document
 
@@ -137,7 +138,7 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, RuntimeError) as error:
-        raise ValueError(
+        raise UsageError(
             f"cannot read {path}: {error}. The file is truncated or corrupt; export or fetch it again"
         ) from error
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from vitkit.errors import UsageError
+
 # timm key -> vitkit key, for the keys whose names differ.
 RENAMES = {
     "pos_embed": "pos_embed.weight",
@@ -38,10 +40,10 @@ def is_timm_state_dict(keys: set[str]) -> bool:
 
 
 def check_supported(keys: set[str], origin: str) -> None:
-    """Raise a ValueError naming the first timm feature vitkit cannot reproduce exactly."""
+    """Raise a UsageError naming the first timm feature vitkit cannot reproduce exactly."""
     for fragment, reason in UNSUPPORTED.items():
         if any(fragment in key for key in keys):
-            raise ValueError(f"cannot load timm checkpoint {origin}: {reason}")
+            raise UsageError(f"cannot load timm checkpoint {origin}: {reason}")
 
 
 def timm_to_vitkit(state: dict[str, torch.Tensor], origin: str) -> dict[str, torch.Tensor]:

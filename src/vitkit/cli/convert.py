@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from vitkit.errors import UsageError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `vitkit convert`."""
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     destination = Path(args.dst)
     if destination.exists() and not is_native_checkpoint(destination):
         # `save` replaces the directory as a whole; never do that to something vitkit did not write.
-        raise ValueError(f"{destination} exists and is not a vitkit checkpoint; choose a new DST or remove it first")
+        raise UsageError(f"{destination} exists and is not a vitkit checkpoint; choose a new DST or remove it first")
     model = create_model(
         args.model, pretrained=args.src, num_classes=args.num_classes, img_size=args.img_size, num_heads=args.num_heads
     )

@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+from vitkit.errors import UsageError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `vitkit eval`."""
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from vitkit.inference import evaluate_checkpoint, plot_confusion
 
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     result, checkpoint, data, prep = evaluate_checkpoint(
         args.checkpoint,
         args.data,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from vitkit.cli.train import add_config_flags, add_run_arguments, overrides_from, train_and_report
+from vitkit.errors import UsageError
 
 SET_BY_COMMAND = ("model.pretrained", "model.name")  # PRETRAINED fixes these
 FROM_CHECKPOINT = {key: "PRETRAINED's" for key in ("data.img_size", "data.mean", "data.std")}
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = overrides_from(args)
     data = overrides.pop("data.path", None)
     if data is None:
-        raise ValueError(
+        raise UsageError(
             "vitkit finetune needs --data PATH: a labelled image folder (one sub-folder per class) or CIFAR"
         )
     config = finetune_config(args.pretrained, data, overrides.pop("data.img_size", None), overrides)

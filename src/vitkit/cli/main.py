@@ -6,6 +6,9 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
+
+from vitkit.errors import VitkitError
 
 # Sub-command name -> module. Each module has a docstring (its help), `add_arguments(parser)` and
 # `run(args) -> int` (the exit status), and keeps heavy imports inside `run` so `vitkit --help` is instant.
@@ -47,8 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args._module.run(args) or 0)
-    except (ValueError, FileNotFoundError) as error:
-        # Bad input: the message says what was wrong and how to fix it; a traceback would only hide it.
+    except VitkitError as error:
+        # Bad input: the message says what was wrong and how to fix it. Anything that is not a VitkitError is
+        # a bug (in vitkit or a dependency) and propagates with its traceback; -v shows this one's too.
+        if args.verbose:
+            traceback.print_exc()
         print(f"vitkit {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+from vitkit.errors import UsageError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `vitkit predict`."""
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from vitkit.inference import predict_files
 
     if args.top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     predictions, skipped, checkpoint = predict_files(args.checkpoint, args.images, top_k=args.top_k, device=args.device)
     if args.json:
         report = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from vitkit.cli.train import add_config_flags, add_run_arguments, overrides_from, train_and_report
+from vitkit.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,9 +30,9 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = overrides_from(args)
     if "data.path" not in overrides and not args.config:
-        raise ValueError("vitkit pretrain needs --data PATH: a folder of images (class sub-folders are ignored)")
+        raise UsageError("vitkit pretrain needs --data PATH: a folder of images (class sub-folders are ignored)")
     base = load_config(args.config) if args.config else pretrain_config(overrides["data.path"])
     config = base.replace(overrides, origin="command line")
     if config.objective.name == "supervised":
-        raise ValueError("vitkit pretrain is self-supervised: use --objective mpp (or `vitkit train` for labels)")
+        raise UsageError("vitkit pretrain is self-supervised: use --objective mpp (or `vitkit train` for labels)")
     return train_and_report(config, args, "pretrain")

@@ -15,6 +15,8 @@ import types
 import typing
 from typing import Any
 
+from vitkit.errors import UsageError
+
 # Flags whose name is not simply the field name with dashes.
 FLAG_NAMES = {
     "model.name": "--model",
@@ -150,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = overrides_from(args)
     if args.resume:
         if args.config or args.out or args.overwrite:
-            raise ValueError("--resume RUN_DIR takes the config and directory of that run; drop --config/--out")
+            raise UsageError("--resume RUN_DIR takes the config and directory of that run; drop --config/--out")
         return train_and_report(None, args, "train", overrides)
     return train_and_report(load_config(args.config, overrides), args, "train")
 

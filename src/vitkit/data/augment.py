@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from vitkit.data.config import AugmentConfig
 from vitkit.data.decode import CROP_FRACTION
+from vitkit.errors import UsageError
 
 # RandAugment's operations with their magnitude at m = 30 and whether it gets a random sign per image, as
 # in torchvision's RandAugment (Cubuk et al. 2020, ranges from AutoAugment, Cubuk et al. 2019).
@@ -319,7 +320,7 @@ class EvalTransform(nn.Module):
     ) -> None:
         super().__init__()
         if crop_fraction is not None and not 0 < crop_fraction <= 1:
-            raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
+            raise UsageError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
         self.img_size, self.crop_fraction = img_size, crop_fraction
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vitkit.errors import UsageError
 from vitkit.models.fields import knob
 
 CROPS = ("rrc", "pad", "none")
@@ -29,15 +30,15 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.img_size <= 0:
-            raise ValueError(f"img_size must be positive, got {self.img_size}")
+            raise UsageError(f"img_size must be positive, got {self.img_size}")
         if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}; 0.1 holds out 10%")
+            raise UsageError(f"val_fraction must be in (0, 1), got {self.val_fraction}; 0.1 holds out 10%")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"mean and std need 3 values each with std > 0, got mean={self.mean} std={self.std}")
+            raise UsageError(f"mean and std need 3 values each with std > 0, got mean={self.mean} std={self.std}")
         if self.limit_per_class is not None and self.limit_per_class <= 0:
-            raise ValueError(f"limit_per_class must be positive or None, got {self.limit_per_class}")
+            raise UsageError(f"limit_per_class must be positive or None, got {self.limit_per_class}")
         if not 0.0 < self.train_fraction <= 1.0:
-            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}; 0.1 keeps 10% of labels")
+            raise UsageError(f"train_fraction must be in (0, 1], got {self.train_fraction}; 0.1 keeps 10% of labels")
 
 
 @dataclass
@@ -59,16 +60,16 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         if self.crop not in CROPS:
-            raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
+            raise UsageError(f"crop must be one of {CROPS}, got {self.crop!r}")
         if not 0 < self.rrc_scale[0] <= self.rrc_scale[1] <= 1:
-            raise ValueError(f"rrc_scale must satisfy 0 < low <= high <= 1, got {self.rrc_scale}")
+            raise UsageError(f"rrc_scale must satisfy 0 < low <= high <= 1, got {self.rrc_scale}")
         if self.randaugment_n < 0 or not 0 <= self.randaugment_m <= 30:
-            raise ValueError(
+            raise UsageError(
                 f"RandAugment needs n >= 0 and 0 <= m <= 30, got n={self.randaugment_n}, m={self.randaugment_m}"
             )
         if self.mixup < 0 or self.cutmix < 0:
-            raise ValueError(f"mixup and cutmix are Beta alphas >= 0 (0 disables), got {self.mixup}, {self.cutmix}")
+            raise UsageError(f"mixup and cutmix are Beta alphas >= 0 (0 disables), got {self.mixup}, {self.cutmix}")
         for name in ("mix_prob", "random_erasing", "label_smoothing"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
+                raise UsageError(f"{name} must be in [0, 1], got {value}")

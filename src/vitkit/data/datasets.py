@@ -13,6 +13,7 @@ from vitkit.data.config import DataConfig
 from vitkit.data.decode import report_skipped
 from vitkit.data.imagefolder import load_imagefolder, stratified_draw, stratified_split
 from vitkit.data.sources import DatasetSplits, TensorSource, subset_source
+from vitkit.errors import UsageError
 
 logger = logging.getLogger("vitkit.data")
 
@@ -38,7 +39,7 @@ def _load_splits(config: DataConfig) -> DatasetSplits:
         return load_digits(config)
     path = Path(config.path).expanduser()
     if not path.exists():
-        raise ValueError(
+        raise UsageError(
             f"dataset path {path} does not exist; give an ImageFolder directory, a CIFAR-10/100 python folder "
             "(cifar-10-batches-py) or its .tar.gz, or 'digits'"
         )
@@ -46,7 +47,7 @@ def _load_splits(config: DataConfig) -> DatasetSplits:
     if cifar is not None:
         return load_cifar(*cifar, limit_per_class=config.limit_per_class)
     if not path.is_dir():
-        raise ValueError(f"{path} is a file but not a CIFAR-10/100 python-pickle archive; give a folder of images")
+        raise UsageError(f"{path} is a file but not a CIFAR-10/100 python-pickle archive; give a folder of images")
     splits, from_cache = load_imagefolder(path, config)
     logger.info(
         "%s: %d train / %d val images at %dpx (%s)",

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vitkit.errors import UsageError
+
 logger = logging.getLogger("vitkit.data")
 
 # Pillow's own default (~89.5 Mpx, a 1 GB RGBA canvas). We check it ourselves before decoding, so a
@@ -23,7 +25,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 _WARN_LIMIT = 10  # the summary warning lists this many files; the log has all of them
 
 
-class BadImageError(ValueError):
+class BadImageError(UsageError):
     """A file that cannot be used as an image; the message is the reason."""
 
 

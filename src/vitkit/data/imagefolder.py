@@ -26,6 +26,7 @@ from vitkit.data.decode import (
     to_square,
 )
 from vitkit.data.sources import DatasetSplits, FileSource, ImageSource, TensorSource
+from vitkit.errors import UsageError
 
 logger = logging.getLogger("vitkit.data")
 
@@ -38,7 +39,7 @@ def has_split_folders(root: Path) -> bool:
     A train/ without val/ is refused: read as a class folder, it would silently become a class named "train".
     """
     if (root / "train").is_dir() and not (root / "val").is_dir():
-        raise ValueError(
+        raise UsageError(
             f"{root} has a train/ folder but no val/ folder; vitkit uses train/ and val/ as they are (rename "
             f"test/ or valid/ to val/), or give {root / 'train'} as the path to split it by val_fraction"
         )
@@ -60,7 +61,7 @@ def scan_classes(folder: Path, limit: int | None) -> tuple[dict[str, list[FileSt
         files, skipped = image_files(_walk(str(folder)), limit)
         if files:
             return {FLAT_CLASS: files}, skipped
-        raise ValueError(
+        raise UsageError(
             f"{folder} has no class sub-folders; an ImageFolder dataset needs one sub-folder per class "
             f"({folder}/<class>/<image>.jpg), or train/ and val/ folders that each hold such class sub-folders"
         )
@@ -96,11 +97,11 @@ def _walk(directory: str) -> list[os.DirEntry]:
 
 
 def check_same_classes(train: Sequence[str], val: Sequence[str], root: Path) -> None:
-    """Raise a ValueError naming the classes that only one of train/ and val/ has."""
+    """Raise a UsageError naming the classes that only one of train/ and val/ has."""
     if list(train) != list(val):
         only_train = sorted(set(train) - set(val))
         only_val = sorted(set(val) - set(train))
-        raise ValueError(
+        raise UsageError(
             f"{root}/train and {root}/val have different class folders (only in train: {only_train}; only in val: "
             f"{only_val}); both need the same class sub-folders so labels mean the same thing in each"
         )
@@ -275,11 +276,11 @@ def _decoded_images(
 def check_classes_nonempty(
     folders: list[tuple[Path, int, int]], labels: torch.Tensor, split: torch.Tensor, skipped: list[SkippedFile]
 ) -> None:
-    """Raise a ValueError naming every class folder that has no usable image."""
+    """Raise a UsageError naming every class folder that has no usable image."""
     counts = torch.bincount(labels * 3 + split + 1, minlength=3 * max(label for _, label, _ in folders) + 3).tolist()
     empty = [str(folder) for folder, label, tag in folders if counts[label * 3 + tag + 1] == 0]
     if empty:
-        raise ValueError(
+        raise UsageError(
             f"class folder(s) with no valid images: {', '.join(empty)} ({len(skipped)} file(s) were skipped as "
             "unreadable); add images to them or remove the folders so the classes are dropped"
         )

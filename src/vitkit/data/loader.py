@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vitkit.data.sources import FileSource, ImageSource, TensorSource
+from vitkit.errors import UsageError
 
 PREFETCH_BATCHES = 4  # per streaming worker: enough decoded batches queued that the training loop never waits
 
@@ -17,7 +18,7 @@ def num_batches(source: ImageSource | int, batch_size: int, drop_last: bool = Fa
     """Batches in one epoch of `source` (or of that many images)."""
     n = source if isinstance(source, int) else len(source)
     if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise UsageError(f"batch_size must be positive, got {batch_size}")
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
@@ -54,13 +55,13 @@ class BatchLoader:
         world_size: int = 1,
     ) -> None:
         if batch_size % world_size:
-            raise ValueError(f"batch size {batch_size} does not divide evenly over {world_size} processes")
+            raise UsageError(f"batch size {batch_size} does not divide evenly over {world_size} processes")
         self.source, self.batch_size, self.order = source, batch_size, order
         self.rank, self.world_size = rank, world_size
         self.drop_last, self.device, self.num_workers = drop_last, device, num_workers
         total = num_batches(source, batch_size, drop_last)
         if not 0 <= start_batch <= total:
-            raise ValueError(f"start_batch {start_batch} is outside this epoch's {total} batches")
+            raise UsageError(f"start_batch {start_batch} is outside this epoch's {total} batches")
         self.start_batch = start_batch
 
     def __len__(self) -> int:

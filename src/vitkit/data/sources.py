@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vitkit.data.decode import BadImageError, SkippedFile, decode_image, pil_to_uint8, to_square
+from vitkit.errors import UsageError
 
 
 class ImageSource:
@@ -43,9 +44,9 @@ class TensorSource(ImageSource):
             or images.shape[1] != 3
             or images.shape[2] != images.shape[3]
         ):
-            raise ValueError(f"images must be uint8 (N, 3, S, S), got {images.dtype} {tuple(images.shape)}")
+            raise UsageError(f"images must be uint8 (N, 3, S, S), got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
-            raise ValueError(f"{images.shape[0]} images but labels of shape {tuple(labels.shape)}")
+            raise UsageError(f"{images.shape[0]} images but labels of shape {tuple(labels.shape)}")
         self.images = images
         self.labels = labels.to(torch.int64)
         self.class_names = list(class_names)
@@ -69,7 +70,7 @@ class FileSource(ImageSource, Dataset):
         self, paths: Sequence[str], labels: torch.Tensor, class_names: Sequence[str], size: int, num_workers: int = 2
     ) -> None:
         if len(paths) != labels.shape[0]:
-            raise ValueError(f"{len(paths)} paths but {labels.shape[0]} labels")
+            raise UsageError(f"{len(paths)} paths but {labels.shape[0]} labels")
         self.paths = list(paths)
         self.labels = labels.to(torch.int64)
         self.class_names = list(class_names)
@@ -85,7 +86,7 @@ class FileSource(ImageSource, Dataset):
                 warnings.warn(f"skipped {self.paths[candidate]} while streaming: {error}", stacklevel=2)
                 continue
             return pil_to_uint8(image), int(self.labels[candidate])
-        raise ValueError(f"none of the {len(self.paths)} files of this source could be decoded")
+        raise UsageError(f"none of the {len(self.paths)} files of this source could be decoded")
 
 
 @dataclass
@@ -115,7 +116,7 @@ class DatasetSplits:
 def concat_sources(first: ImageSource, second: ImageSource) -> ImageSource:
     """One source holding the images of `first`, then those of `second` (same classes and stored size)."""
     if list(first.class_names) != list(second.class_names) or first.size != second.size:
-        raise ValueError(
+        raise UsageError(
             f"cannot join sources of different classes or sizes ({first.num_classes} classes at {first.size}px "
             f"and {second.num_classes} at {second.size}px); they must come from one dataset"
         )
@@ -124,7 +125,7 @@ def concat_sources(first: ImageSource, second: ImageSource) -> ImageSource:
         return TensorSource(torch.cat([first.images, second.images]), labels, first.class_names)
     if isinstance(first, FileSource) and isinstance(second, FileSource):
         return FileSource(first.paths + second.paths, labels, first.class_names, first.size, first.num_workers)
-    raise ValueError(f"cannot join a {type(first).__name__} and a {type(second).__name__}; load them the same way")
+    raise UsageError(f"cannot join a {type(first).__name__} and a {type(second).__name__}; load them the same way")
 
 
 def subset_source(source: ImageSource, rows: torch.Tensor) -> ImageSource:
@@ -134,4 +135,4 @@ def subset_source(source: ImageSource, rows: torch.Tensor) -> ImageSource:
     if isinstance(source, FileSource):
         paths = [source.paths[i] for i in rows.tolist()]
         return FileSource(paths, source.labels[rows], source.class_names, source.size, source.num_workers)
-    raise ValueError(f"cannot take a subset of a {type(source).__name__}")
+    raise UsageError(f"cannot take a subset of a {type(source).__name__}")

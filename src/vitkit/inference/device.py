@@ -6,6 +6,8 @@ import contextlib
 
 import torch
 
+from vitkit.errors import UsageError
+
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -15,7 +17,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} was requested but torch sees no CUDA device; use --device cpu or auto")
+        raise UsageError(f"--device {name} was requested but torch sees no CUDA device; use --device cpu or auto")
     return device
 
 

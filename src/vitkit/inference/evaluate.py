@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from vitkit.data import DataConfig, EvalTransform, ImageSource, load_dataset, make_loader
 from vitkit.data.cifar import find_cifar
 from vitkit.data.imagefolder import has_split_folders
+from vitkit.errors import UsageError
 from vitkit.inference.device import autocast
 from vitkit.inference.loading import PRECISIONS, Preprocessing, load_for_inference, require_head
 from vitkit.models import VisionTransformer
@@ -115,7 +116,7 @@ def head_logits(model: torch.nn.Module, inputs: torch.Tensor, heads: bool) -> di
     if not heads:
         return {AVERAGE: model(inputs).float()}
     if not hasattr(model, "forward_heads"):
-        raise ValueError(
+        raise UsageError(
             f"per-head evaluation needs a ViT (forward_heads); {type(model).__name__} has a single head: drop --heads"
         )
     features = model.forward_features(inputs)
@@ -217,7 +218,7 @@ def evaluate_checkpoint(
     head of a DeiT-style model on its own (`result.heads`).
     """
     if precision is not None and precision not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     model, prep, checkpoint, target = load_for_inference(source, device)
     require_head(model, checkpoint)
     config, data = select_eval_data(prep, data_path, split)
@@ -226,7 +227,7 @@ def evaluate_checkpoint(
     images = splits.whole() if data.split == "all" else getattr(splits, data.split)
     del splits  # the whole of an in-memory dataset is a joined copy: release the two splits before evaluating
     if len(images) == 0:
-        raise ValueError(f"nothing to evaluate: {data.description} holds no images")
+        raise UsageError(f"nothing to evaluate: {data.description} holds no images")
     transform = EvalTransform(prep.img_size, prep.mean, prep.std).to(target)
     result = evaluate(
         model,
@@ -252,11 +253,11 @@ def select_eval_data(
     `split` is honoured, and the description says which images were read.
     """
     if split is not None and split not in SPLITS:
-        raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+        raise UsageError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     data_path = None if data_path is None else str(data_path)
     trained_on = recorded_data_path(prep)
     if data_path is None and trained_on is None:
-        raise ValueError(
+        raise UsageError(
             "the checkpoint does not record the data it was trained on (foreign weights, or saved without "
             "metadata); pass --data PATH"
         )
@@ -309,7 +310,7 @@ def data_config(recorded: dict[str, Any], **values: Any) -> DataConfig:
     try:
         return DataConfig(**{**fields, **values})
     except TypeError as error:
-        raise ValueError(f"the checkpoint's recorded data settings are unusable ({error}); pass --data PATH") from error
+        raise UsageError(f"the checkpoint's recorded data settings are unusable ({error}); pass --data PATH") from error
 
 
 def has_own_split(path: str) -> bool:
@@ -336,7 +337,7 @@ def check_class_names(model: VisionTransformer, names: list[str], checkpoint: Pa
     """The dataset's classes must be the head's classes, in the same order."""
     if model.class_names is None:
         if len(names) != model.config.num_classes:
-            raise ValueError(
+            raise UsageError(
                 f"{data_path} has {len(names)} classes but the model's head has {model.config.num_classes}"
             )
         return
@@ -346,4 +347,4 @@ def check_class_names(model: VisionTransformer, names: list[str], checkpoint: Pa
         detail = (
             f"missing from the data: {missing}; not in the model: {extra}" if missing or extra else "different order"
         )
-        raise ValueError(f"the classes of {data_path} do not match those {checkpoint} was trained on ({detail})")
+        raise UsageError(f"the classes of {data_path} do not match those {checkpoint} was trained on ({detail})")

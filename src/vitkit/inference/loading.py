@@ -13,6 +13,7 @@ import torch
 from vitkit.checkpoints import hub, load
 from vitkit.checkpoints.formats import CONFIG_FILE, WEIGHT_FILES
 from vitkit.checkpoints.native import is_native_checkpoint, read_native_document, resolve_checkpoint_dir
+from vitkit.errors import MissingPathError, UsageError
 from vitkit.inference.device import resolve_device
 from vitkit.models import VisionTransformer
 
@@ -45,7 +46,7 @@ def resolve_checkpoint(source: str | Path) -> Path:
         return hub.download(str(source))
     path = Path(source)
     if not path.exists():
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"checkpoint {path} not found (the path does not exist); give a run directory (runs/NAME), a checkpoint "
             "directory or weights file, or a hub id (hf-hub:<owner>/<repo>, timm:<model>.<tag>)"
         )
@@ -54,12 +55,12 @@ def resolve_checkpoint(source: str | Path) -> Path:
             candidate = resolve_checkpoint_dir(path / "checkpoints" / name)
             if is_native_checkpoint(candidate):
                 return candidate
-        raise ValueError(
+        raise UsageError(
             f"{path} is a run directory without a readable checkpoint: neither checkpoints/best nor "
             "checkpoints/last holds config.json + model.safetensors (did the run finish an epoch?)"
         )
     if path.is_dir() and not any((path / name).is_file() for name in (CONFIG_FILE, *WEIGHT_FILES)):
-        raise ValueError(
+        raise UsageError(
             f"{path} is neither a run directory (with checkpoints/best) nor a checkpoint directory (config.json + "
             "weights); train one with `vitkit train` or convert one with `vitkit convert`"
         )
@@ -107,7 +108,7 @@ def read_preprocessing(path: str | Path, model: VisionTransformer) -> Preprocess
     recorded = as_dict(metadata.get("data"))
     img_size = recorded.get("img_size", model.config.img_size[0])
     if not isinstance(img_size, int) or isinstance(img_size, bool) or img_size <= 0:
-        raise ValueError(f"{path}: metadata data.img_size must be a positive integer, got {img_size!r}")
+        raise UsageError(f"{path}: metadata data.img_size must be a positive integer, got {img_size!r}")
     base = {
         "img_size": img_size,
         "class_names": model.class_names,
@@ -166,7 +167,7 @@ def read_settings(path: Path) -> dict[str, Any]:
     try:
         return as_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); fetch or export it again") from error
+        raise UsageError(f"{path} is not valid JSON ({error}); fetch or export it again") from error
 
 
 def as_dict(value: Any) -> dict[str, Any]:
@@ -182,9 +183,9 @@ def triple(value: Any, key: str, where: Path) -> tuple[float, float, float]:
         or len(values) != 3
         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     ):
-        raise ValueError(f"{where}: {key} must be three numbers (one per RGB channel), got {value!r}")
+        raise UsageError(f"{where}: {key} must be three numbers (one per RGB channel), got {value!r}")
     if key.endswith("std") and min(values) <= 0:
-        raise ValueError(f"{where}: {key} must be positive, got {value!r}")
+        raise UsageError(f"{where}: {key} must be positive, got {value!r}")
     return (float(values[0]), float(values[1]), float(values[2]))
 
 
@@ -216,7 +217,7 @@ def load_for_inference(source: str | Path, device: str = "auto") -> LoadedModel:
 def require_head(model: VisionTransformer, path: Path) -> None:
     """Refuse a model without a classification head where labels are needed (predict, eval)."""
     if model.config.num_classes == 0:
-        raise ValueError(
+        raise UsageError(
             f"{path} has no classification head (num_classes 0: a feature extractor); fine-tune it on labelled data "
             "with `vitkit train --pretrained` first"
         )

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from vitkit.errors import UsageError
 from vitkit.models.fields import knob
 
 ConfigT = TypeVar("ConfigT", bound="ConfigDict")
@@ -25,9 +26,9 @@ def to_pair(value: int | tuple[int, int] | list[int], what: str) -> tuple[int, i
     elif isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
         pair = (int(value[0]), int(value[1]))
     else:
-        raise ValueError(f"{what} must be an int or a (height, width) pair of ints, got {value!r}")
+        raise UsageError(f"{what} must be an int or a (height, width) pair of ints, got {value!r}")
     if min(pair) <= 0:
-        raise ValueError(f"{what} must be positive, got {value!r}")
+        raise UsageError(f"{what} must be positive, got {value!r}")
     return pair
 
 
@@ -38,13 +39,13 @@ def nearest_multiples(size: int, step: int) -> list[int]:
 
 
 def check_divisible(img_size: tuple[int, int], patch_size: tuple[int, int]) -> None:
-    """Raise a ValueError naming both numbers and the nearest valid sizes when patches do not tile the image."""
+    """Raise a UsageError naming both numbers and the nearest valid sizes when patches do not tile the image."""
     square = img_size[0] == img_size[1] and patch_size[0] == patch_size[1]
     for axis, size, patch in (("height", img_size[0], patch_size[0]), ("width", img_size[1], patch_size[1])):
         if size % patch:
             valid = " or ".join(str(s) for s in nearest_multiples(size, patch))
             what = "image size" if square else f"image {axis}"
-            raise ValueError(f"{what} {size} is not divisible by patch size {patch}; use an {what} of {valid}")
+            raise UsageError(f"{what} {size} is not divisible by patch size {patch}; use an {what} of {valid}")
 
 
 class ConfigDict:
@@ -67,7 +68,7 @@ class ConfigDict:
         """Refuse keys that are not fields, naming them and the valid ones."""
         unknown = set(data) - set(cls.field_names())
         if unknown:
-            raise ValueError(
+            raise UsageError(
                 f"unknown {cls.label} config field(s) {sorted(unknown)}; valid fields: {cls.field_names()}"
             )
 
@@ -116,26 +117,26 @@ class ViTConfig(ConfigDict):
         self.img_size = to_pair(self.img_size, "img_size")
         self.patch_size = to_pair(self.patch_size, "patch_size")
         if self.pool not in POOLS:
-            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
+            raise UsageError(f"pool must be one of {POOLS}, got {self.pool!r}")
         if self.posemb not in POSEMBS:
-            raise ValueError(f"posemb must be one of {POSEMBS}, got {self.posemb!r}")
+            raise UsageError(f"posemb must be one of {POSEMBS}, got {self.posemb!r}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+            raise UsageError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.distilled and self.pool != "token":
-            raise ValueError(
+            raise UsageError(
                 f"distilled=True needs pool='token', got pool={self.pool!r}: DeiT's distillation token is a second "
                 "prefix token beside the class token; use pool='token' or distilled=False"
             )
         if self.hidden_dim % self.num_heads:
-            raise ValueError(
+            raise UsageError(
                 f"hidden_dim {self.hidden_dim} is not divisible by num_heads {self.num_heads}; "
                 f"pick num_heads among {[h for h in range(1, 33) if self.hidden_dim % h == 0]}"
             )
         if self.posemb in ("learned_2d", "sincos_2d") and self.hidden_dim % 4:
-            raise ValueError(f"posemb {self.posemb!r} needs hidden_dim divisible by 4, got {self.hidden_dim}")
+            raise UsageError(f"posemb {self.posemb!r} needs hidden_dim divisible by 4, got {self.hidden_dim}")
         for rate in ("dropout", "attn_dropout", "drop_path"):
             if not 0.0 <= getattr(self, rate) < 1.0:
-                raise ValueError(f"{rate} must be in [0, 1), got {getattr(self, rate)}")
+                raise UsageError(f"{rate} must be in [0, 1), got {getattr(self, rate)}")
         check_divisible(self.img_size, self.patch_size)
 
     @property

@@ -21,6 +21,7 @@ import re
 import torch
 from torch import nn
 
+from vitkit.errors import UsageError
 from vitkit.models.config import ViTConfig, nearest_multiples
 from vitkit.models.resnet import CIFAR_DEPTHS, RESNETV2_LAYERS, CifarResNet, CifarResNetConfig, ResNetV2, ResNetV2Config
 
@@ -40,19 +41,19 @@ def stem_config(stem: str, patch_size: tuple[int, int], in_chans: int = 3) -> Ci
     """The headless ConvNet config a stem name and a total stride (the ViT's patch size) describe."""
     match = STEM_PATTERN.match(stem)
     if not match:
-        raise ValueError(f"unknown hybrid stem {stem!r}; use {STEM_HELP}")
+        raise UsageError(f"unknown hybrid stem {stem!r}; use {STEM_HELP}")
     family, depth, width = match["family"], int(match["depth"]), float(match["width"] or 1)
     stride = patch_size[0]
     if family == "R":
         if depth not in RESNETV2_LAYERS:
-            raise ValueError(f"unknown hybrid stem {stem!r}; use {STEM_HELP}")
+            raise UsageError(f"unknown hybrid stem {stem!r}; use {STEM_HELP}")
         layers, strides = RESNETV2_LAYERS[depth], {4 * 2**i: i + 1 for i in range(4)}
     else:
         if depth not in CIFAR_DEPTHS or width != int(width):
-            raise ValueError(f"unknown hybrid stem {stem!r}; use {STEM_HELP}")
+            raise UsageError(f"unknown hybrid stem {stem!r}; use {STEM_HELP}")
         layers, strides = ((depth - 2) // 6,) * 3, {2**i: i + 1 for i in range(3)}
     if patch_size[0] != patch_size[1] or stride not in strides:
-        raise ValueError(
+        raise UsageError(
             f"stem {stem} cannot give patch size {patch_size[0]}x{patch_size[1]}: its stages downsample by "
             f"{' or '.join(map(str, strides))}; use a variant like '{stem}+B/{max(strides)}'"
         )
@@ -68,7 +69,7 @@ class HybridEmbedding(nn.Module):
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
         if config.stem is None:
-            raise ValueError("a hybrid embedding needs ViTConfig.stem (e.g. 'R50')")
+            raise UsageError("a hybrid embedding needs ViTConfig.stem (e.g. 'R50')")
         stem = stem_config(config.stem, config.patch_size, config.in_chans)
         self.backbone = ResNetV2(stem) if isinstance(stem, ResNetV2Config) else CifarResNet(stem)
         self.proj = nn.Conv2d(stem.num_features, config.hidden_dim, kernel_size=1)
@@ -77,13 +78,13 @@ class HybridEmbedding(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """(B, C, H, W) -> (B, N, D) feature-map tokens and the (H/stride, W/stride) grid they came from."""
         if images.ndim != 4:
-            raise ValueError(f"expected images of shape (batch, channels, height, width), got {tuple(images.shape)}")
+            raise UsageError(f"expected images of shape (batch, channels, height, width), got {tuple(images.shape)}")
         if images.shape[1] != self.in_chans:
-            raise ValueError(f"expected {self.in_chans} image channels, got {images.shape[1]}")
+            raise UsageError(f"expected {self.in_chans} image channels, got {images.shape[1]}")
         for size in images.shape[2:]:
             if size % self.stride:
                 valid = " or ".join(str(s) for s in nearest_multiples(size, self.stride))
-                raise ValueError(
+                raise UsageError(
                     f"image size {size} is not divisible by the total stride {self.stride} of the {self.name} stem; "
                     f"use an image size of {valid}"
                 )

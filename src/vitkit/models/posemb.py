@@ -6,11 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitkit.errors import UsageError
+
 
 def sincos_2d(grid: tuple[int, int], dim: int, temperature: float = 10_000.0) -> torch.Tensor:
     """Fixed 2D sin-cos embedding of shape (H*W, dim): a quarter of the channels each for sin/cos of y and x."""
     if dim % 4:
-        raise ValueError(f"sin-cos 2D position embeddings need a width divisible by 4, got {dim}")
+        raise UsageError(f"sin-cos 2D position embeddings need a width divisible by 4, got {dim}")
     ys, xs = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
     omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
     y = ys.reshape(-1, 1).double() * omega
@@ -31,7 +33,7 @@ def resample_posemb(
         return posemb
     prefix, grid_part = posemb[:, :num_prefix_tokens], posemb[:, num_prefix_tokens:]
     if grid_part.shape[1] != old_grid[0] * old_grid[1]:
-        raise ValueError(
+        raise UsageError(
             f"position embedding has {grid_part.shape[1]} grid positions, expected {old_grid[0]}x{old_grid[1]}"
         )
     dim = grid_part.shape[-1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from vitkit.errors import UsageError
 from vitkit.models.config import ViTConfig
 from vitkit.models.hybrid import stem_config
 from vitkit.models.resnet import (
@@ -104,7 +105,7 @@ def parse_variant(variant: str) -> dict[str, Any]:
     """Decode "B/16" (or the hybrid "R50+B/16") into the config fields it fixes: width, depth, MLP, heads, patch."""
     match = _VARIANT_PATTERN.match(variant.strip())
     if not match or match["width"] not in VARIANTS:
-        raise ValueError(
+        raise UsageError(
             f"unknown model {variant!r}: use a variant like 'B/16' (width one of {', '.join(VARIANTS)}; "
             f"any patch size), a hybrid like 'R50+B/16' or 'C20+mu/4', a preset ({', '.join(sorted(PRESETS))}), "
             f"or {CONVNET_HELP}"
@@ -112,7 +113,7 @@ def parse_variant(variant: str) -> dict[str, Any]:
     hidden_dim, depth, mlp_dim, num_heads = VARIANTS[match["width"]]
     patch = int(match["patch"])
     if patch <= 0:
-        raise ValueError(f"patch size must be positive in {variant!r}")
+        raise UsageError(f"patch size must be positive in {variant!r}")
     if match["stem"]:
         stem_config(match["stem"], (patch, patch))  # refuses unknown stems and strides they cannot give
     return {
@@ -135,13 +136,13 @@ def convnet_config(name: str, **overrides: Any) -> CifarResNetConfig | ResNetV2C
     if match := _CIFAR_NAME.match(name):
         depth = int(match["depth"])
         if depth not in CIFAR_DEPTHS:
-            raise ValueError(f"unknown model {name!r}: use {CONVNET_HELP}")
+            raise UsageError(f"unknown model {name!r}: use {CONVNET_HELP}")
         CifarResNetConfig.check_fields(fields)
         return CifarResNetConfig(**{"layers": ((depth - 2) // 6,) * 3, "name": name, **fields})
     if match := _RESNETV2_NAME.match(name):
         depth, width = int(match["depth"]), int(match["width"] or 1)
         if depth not in RESNETV2_LAYERS:
-            raise ValueError(f"unknown model {name!r}: use {CONVNET_HELP}")
+            raise UsageError(f"unknown model {name!r}: use {CONVNET_HELP}")
         ResNetV2Config.check_fields(fields)
         return ResNetV2Config(**{"layers": RESNETV2_LAYERS[depth], "width_factor": width, "name": name, **fields})
     return None
@@ -181,7 +182,7 @@ def architecture_of(config: ArchConfig) -> str:
 def config_from_dict(data: dict[str, Any], architecture: str = "vit") -> ArchConfig:
     """Rebuild a config from `to_dict` output and its architecture name (files without one hold ViTs)."""
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; vitkit knows {', '.join(ARCHITECTURES)}")
+        raise UsageError(f"unknown architecture {architecture!r}; vitkit knows {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[architecture][0].from_dict(data)
 
 

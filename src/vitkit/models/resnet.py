@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitkit.errors import UsageError
 from vitkit.models.config import ConfigDict, to_pair
 
 WS_EPS = 1e-8  # weight standardisation, as timm's BiT and hybrid models
@@ -69,11 +70,11 @@ class CifarResNetConfig(ConfigDict):
         self.layers = tuple(self.layers)
         self.img_size = to_pair(self.img_size, "img_size")
         if not self.layers or min(self.layers) < 1:
-            raise ValueError(f"layers must list at least one stage of at least one block, got {self.layers}")
+            raise UsageError(f"layers must list at least one stage of at least one block, got {self.layers}")
         if self.width < 1:
-            raise ValueError(f"width must be positive, got {self.width}")
+            raise UsageError(f"width must be positive, got {self.width}")
         if self.shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut must be one of {SHORTCUTS} (He et al. 2016 options), got {self.shortcut!r}")
+            raise UsageError(f"shortcut must be one of {SHORTCUTS} (He et al. 2016 options), got {self.shortcut!r}")
 
     @property
     def depth(self) -> int:
@@ -110,10 +111,10 @@ class ResNetV2Config(ConfigDict):
         self.layers = tuple(self.layers)
         self.img_size = to_pair(self.img_size, "img_size")
         if not self.layers or min(self.layers) < 1:
-            raise ValueError(f"layers must list at least one stage of at least one unit, got {self.layers}")
+            raise UsageError(f"layers must list at least one stage of at least one unit, got {self.layers}")
         stem = 64 * self.width_factor
         if stem != int(stem) or int(stem) % GN_GROUPS:
-            raise ValueError(
+            raise UsageError(
                 f"width_factor {self.width_factor} gives {stem:g} stem channels, but GroupNorm({GN_GROUPS}) needs a "
                 f"multiple of {GN_GROUPS}: use a multiple of 0.5 (BiT uses 1, 2, 3, 4)"
             )
@@ -158,10 +159,10 @@ class CifarVGGConfig(ConfigDict):
         self.widths = tuple(self.widths)
         self.img_size = to_pair(self.img_size, "img_size")
         if not self.widths or min(self.widths) < 1 or self.stem_width < 1:
-            raise ValueError(f"widths must list at least one positive width, got {self.widths}, stem {self.stem_width}")
+            raise UsageError(f"widths must list at least one positive width, got {self.widths}, stem {self.stem_width}")
         side = min(self.img_size) - VGG_STEM_KERNEL + 1
         if side < 2 ** len(self.widths):
-            raise ValueError(
+            raise UsageError(
                 f"img_size {self.img_size} is too small for {len(self.widths)} max-pooling groups (each halves the "
                 f"map); use at least {2 ** len(self.widths) + VGG_STEM_KERNEL - 1} px or fewer widths"
             )
@@ -259,7 +260,7 @@ class ConvNet(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W), normalised, any size -> logits (B, num_classes)."""
         if images.ndim != 4 or images.shape[1] != self.config.in_chans:
-            raise ValueError(
+            raise UsageError(
                 f"expected images of shape (batch, {self.config.in_chans}, height, width), got {tuple(images.shape)}"
             )
         return self.head(self.pool(self.forward_features(images)))

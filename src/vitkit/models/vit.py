@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitkit.errors import UsageError
 from vitkit.models.config import ViTConfig, check_divisible
 from vitkit.models.hybrid import HybridEmbedding
 from vitkit.models.posemb import PositionEmbedding
@@ -36,9 +37,9 @@ class PatchEmbedding(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """(B, C, H, W) -> (B, N, D) patch tokens and the (H/P, W/P) grid they came from."""
         if images.ndim != 4:
-            raise ValueError(f"expected images of shape (batch, channels, height, width), got {tuple(images.shape)}")
+            raise UsageError(f"expected images of shape (batch, channels, height, width), got {tuple(images.shape)}")
         if images.shape[1] != self.proj.in_channels:
-            raise ValueError(f"expected {self.proj.in_channels} image channels, got {images.shape[1]}")
+            raise UsageError(f"expected {self.proj.in_channels} image channels, got {images.shape[1]}")
         check_divisible((images.shape[2], images.shape[3]), self.patch_size)
         tokens = self.proj(images)
         return tokens.flatten(2).transpose(1, 2), (tokens.shape[2], tokens.shape[3])

@@ -16,6 +16,7 @@ from torch import nn
 
 from vitkit.checkpoints import save
 from vitkit.checkpoints.native import read_native, read_native_document, resolve_checkpoint_dir
+from vitkit.errors import MissingPathError, UsageError
 from vitkit.training.distributed import full_optimizer_state, full_state_dict, load_full_state
 from vitkit.training.objectives import Validation
 from vitkit.training.state import (
@@ -105,7 +106,7 @@ def restore(trainer: Trainer) -> RunState:
     """Load weights and training state from RUN_DIR/checkpoints/last; every RNG is restored last."""
     last = resolve_checkpoint_dir(trainer.checkpoint_dir / "last")
     if not (last / STATE_FILE).is_file():
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"{trainer.run_dir} has no resumable checkpoint ({last / STATE_FILE} is missing): the run stopped before "
             "its first checkpoint; start it again without --resume (add --overwrite)"
         )
@@ -116,7 +117,7 @@ def restore(trainer: Trainer) -> RunState:
     trainer.objective.load_state_dict(state.get("objective") or {})
     if trainer.ema is not None:
         if state["ema"] is None:
-            raise ValueError(f"{last} was saved without EMA but the config enables it; the run cannot be resumed")
+            raise UsageError(f"{last} was saved without EMA but the config enables it; the run cannot be resumed")
         trainer.ema.load_state_dict(state["ema"])
     progress = RunState(**state["progress"])
     if trainer.runtime.dist.enabled:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vitkit.data import AugmentConfig, DataConfig
+from vitkit.errors import MissingPathError, UsageError
 from vitkit.models.fields import knob
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -70,17 +71,17 @@ class ModelConfig:
         pretrained = values.pop("pretrained", current.pretrained)
         new_head = values.pop("new_head", current.new_head)
         if not isinstance(name, str):
-            raise ValueError(f"{origin}: model.name must be a string, got {name!r}")
+            raise UsageError(f"{origin}: model.name must be a string, got {name!r}")
         if pretrained is not None and not isinstance(pretrained, str):
-            raise ValueError(f"{origin}: model.pretrained must be a path or hub id, got {pretrained!r}")
+            raise UsageError(f"{origin}: model.pretrained must be a path or hub id, got {pretrained!r}")
         if not isinstance(new_head, bool):
-            raise ValueError(f"{origin}: model.new_head must be true or false, got {new_head!r}")
+            raise UsageError(f"{origin}: model.new_head must be true or false, got {new_head!r}")
         overrides.update(values.pop("overrides", None) or {})
         overrides.update(values)
         try:
             return cls(name, pretrained, new_head, overrides)
         except ValueError as error:
-            raise ValueError(f"{origin}: {error}") from None
+            raise UsageError(f"{origin}: {error}") from None
 
 
 def model_config_fields() -> dict[str, Any]:
@@ -95,12 +96,12 @@ def model_config_fields() -> dict[str, Any]:
 def check_model_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     """Overrides coerced to their ViTConfig field types; unknown names are an error listing the valid ones."""
     if not isinstance(overrides, dict):
-        raise ValueError(f"model overrides must be a mapping of field names to values, got {overrides!r}")
+        raise UsageError(f"model overrides must be a mapping of field names to values, got {overrides!r}")
     known = model_config_fields()
     out = {}
     for name, value in overrides.items():
         if name not in known:
-            raise ValueError(f"unknown model field {name!r}; valid fields: name, pretrained, {', '.join(known)}")
+            raise UsageError(f"unknown model field {name!r}; valid fields: name, pretrained, {', '.join(known)}")
         out[name] = value if value is None else coerce(value, known[name], f"model.{name}")
     return out
 
@@ -129,28 +130,28 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optim.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise UsageError(f"optim.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+            raise UsageError(f"optim.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.lr <= 0:
-            raise ValueError(f"optim.lr must be positive, got {self.lr}")
+            raise UsageError(f"optim.lr must be positive, got {self.lr}")
         if not 0 <= self.min_lr <= self.lr:
-            raise ValueError(f"optim.min_lr must be in [0, lr={self.lr}], got {self.min_lr}")
+            raise UsageError(f"optim.min_lr must be in [0, lr={self.lr}], got {self.min_lr}")
         if self.weight_decay < 0 or self.clip_grad < 0 or self.warmup_epochs < 0:
-            raise ValueError(
+            raise UsageError(
                 "optim.weight_decay, optim.clip_grad and optim.warmup_epochs must be >= 0, got "
                 f"{self.weight_decay}, {self.clip_grad}, {self.warmup_epochs}"
             )
         if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise ValueError(f"optim.warmup_steps must be >= 0 (or null to use warmup_epochs), got {self.warmup_steps}")
+            raise UsageError(f"optim.warmup_steps must be >= 0 (or null to use warmup_epochs), got {self.warmup_steps}")
         if not 0 <= self.momentum < 1 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"optim.momentum and optim.betas must be in [0, 1), got {self.momentum}, {self.betas}")
+            raise UsageError(f"optim.momentum and optim.betas must be in [0, 1), got {self.momentum}, {self.betas}")
         if not 0 <= self.ema_decay < 1:
-            raise ValueError(
+            raise UsageError(
                 f"optim.ema_decay must be in [0, 1) (0 disables EMA; 0.999 is typical), got {self.ema_decay}"
             )
         if not 0 < self.layer_decay <= 1:
-            raise ValueError(
+            raise UsageError(
                 f"optim.layer_decay must be in (0, 1] (1 disables; 0.75 is typical), got {self.layer_decay}"
             )
 
@@ -180,31 +181,31 @@ class RunConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "log_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"run.{name} must be >= 1, got {getattr(self, name)}")
+                raise UsageError(f"run.{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size % self.grad_accum:
-            raise ValueError(
+            raise UsageError(
                 f"run.batch_size {self.batch_size} is not divisible by run.grad_accum {self.grad_accum}; "
                 "the batch is split into grad_accum equal micro-batches"
             )
         if self.steps is not None and self.steps < 1:
-            raise ValueError(f"run.steps must be >= 1 (or null to train run.epochs), got {self.steps}")
+            raise UsageError(f"run.steps must be >= 1 (or null to train run.epochs), got {self.steps}")
         if self.steps is not None and self.time_budget_min > 0:
-            raise ValueError(
+            raise UsageError(
                 "run.steps cannot be combined with run.time_budget_min (the budget plans whole epochs); give one"
             )
         if self.save_every < 0 or self.time_budget_min < 0:
-            raise ValueError(
+            raise UsageError(
                 f"run.save_every and run.time_budget_min must be >= 0, got {self.save_every}, {self.time_budget_min}"
             )
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
-            raise ValueError(f"run.eval_batch_size must be >= 1 or null, got {self.eval_batch_size}")
+            raise UsageError(f"run.eval_batch_size must be >= 1 or null, got {self.eval_batch_size}")
         if self.low_res_epochs < 0 or (self.low_res_epochs > 0 and not self.low_res_size):
-            raise ValueError(
+            raise UsageError(
                 f"run.low_res_epochs must be >= 0 and needs run.low_res_size, got {self.low_res_epochs}, "
                 f"{self.low_res_size}"
             )
         if self.low_res_epochs > 0 and self.time_budget_min > 0:
-            raise ValueError(
+            raise UsageError(
                 "run.time_budget_min cannot be combined with run.low_res_epochs (the budget is planned from the "
                 "time of epoch 1, which runs at the low resolution); set run.epochs instead"
             )
@@ -228,15 +229,15 @@ class RuntimeConfig:
 
     def __post_init__(self) -> None:
         if not _DEVICE_PATTERN.match(self.device):
-            raise ValueError(f"runtime.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+            raise UsageError(f"runtime.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"runtime.precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise UsageError(f"runtime.precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.attention not in ATTENTION_KERNELS:
-            raise ValueError(f"runtime.attention must be one of {ATTENTION_KERNELS}, got {self.attention!r}")
+            raise UsageError(f"runtime.attention must be one of {ATTENTION_KERNELS}, got {self.attention!r}")
         if self.distributed not in DISTRIBUTED:
-            raise ValueError(f"runtime.distributed must be one of {DISTRIBUTED}, got {self.distributed!r}")
+            raise UsageError(f"runtime.distributed must be one of {DISTRIBUTED}, got {self.distributed!r}")
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"runtime.threads must be >= 1 or null, got {self.threads}")
+            raise UsageError(f"runtime.threads must be >= 1 or null, got {self.threads}")
 
 
 RUNTIME_KEYS = [f.name for f in dataclasses.fields(RuntimeConfig)]
@@ -278,24 +279,24 @@ class ObjectiveConfig:
         if self.teacher is not None and self.name == "supervised":
             self.name = "distill"  # a teacher means distillation; no second flag to forget
         if self.name not in OBJECTIVES:
-            raise ValueError(f"objective.name must be one of {sorted(OBJECTIVES)}, got {self.name!r}")
+            raise UsageError(f"objective.name must be one of {sorted(OBJECTIVES)}, got {self.name!r}")
         if self.mpp_target not in MPP_TARGETS:
-            raise ValueError(f"objective.mpp_target must be one of {MPP_TARGETS}, got {self.mpp_target!r}")
+            raise UsageError(f"objective.mpp_target must be one of {MPP_TARGETS}, got {self.mpp_target!r}")
         if not 0 < self.mpp_corrupt <= 1:
-            raise ValueError(
+            raise UsageError(
                 f"objective.mpp_corrupt must be in (0, 1] (the paper corrupts 0.5), got {self.mpp_corrupt}"
             )
         if self.teacher is not None and self.name != "distill":
-            raise ValueError(f"objective.teacher is for objective 'distill', not {self.name!r}; drop --teacher")
+            raise UsageError(f"objective.teacher is for objective 'distill', not {self.name!r}; drop --teacher")
         if self.distill is not None and self.teacher is None:
-            raise ValueError(
+            raise UsageError(
                 f"objective.distill {self.distill!r} needs a teacher to distil from: add --teacher CKPT "
                 "(a run directory or checkpoint of the teacher)"
             )
         if self.distill not in (None, *DISTILL_KINDS):
-            raise ValueError(f"objective.distill must be one of {DISTILL_KINDS}, got {self.distill!r}")
+            raise UsageError(f"objective.distill must be one of {DISTILL_KINDS}, got {self.distill!r}")
         if not 0 <= self.distill_alpha <= 1 or self.distill_tau <= 0:
-            raise ValueError(
+            raise UsageError(
                 "objective.distill_alpha must be in [0, 1] and objective.distill_tau positive, got "
                 f"{self.distill_alpha}, {self.distill_tau}"
             )
@@ -342,13 +343,13 @@ class TrainConfig:
             elif isinstance(value, dict):
                 nested.setdefault(key, {}).update(value)
             elif key in section_names():
-                raise ValueError(f"{origin}: section {key!r} must be a mapping of keys to values, got {value!r}")
+                raise UsageError(f"{origin}: section {key!r} must be a mapping of keys to values, got {value!r}")
             else:
-                raise ValueError(f"{origin}: unknown section {key!r}; valid sections: {', '.join(section_names())}")
+                raise UsageError(f"{origin}: unknown section {key!r}; valid sections: {', '.join(section_names())}")
         changed = {}
         for section, updates in nested.items():
             if section not in section_names():
-                raise ValueError(f"{origin}: unknown section {section!r}; valid sections: {', '.join(section_names())}")
+                raise UsageError(f"{origin}: unknown section {section!r}; valid sections: {', '.join(section_names())}")
             current = getattr(self, section)
             if section == "model":
                 # A model name fixes the whole architecture; only overrides given alongside it apply.
@@ -360,7 +361,7 @@ class TrainConfig:
             for name, value in updates.items():
                 if name not in known:
                     moved = " (it moved to the runtime section)" if section == "run" and name in RUNTIME_KEYS else ""
-                    raise ValueError(
+                    raise UsageError(
                         f"{origin}: unknown key {section}.{name}{moved}; valid keys of {section!r}: {', '.join(known)}"
                     )
                 coerced[name] = coerce(value, hints[name], f"{section}.{name}")
@@ -371,7 +372,7 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any], origin: str = "config") -> TrainConfig:
         """Build from a nested dict such as a parsed recipe; missing keys keep their defaults."""
         if not isinstance(values, dict):
-            raise ValueError(
+            raise UsageError(
                 f"{origin}: a recipe is a mapping of sections (model, data, ...), got {type(values).__name__}"
             )
         return cls().replace(values, origin)
@@ -398,11 +399,11 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"recipe {path} does not exist; see recipes/ for examples")
+        raise MissingPathError(f"recipe {path} does not exist; see recipes/ for examples")
     try:
         values = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ValueError(f"recipe {path} is not valid YAML: {error}") from error
+        raise UsageError(f"recipe {path} is not valid YAML: {error}") from error
     return values or {}
 
 
@@ -418,31 +419,31 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
                 return coerce(value, arg, key)
             except ValueError as error:
                 errors.append(str(error))
-        raise ValueError(errors[0] if len(errors) == 1 else f"{key} must be {_type_name(hint)}, got {value!r}")
+        raise UsageError(errors[0] if len(errors) == 1 else f"{key} must be {_type_name(hint)}, got {value!r}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
-            raise ValueError(f"{key} must be a list of {len(args)} values ({_type_name(hint)}), got {value!r}")
+            raise UsageError(f"{key} must be a list of {len(args)} values ({_type_name(hint)}), got {value!r}")
         element_types = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
         return tuple(coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, element_types, strict=True)))
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"{key} must be a mapping, got {value!r}")
+            raise UsageError(f"{key} must be a mapping, got {value!r}")
         return dict(value)
     if hint is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"{key} must be true or false, got {value!r}")
+            raise UsageError(f"{key} must be true or false, got {value!r}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key} must be an integer, got {value!r}")
+            raise UsageError(f"{key} must be an integer, got {value!r}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key} must be a number, got {value!r}")
+            raise UsageError(f"{key} must be a number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ValueError(f"{key} must be a string, got {value!r}")
+            raise UsageError(f"{key} must be a string, got {value!r}")
         return value
     return value
 

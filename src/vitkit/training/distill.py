@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitkit.data import EvalTransform, ImageSource
+from vitkit.errors import UsageError
 from vitkit.inference import Preprocessing, evaluate, load_for_inference
 from vitkit.training.objectives import Batch, Objective, StepOutput, Validation, register_objective
 
@@ -106,7 +107,7 @@ class Distillation(Objective):
     ) -> None:
         super().__init__()
         if kind not in ("hard", "soft"):
-            raise ValueError(f"distillation must be 'hard' or 'soft', got {kind!r}")
+            raise UsageError(f"distillation must be 'hard' or 'soft', got {kind!r}")
         self.kind, self.alpha, self.tau, self.eval_flip = kind, alpha, tau, eval_flip
         self.inputs = inputs  # None: the teacher takes the student's batch unchanged
         teacher.requires_grad_(False).eval()
@@ -128,7 +129,7 @@ class Distillation(Objective):
     def forward(self, model: nn.Module, batch: Batch) -> StepOutput:
         """Both heads on the batch, the teacher on the same batch; DeiT's combined loss."""
         if batch.targets is None:
-            raise ValueError("distillation needs labelled data for the class head; this batch has no targets")
+            raise UsageError("distillation needs labelled data for the class head; this batch has no targets")
         check_student(model)
         heads = model.forward_heads(model.forward_features(batch.images))
         teacher = self.teacher_logits(batch.images)
@@ -180,7 +181,7 @@ def check_student(model: nn.Module) -> None:
     config = getattr(model, "config", None)
     if not getattr(config, "distilled", False):
         name = getattr(config, "name", "") or type(model).__name__
-        raise ValueError(
+        raise UsageError(
             f"distillation trains DeiT's distillation token, and the student {name} has none: add --distilled "
             "(recipe: model.distilled: true; it needs a class token: --pool token)"
         )
@@ -189,7 +190,7 @@ def check_student(model: nn.Module) -> None:
 def check_classes(teacher_classes: int, data_classes: int) -> None:
     """The teacher must predict the classes of the data."""
     if teacher_classes != data_classes:
-        raise ValueError(
+        raise UsageError(
             f"the teacher predicts {teacher_classes} classes but the data has {data_classes}: distil from a teacher "
             "trained on the same classes"
         )
@@ -199,7 +200,7 @@ def check_class_names(teacher: nn.Module, student: nn.Module) -> None:
     """When both record their labels, the teacher's outputs must mean the data's classes, in the same order."""
     theirs, ours = getattr(teacher, "class_names", None), getattr(student, "class_names", None)
     if theirs is not None and ours is not None and list(theirs) != list(ours):
-        raise ValueError(
+        raise UsageError(
             f"the teacher's classes {list(theirs)[:10]} are not the data's {list(ours)[:10]} (in this order); its "
             "argmax would name the wrong classes: distil from a teacher trained on this data"
         )
@@ -230,7 +231,7 @@ def timm_teacher(name: str, device: torch.device) -> tuple[nn.Module, Preprocess
     try:
         import timm
     except ImportError:
-        raise ValueError(
+        raise UsageError(
             f"teacher timm:{name} is built by timm, which is not installed: pip install timm, or give a checkpoint "
             f"vitkit reads (a run directory, checkpoint directory or weights file; hf-hub:timm/{name} for ViT weights)"
         ) from None
@@ -253,7 +254,7 @@ def build_distillation(config: Any, model: nn.Module, num_classes: int) -> Disti
     """The distillation objective of a recipe: load the teacher it names and check it against student and data."""
     settings = config.objective
     if settings.teacher is None:
-        raise ValueError(
+        raise UsageError(
             "objective 'distill' needs a teacher: add --teacher CKPT (or pass Distillation(teacher=...) to train)"
         )
     check_student(model)

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from vitkit.errors import UsageError
 from vitkit.training.runtime import Runtime
 
 
@@ -52,7 +53,7 @@ def apply_activation_checkpointing(step: nn.Module) -> None:
     model = _unwrap_model(step)
     blocks = getattr(model, "blocks", None)
     if blocks is None:
-        raise ValueError(f"activation checkpointing needs a model with transformer blocks, not {type(model).__name__}")
+        raise UsageError(f"activation checkpointing needs a model with transformer blocks, not {type(model).__name__}")
     for index, block in enumerate(blocks):
         blocks[index] = checkpoint_wrapper(block)
 

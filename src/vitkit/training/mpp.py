@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitkit.data import EvalTransform, ImageSource, make_loader
+from vitkit.errors import UsageError
 from vitkit.inference.device import autocast
 from vitkit.training.config import TrainConfig
 from vitkit.training.objectives import Batch, Objective, StepOutput, Validation, register_objective
@@ -102,7 +103,7 @@ class MaskedPatchPrediction(Objective):
     ) -> None:
         super().__init__()
         if target == "4x4" and (patch_size[0] % 4 or patch_size[1] % 4):
-            raise ValueError(f"mpp_target '4x4' needs a patch size divisible by 4, got {patch_size}; use mean3bit")
+            raise UsageError(f"mpp_target '4x4' needs a patch size divisible by 4, got {patch_size}; use mean3bit")
         self.patch_size, self.target, self.ratio = tuple(patch_size), target, ratio
         self.mask_token = nn.Parameter(torch.zeros(dim))  # the learnable [mask] embedding
         outputs = {"mean3bit": COLOURS, "4x4": 16 * COLOURS, "l2": in_chans * patch_size[0] * patch_size[1]}
@@ -176,7 +177,7 @@ def build_mpp(config: TrainConfig, model: nn.Module, num_classes: int) -> Masked
     """The MPP objective for `model` (a ViT), with the data's normalisation to undo for the colour targets."""
     vit = getattr(model, "config", None)
     if not hasattr(model, "embed") or not hasattr(vit, "patch_size"):
-        raise ValueError(f"objective mpp needs a ViT (patch embeddings to corrupt); got {type(model).__name__}")
+        raise UsageError(f"objective mpp needs a ViT (patch embeddings to corrupt); got {type(model).__name__}")
     return MaskedPatchPrediction(
         vit.hidden_dim,
         vit.patch_size,

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitkit.data import EvalTransform, ImageSource
+from vitkit.errors import UsageError
 from vitkit.inference import evaluate
 
 
@@ -119,7 +120,7 @@ class Supervised(Objective):
     def classification_output(logits: torch.Tensor, batch: Batch) -> StepOutput:
         """Cross-entropy of `logits` against the soft targets, with training accuracy against their argmax."""
         if batch.targets is None:
-            raise ValueError("a supervised objective needs labelled data; this batch has no targets")
+            raise UsageError("a supervised objective needs labelled data; this batch has no targets")
         loss = F.cross_entropy(logits.float(), batch.targets)
         accuracy = (logits.detach().argmax(1) == batch.targets.argmax(1)).float().mean() * 100
         return StepOutput(loss, {"loss": loss.detach(), "acc": accuracy})

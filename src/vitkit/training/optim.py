@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from vitkit.errors import UsageError
 from vitkit.training.config import OptimConfig
 from vitkit.training.distributed import clean_name
 
@@ -26,7 +27,7 @@ def parameter_groups(
     skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
     depth = len(getattr(model, "blocks", ()))
     if layer_decay != 1.0 and not depth:
-        raise ValueError(f"optim.layer_decay needs a ViT (numbered blocks); {type(model).__name__} has none: use 1")
+        raise UsageError(f"optim.layer_decay needs a ViT (numbered blocks); {type(model).__name__} has none: use 1")
     layered = layer_decay != 1.0
     # The decay group first, then no-decay: the layout of optimizer states saved before layer-wise decay existed.
     groups: dict[tuple[int, bool], dict] = {} if layered else {(0, True): {}, (0, False): {}}
@@ -74,13 +75,13 @@ def freeze(model: nn.Module, config: OptimConfig) -> None:
     if config.linear_probe:
         heads = [name for name, _ in model.named_parameters() if name.startswith(HEAD_PREFIXES)]
         if not heads:
-            raise ValueError(f"optim.linear_probe trains the head, but {type(model).__name__} has none (num_classes=0)")
+            raise UsageError(f"optim.linear_probe trains the head, but {type(model).__name__} has none (num_classes=0)")
         for name, param in model.named_parameters():
             param.requires_grad_(name.startswith(HEAD_PREFIXES))
     if config.freeze_patch_embed:
         embedding = getattr(model, "patch_embed", None)
         if embedding is None:
-            raise ValueError(f"optim.freeze_patch_embed needs a ViT; {type(model).__name__} has no patch embedding")
+            raise UsageError(f"optim.freeze_patch_embed needs a ViT; {type(model).__name__} has no patch embedding")
         embedding.requires_grad_(False)
 
 

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from vitkit.errors import MissingPathError, UsageError
 from vitkit.training.config import TrainConfig, load_config
 
 CONFIG_FILE = "config.yaml"
@@ -27,10 +28,10 @@ RESUME_OVERRIDABLE = (
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
     """The config of the run being resumed, with only the harmless overrides allowed."""
     if not (run_dir / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{run_dir} is not a training run ({CONFIG_FILE} is missing); check the --resume path")
+        raise MissingPathError(f"{run_dir} is not a training run ({CONFIG_FILE} is missing); check the --resume path")
     refused = sorted(set(overrides) - set(RESUME_OVERRIDABLE))
     if refused:
-        raise ValueError(
+        raise UsageError(
             f"--resume continues the run exactly as configured in {run_dir / CONFIG_FILE}; these options would change "
             f"it: {', '.join(refused)}. Drop them, or start a new run with --config {run_dir / CONFIG_FILE}"
         )
@@ -43,7 +44,7 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> None:
         is_run = (run_dir / CONFIG_FILE).exists() or (run_dir / "checkpoints").exists()
         if not overwrite or not is_run:
             hint = "pass --overwrite to replace it, " if is_run else ""
-            raise ValueError(
+            raise UsageError(
                 f"output directory {run_dir} already exists and is not empty; {hint}"
                 f"use --resume {run_dir} to continue it, or choose another --out"
             )

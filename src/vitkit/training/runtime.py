@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.distributed as dist
 
+from vitkit.errors import UsageError
 from vitkit.inference.device import autocast
 from vitkit.inference.device import resolve_device as resolve_any_device
 
@@ -106,7 +107,7 @@ class Runtime:
         if mode == "auto":
             mode = "ddp" if context.enabled else "none"
         if mode != "none" and not context.enabled:
-            raise ValueError(
+            raise UsageError(
                 f"runtime.distributed={config.distributed} needs several processes: launch with "
                 "`torchrun --nproc_per_node=N -m vitkit train ...`, or use distributed: auto"
             )
@@ -270,9 +271,9 @@ def read_cpuinfo() -> str | None:
 def check_precision(precision: str, device: torch.device) -> None:
     """Refuse combinations that cannot work, saying what to use instead."""
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError("--precision fp16 needs a CUDA device (it relies on a GradScaler); use bf16 or fp32 on CPU")
+        raise UsageError("--precision fp16 needs a CUDA device (it relies on a GradScaler); use bf16 or fp32 on CPU")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"{torch.cuda.get_device_name(device)} has no bfloat16 support; use --precision fp16 or fp32")
+        raise UsageError(f"{torch.cuda.get_device_name(device)} has no bfloat16 support; use --precision fp16 or fp32")
 
 
 def precision_warning(precision: str, device: torch.device) -> str | None:

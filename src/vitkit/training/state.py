@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vitkit.errors import UsageError
+
 STATE_FILE = "training_state.pt"
 STATE_VERSION = 2
 
@@ -106,5 +108,5 @@ def load_training_state(path: Any) -> dict[str, Any]:
     """Read `training_state.pt`, refusing files from another version with a clear message."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-        raise ValueError(f"{path} is not a vitkit training state (version {STATE_VERSION}); the run cannot be resumed")
+        raise UsageError(f"{path} is not a vitkit training state (version {STATE_VERSION}); the run cannot be resumed")
     return state

@@ -22,6 +22,7 @@ from torch import nn
 
 from vitkit.checkpoints import create_model
 from vitkit.data import DatasetSplits, EvalTransform, TrainAugment, load_dataset, make_loader, num_batches
+from vitkit.errors import UsageError
 from vitkit.training import checkpointing, distributed
 from vitkit.training.config import ModelConfig, TrainConfig
 from vitkit.training.ema import ModelEma
@@ -150,7 +151,7 @@ def create_trainer(
         seed_everything(rank_seed(config.run.seed, runtime.dist.rank))  # same weights everywhere, own augmentations
     optimizer = build_optimizer(model, objective, config.optim)
     if config.optim.ema_decay > 0 and runtime.distributed == "fsdp":
-        raise ValueError("optim.ema_decay needs the whole model on every rank; it cannot be used with FSDP")
+        raise UsageError("optim.ema_decay needs the whole model on every rank; it cannot be used with FSDP")
     ema = ModelEma(model, config.optim.ema_decay) if config.optim.ema_decay > 0 else None
     steps_per_epoch = num_batches(data.train, config.run.batch_size, drop_last=True)
     # run.steps: the fewest epochs that cover them; the loop stops at exactly that step (Trainer.total_steps).
