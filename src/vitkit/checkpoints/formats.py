@@ -25,6 +25,7 @@ from vitkit.checkpoints.native import is_native_checkpoint, read_native, read_sa
 from vitkit.errors import MissingPathError, UsageError
 from vitkit.models import ArchConfig, ViTConfig
 from vitkit.models.registry import infer_num_heads
+from vitkit.models.resnet import JAX_GN_EPS
 
 SUPPORTED = (
     "a vitkit checkpoint directory (written by vitkit.save or `vitkit convert`); a timm ViT or DeiT state dict "
@@ -264,8 +265,11 @@ def from_jax_arrays(arrays: dict[str, np.ndarray], origin: str) -> Checkpoint:
         sample = ", ".join(sorted(arrays)[:6])
         raise UsageError(f"{origin}: an .npz, but not of a JAX ViT (keys: {sample}, ...). Supported: {SUPPORTED}")
     state, num_heads = jax.jax_to_vitkit(arrays, origin)
-    # Flax's nn.gelu is the tanh approximation by default: the function these weights were trained with.
+    # Flax's nn.gelu is the tanh approximation by default: the function these weights were trained with; a
+    # hybrid's stem standardises weights as vit_jax's StdConv, (w - mean) / (std + 1e-5), with Flax's GroupNorm eps.
     config, state, _ = infer_config(state, origin, "jax", num_heads=num_heads, activation="gelu_tanh")
+    if config.stem is not None:
+        config = config.replace(stem_weight_std="jax", stem_norm_eps=JAX_GN_EPS)
     return Checkpoint(config, state, "jax", origin)
 
 

@@ -17,6 +17,9 @@ POSEMBS = ("learned", "learned_2d", "sincos_2d", "none")
 # "gelu": exact (erf) GELU, as timm and Hugging Face use; "gelu_tanh": the tanh approximation, flax's default
 # and so the function the original JAX ViT releases were trained with.
 ACTIVATIONS = ("gelu", "gelu_tanh")
+# A hybrid stem's weight standardisation: timm's (w - mean) / sqrt(var + 1e-8), or the original JAX code's
+# (w - mean) / (std + 1e-5) (models/resnet.py computes both).
+STEM_WEIGHT_STDS = ("timm", "jax")
 
 
 def to_pair(value: int | tuple[int, int] | list[int], what: str) -> tuple[int, int]:
@@ -93,6 +96,10 @@ class ViTConfig(ConfigDict):
     img_size: tuple[int, int] = (224, 224)
     patch_size: tuple[int, int] = knob((16, 16), "patch size P (with a CNN stem: its total stride)")
     stem: str | None = knob(None, "hybrid (Sec. 3.1): a CNN stem such as R50 or C20 instead of raw patches")
+    stem_weight_std: str = knob(
+        "timm", "ResNet stem weight standardisation: timm (sqrt(var + 1e-8)) | jax (std + 1e-5, the JAX releases)"
+    )
+    stem_norm_eps: float = knob(1e-5, "ResNet stem GroupNorm epsilon (timm 1e-5; Flax, the JAX releases, 1e-6)")
     in_chans: int = knob(3, "input image channels")
     num_classes: int = 1000
     hidden_dim: int = knob(768, "width D of the tokens (paper Table 1)")
@@ -122,6 +129,8 @@ class ViTConfig(ConfigDict):
             raise UsageError(f"posemb must be one of {POSEMBS}, got {self.posemb!r}")
         if self.activation not in ACTIVATIONS:
             raise UsageError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.stem_weight_std not in STEM_WEIGHT_STDS:
+            raise UsageError(f"stem_weight_std must be one of {STEM_WEIGHT_STDS}, got {self.stem_weight_std!r}")
         if self.distilled and self.pool != "token":
             raise UsageError(
                 f"distilled=True needs pool='token', got pool={self.pool!r}: DeiT's distillation token is a second "

@@ -37,8 +37,14 @@ def fold_layers(layers: tuple[int, ...], stages: int) -> tuple[int, ...]:
     return layers[: stages - 1] + (sum(layers[stages - 1 :]),)
 
 
-def stem_config(stem: str, patch_size: tuple[int, int], in_chans: int = 3) -> CifarResNetConfig | ResNetV2Config:
-    """The headless ConvNet config a stem name and a total stride (the ViT's patch size) describe."""
+def stem_config(
+    stem: str, patch_size: tuple[int, int], in_chans: int = 3, weight_std: str = "timm", norm_eps: float = 1e-5
+) -> CifarResNetConfig | ResNetV2Config:
+    """The headless ConvNet config a stem name and a total stride (the ViT's patch size) describe.
+
+    `weight_std` and `norm_eps` are the ResNet stems' conventions (timm's or the JAX releases'); the CIFAR
+    stems use BatchNorm and ignore them.
+    """
     match = STEM_PATTERN.match(stem)
     if not match:
         raise UsageError(f"unknown hybrid stem {stem!r}; use {STEM_HELP}")
@@ -59,7 +65,8 @@ def stem_config(stem: str, patch_size: tuple[int, int], in_chans: int = 3) -> Ci
         )
     layers = fold_layers(layers, strides[stride])
     if family == "R":
-        return ResNetV2Config(layers, width, preact=False, num_classes=0, in_chans=in_chans, name=stem)
+        conventions = {"weight_std": weight_std, "norm_eps": norm_eps}
+        return ResNetV2Config(layers, width, preact=False, num_classes=0, in_chans=in_chans, name=stem, **conventions)
     return CifarResNetConfig(layers, int(16 * width), num_classes=0, in_chans=in_chans, name=stem)
 
 
@@ -70,7 +77,9 @@ class HybridEmbedding(nn.Module):
         super().__init__()
         if config.stem is None:
             raise UsageError("a hybrid embedding needs ViTConfig.stem (e.g. 'R50')")
-        stem = stem_config(config.stem, config.patch_size, config.in_chans)
+        stem = stem_config(
+            config.stem, config.patch_size, config.in_chans, config.stem_weight_std, config.stem_norm_eps
+        )
         self.backbone = ResNetV2(stem) if isinstance(stem, ResNetV2Config) else CifarResNet(stem)
         self.proj = nn.Conv2d(stem.num_features, config.hidden_dim, kernel_size=1)
         self.stride, self.in_chans, self.name = config.patch_size[0], config.in_chans, config.stem

@@ -17,9 +17,13 @@ max pool and a linear head whose logits are scaled by 1/9; convolutions start as
 channels (dirac initialisation). What it leaves to the training recipe: airbench's data-whitened frozen stem,
 64x learning rate on BN biases and Lookahead are not reproduced (BN here is plain, affine).
 
-Weight standardisation is (w - mean) / sqrt(var + 1e-8) per output filter, as timm computes it for both BiT
-and the hybrid, with GroupNorm eps 1e-5 as timm. The original JAX code divides by (std + 1e-5) and uses eps
-1e-6: on a random tiny hybrid the logits differ by 7e-5 (relative), measured in tests/test_hybrid.py.
+Weight standardisation and the GroupNorm epsilon follow the checkpoint's convention, as fields of the config
+(`weight_std`, `norm_eps`; for a hybrid `ViTConfig.stem_weight_std` / `stem_norm_eps`), set by the format that
+loads the weights: "timm" is (w - mean) / sqrt(var + 1e-8) per output filter with GroupNorm eps 1e-5 (timm's BiT
+and hybrid models, vitkit's default); "jax" is the original code's (w - mean) / (std + 1e-5) (vit_jax
+`models_resnet.py` StdConv) with Flax's GroupNorm eps 1e-6. On a random tiny hybrid the two give logits 7e-5
+apart (relative), so an `.npz` hybrid is only within 1e-5 of the original under its own convention
+(tests/test_hybrid.py).
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ from torch import nn
 from vitkit.errors import UsageError
 from vitkit.models.config import ConfigDict, to_pair
 
-WS_EPS = 1e-8  # weight standardisation, as timm's BiT and hybrid models
+# Weight standardisation: name -> (epsilon, whether it is added to the std rather than to the variance).
+WEIGHT_STANDARDIZATIONS = {"timm": (1e-8, False), "jax": (1e-5, True)}
 GN_EPS = 1e-5  # timm's GroupNormAct (torch default); the JAX originals use Flax's 1e-6
+JAX_GN_EPS = 1e-6
 GN_GROUPS = 32
 SHORTCUTS = ("A", "B")
 
@@ -104,12 +110,16 @@ class ResNetV2Config(ConfigDict):
     img_size: tuple[int, int] = (224, 224)
     in_chans: int = 3
     zero_init_head: bool = True  # BiT starts every head at zero (Kolesnikov et al. 2020, Sec. 3.3)
+    weight_std: str = "timm"  # a key of WEIGHT_STANDARDIZATIONS: timm | jax (the original code), set by the format
+    norm_eps: float = GN_EPS  # GroupNorm epsilon: timm 1e-5, Flax (the JAX releases) 1e-6
     name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.layers = tuple(self.layers)
         self.img_size = to_pair(self.img_size, "img_size")
+        if self.weight_std not in WEIGHT_STANDARDIZATIONS:
+            raise UsageError(f"weight_std must be one of {tuple(WEIGHT_STANDARDIZATIONS)}, got {self.weight_std!r}")
         if not self.layers or min(self.layers) < 1:
             raise UsageError(f"layers must list at least one stage of at least one unit, got {self.layers}")
         stem = 64 * self.width_factor
@@ -196,29 +206,36 @@ def pad_same(x: torch.Tensor, kernel: int, stride: int, value: float = 0.0) -> t
     return F.pad(x, (left, right, top, bottom), value=value) if top or bottom or left or right else x
 
 
-def standardize_weight(weight: torch.Tensor, eps: float = WS_EPS) -> torch.Tensor:
-    """Weight standardisation (Qiao et al. 2019): each output filter to zero mean and unit variance."""
+def standardize_weight(weight: torch.Tensor, style: str = "timm") -> torch.Tensor:
+    """Weight standardisation (Qiao et al. 2019): each output filter to zero mean and unit variance.
+
+    `style` is a key of WEIGHT_STANDARDIZATIONS: timm's (w - mean) / sqrt(var + 1e-8) or the original JAX
+    (w - mean) / (std + 1e-5).
+    """
+    eps, on_std = WEIGHT_STANDARDIZATIONS[style]
     var, mean = torch.var_mean(weight, dim=(1, 2, 3), keepdim=True, correction=0)
-    return (weight - mean) / torch.sqrt(var + eps)
+    return (weight - mean) / (var.sqrt() + eps if on_std else torch.sqrt(var + eps))
 
 
 class StdConv2d(nn.Conv2d):
     """A bias-free convolution of standardised weights; `same=True` pads as TensorFlow, else symmetrically."""
 
-    def __init__(self, in_chans: int, out_chans: int, kernel: int, stride: int = 1, same: bool = False) -> None:
+    def __init__(
+        self, in_chans: int, out_chans: int, kernel: int, stride: int = 1, same: bool = False, style: str = "timm"
+    ) -> None:
         super().__init__(in_chans, out_chans, kernel, stride, padding=0 if same else kernel // 2, bias=False)
-        self.same = same
+        self.same, self.style = same, style
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve with the standardised kernel."""
         if self.same:
             x = pad_same(x, self.kernel_size[0], self.stride[0])
-        return F.conv2d(x, standardize_weight(self.weight), None, self.stride, self.padding)
+        return F.conv2d(x, standardize_weight(self.weight, self.style), None, self.stride, self.padding)
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
+def group_norm(channels: int, eps: float = GN_EPS) -> nn.GroupNorm:
     """GroupNorm with BiT's 32 groups."""
-    return nn.GroupNorm(GN_GROUPS, channels, eps=GN_EPS)
+    return nn.GroupNorm(GN_GROUPS, channels, eps=eps)
 
 
 def init_convnet(model: nn.Module) -> None:
@@ -436,10 +453,12 @@ class CifarVGG(ConvNet):
 class RootBlock(nn.Module):
     """The 7x7/2 root convolution and 3x3/2 max pool (stride 4 in all); GroupNorm + ReLU in the hybrid."""
 
-    def __init__(self, in_chans: int, width: int, preact: bool) -> None:
+    def __init__(
+        self, in_chans: int, width: int, preact: bool, weight_std: str = "timm", norm_eps: float = GN_EPS
+    ) -> None:
         super().__init__()
-        self.conv = StdConv2d(in_chans, width, 7, stride=2, same=not preact)
-        self.norm = None if preact else group_norm(width)
+        self.conv = StdConv2d(in_chans, width, 7, stride=2, same=not preact, style=weight_std)
+        self.norm = None if preact else group_norm(width, norm_eps)
         self.preact = preact
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -455,10 +474,18 @@ class RootBlock(nn.Module):
 class Downsample(nn.Module):
     """The projection shortcut of a stage's first unit: strided 1x1 StdConv (+ GroupNorm when post-activation)."""
 
-    def __init__(self, in_chans: int, out_chans: int, stride: int, preact: bool) -> None:
+    def __init__(
+        self,
+        in_chans: int,
+        out_chans: int,
+        stride: int,
+        preact: bool,
+        weight_std: str = "timm",
+        norm_eps: float = GN_EPS,
+    ) -> None:
         super().__init__()
-        self.conv = StdConv2d(in_chans, out_chans, 1, stride, same=not preact)
-        self.norm = None if preact else group_norm(out_chans)
+        self.conv = StdConv2d(in_chans, out_chans, 1, stride, same=not preact, style=weight_std)
+        self.norm = None if preact else group_norm(out_chans, norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The projected shortcut."""
@@ -469,16 +496,26 @@ class Downsample(nn.Module):
 class Bottleneck(nn.Module):
     """1x1 -> 3x3 (strided) -> 1x1 StdConvs with GroupNorm, in BiT's pre-activation or the hybrid's post order."""
 
-    def __init__(self, in_chans: int, out_chans: int, stride: int, preact: bool, project: bool) -> None:
+    def __init__(
+        self,
+        in_chans: int,
+        out_chans: int,
+        stride: int,
+        preact: bool,
+        project: bool,
+        weight_std: str = "timm",
+        norm_eps: float = GN_EPS,
+    ) -> None:
         super().__init__()
+        style, eps = weight_std, norm_eps
         mid, same = out_chans // 4, not preact
-        self.downsample = Downsample(in_chans, out_chans, stride, preact) if project else None
-        self.norm1 = group_norm(in_chans if preact else mid)
-        self.conv1 = StdConv2d(in_chans, mid, 1, same=same)
-        self.norm2 = group_norm(mid)
-        self.conv2 = StdConv2d(mid, mid, 3, stride, same=same)
-        self.norm3 = group_norm(mid if preact else out_chans)
-        self.conv3 = StdConv2d(mid, out_chans, 1, same=same)
+        self.downsample = Downsample(in_chans, out_chans, stride, preact, style, eps) if project else None
+        self.norm1 = group_norm(in_chans if preact else mid, eps)
+        self.conv1 = StdConv2d(in_chans, mid, 1, same=same, style=style)
+        self.norm2 = group_norm(mid, eps)
+        self.conv2 = StdConv2d(mid, mid, 3, stride, same=same, style=style)
+        self.norm3 = group_norm(mid if preact else out_chans, eps)
+        self.conv3 = StdConv2d(mid, out_chans, 1, same=same, style=style)
         self.preact = preact
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -504,19 +541,20 @@ class ResNetV2(ConvNet):
         super().__init__()
         self.config = config
         self.class_names: list[str] | None = None  # labels of the head's outputs, set by checkpoint loading
-        self.stem = RootBlock(config.in_chans, config.stem_width, config.preact)
+        conventions = {"weight_std": config.weight_std, "norm_eps": config.norm_eps}
+        self.stem = RootBlock(config.in_chans, config.stem_width, config.preact, **conventions)
         stages, chans = [], config.stem_width
         for index, depth in enumerate(config.layers):
             out, stride = 4 * config.stem_width * 2**index, 1 if index == 0 else 2
             units = [
-                Bottleneck(chans if i == 0 else out, out, stride if i == 0 else 1, config.preact, project=i == 0)
+                Bottleneck(chans if i == 0 else out, out, stride if i == 0 else 1, config.preact, i == 0, **conventions)
                 for i in range(depth)
             ]
             stages.append(Stage(units))
             chans = out
         self.stages = nn.Sequential(*stages)
         # Pre-activation units leave the last sum un-normalised: BiT closes with GroupNorm + ReLU.
-        self.norm = group_norm(chans) if config.preact else None
+        self.norm = group_norm(chans, config.norm_eps) if config.preact else None
         self.head = self.make_head()
         init_convnet(self)
         if not config.preact:
