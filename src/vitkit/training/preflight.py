@@ -29,9 +29,9 @@ def check_low_res(config: TrainConfig, model: Model) -> None:
         return
     patch = model.patch_size
     if patch is not None and (low >= size or low % patch[0] or low % patch[1]):
+        shown = str(patch[0]) if patch[0] == patch[1] else f"{patch[0]}x{patch[1]}"
         raise UsageError(
-            f"run.low_res_size {low} must be smaller than data.img_size {size} and a multiple of the patch size "
-            f"{patch[0]}"
+            f"run.low_res_size {low} must be smaller than data.img_size {size} and a multiple of the patch size {shown}"
         )
     if low >= size:
         raise UsageError(f"run.low_res_size {low} must be smaller than data.img_size {size}")
