@@ -18,7 +18,7 @@ mkdir -p "$EXP"
 # The transformer of every run: the 60-min CIFAR-10 recipe's (6 blocks, D=192, GAP, learned position embeddings).
 VIT_BODY=(--hidden-dim 192 --depth 6 --num-heads 3 --mlp-dim 384 --pool gap --posemb learned)
 # The transfer model: 8x8 patches at 64 px (an 8x8 grid, as 4x4 patches give at 32 px).
-SMALL_VIT=(--model mu/8 "${VIT_BODY[@]}")
+SMALL_VIT=(--model Mini/8 "${VIT_BODY[@]}")
 IMAGENET_NORM=(--mean 0.485 0.456 0.406 --std 0.229 0.224 0.225)
 # Crops and flips only, for every arm (pre-training, fine-tuning and scratch alike).
 LIGHT_AUGMENT=(--crop rrc --rrc-scale 0.25 1 --hflip --randaugment-n 0 --mixup 0 --cutmix 0 --random-erasing 0)
@@ -86,7 +86,7 @@ random_init() {
   .venv/bin/python - "$EXP/random_init" <<'EOF'
 import sys
 import vitkit
-model = vitkit.create_model("mu/8", img_size=64, hidden_dim=192, depth=6, num_heads=3, mlp_dim=384, pool="gap",
+model = vitkit.create_model("Mini/8", img_size=64, hidden_dim=192, depth=6, num_heads=3, mlp_dim=384, pool="gap",
                             posemb="learned", num_classes=10)
 imagenet = {"img_size": 64, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 vitkit.save(model, sys.argv[1], metadata={"data": imagenet})
@@ -116,8 +116,8 @@ deit_soft() {
 
 # Hybrid (CIFAR ResNet stem, 8x8 grid of its features) against the pure ViT with 4x4 patches, same 12 minutes.
 HYBRID_TIME=(--config recipes/cifar10_60min.yaml --epochs 100 --time-budget-min 12 --no-compile)
-hybrid() { $VITKIT train "${HYBRID_TIME[@]}" --model C20+mu/4 "${VIT_BODY[@]}" "${COMMON[@]}" --out $EXP/hybrid_c20; }
-pure() { $VITKIT train "${HYBRID_TIME[@]}" --model mu/4 "${VIT_BODY[@]}" "${COMMON[@]}" --out $EXP/pure_vit; }
+hybrid() { $VITKIT train "${HYBRID_TIME[@]}" --model C20+Mini/4 "${VIT_BODY[@]}" "${COMMON[@]}" --out $EXP/hybrid_c20; }
+pure() { $VITKIT train "${HYBRID_TIME[@]}" --model Mini/4 "${VIT_BODY[@]}" "${COMMON[@]}" --out $EXP/pure_vit; }
 
 # Two jobs at once, each into its own log; the phase ends when both have.
 pair() {

@@ -144,7 +144,9 @@ def test_resnet_stems_follow_the_paper(name, layers, grid, width):
     assert backbone.config.layers == layers and backbone.config.num_features == width
 
 
-@pytest.mark.parametrize(("name", "layers", "grid"), [("C20+mu/4", (3, 3, 3), (8, 8)), ("C56+mu/2", (9, 18), (16, 16))])
+@pytest.mark.parametrize(
+    ("name", "layers", "grid"), [("C20+Mini/4", (3, 3, 3), (8, 8)), ("C56+Mini/2", (9, 18), (16, 16))]
+)
 def test_cifar_stems_for_32px_images(name, layers, grid):
     model = vitkit.create_model(name, img_size=32, num_classes=10, depth=1)
     assert isinstance(model.patch_embed.backbone, CifarResNet)
@@ -171,7 +173,7 @@ def test_paper_hybrid_parameter_count():
 
 
 def test_hybrid_runs_at_two_resolutions_with_resampled_position_embeddings(tmp_path):
-    model = random_hybrid("C20+mu/4", num_classes=3)
+    model = random_hybrid("C20+Mini/4", num_classes=3)
     assert model.config.grid_size == (8, 8)
     at_48 = model(images(48))  # 12x12 grid: E_pos resampled on the fly from the stem's grid
     _, grid = model.embed(images(48))
@@ -195,9 +197,9 @@ def test_native_round_trip_keeps_stem_and_logits(tmp_path):
     ("name", "message"),
     [
         ("R50+B/12", "stem R50 cannot give patch size 12x12: its stages downsample by 4 or 8 or 16 or 32"),
-        ("C20+mu/8", "stem C20 cannot give patch size 8x8: its stages downsample by 1 or 2 or 4"),
+        ("C20+Mini/8", "stem C20 cannot give patch size 8x8: its stages downsample by 1 or 2 or 4"),
         ("R34+B/16", "unknown hybrid stem 'R34'"),
-        ("C21+mu/4", "unknown hybrid stem 'C21'"),
+        ("C21+Mini/4", "unknown hybrid stem 'C21'"),
     ],
 )
 def test_stem_name_errors(name, message):
@@ -206,7 +208,7 @@ def test_stem_name_errors(name, message):
 
 
 def test_image_not_divisible_by_the_stem_stride():
-    model = vitkit.create_model("C20+mu/4", img_size=32, depth=1)
+    model = vitkit.create_model("C20+Mini/4", img_size=32, depth=1)
     with pytest.raises(
         ValueError,
         match="image size 30 is not divisible by the total stride 4 of the C20 stem; use an image size of 28 or 32",

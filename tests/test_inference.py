@@ -39,7 +39,7 @@ def tiny_model(num_classes: int = 3):
     """A 2-layer ViT on 16 px inputs with 4x4 patches and a random (non-zero) head."""
     torch.manual_seed(0)
     return create_model(
-        "mu/4", img_size=16, num_classes=num_classes, depth=2, hidden_dim=16, mlp_dim=32, num_heads=2,
+        "Mini/4", img_size=16, num_classes=num_classes, depth=2, hidden_dim=16, mlp_dim=32, num_heads=2,
         zero_init_head=False,
     )  # fmt: skip
 

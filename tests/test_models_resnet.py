@@ -235,7 +235,7 @@ def test_native_save_load_round_trip(tmp_path, name, small):
 
 
 def test_files_without_architecture_hold_vits(tmp_path):
-    vit = vitkit.create_model("mu/4", img_size=16, depth=1, num_classes=2)
+    vit = vitkit.create_model("Mini/4", img_size=16, depth=1, num_classes=2)
     vitkit.save(vit, tmp_path / "old")
     document = json.loads((tmp_path / "old" / "config.json").read_text())
     assert document.pop("architecture") == "vit"

@@ -30,6 +30,7 @@ from vitkit.data import DataConfig, EvalTransform, ImageSource, load_dataset, ma
 from vitkit.data.cache import cache_root, load_entry, save_entry
 from vitkit.errors import UsageError
 from vitkit.inference import Preprocessing, autocast, load_for_inference
+from vitkit.models import Model, VisionTransformer
 
 log = logging.getLogger("vitkit.analysis")
 
@@ -179,7 +180,7 @@ def check_shots(labels: torch.Tensor, class_names: list[str], shots: list[int], 
 
 @torch.no_grad()
 def extract_features(
-    model: torch.nn.Module, source: ImageSource, transform: EvalTransform, *, batch_size: int, device: torch.device,
+    model: Model, source: ImageSource, transform: EvalTransform, *, batch_size: int, device: torch.device,
     precision: str,
 ) -> torch.Tensor:  # fmt: skip
     """Pre-logit features (N, D), float32 on the CPU, of every image of `source` in order."""
@@ -192,12 +193,16 @@ def extract_features(
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
-def check_features(model: torch.nn.Module, origin: str = "") -> None:
-    """Refuse a model without pre-logit features (a ConvNet: no `forward_head(..., pre_logits=True)`)."""
-    if not hasattr(model, "forward_head") or not hasattr(model, "forward_features"):
+def check_features(model: Model, origin: str = "") -> None:
+    """Refuse a model that is not a ViT: the paper's few-shot protocol reads a ViT's pre-logit features.
+
+    Every family gives `forward_head(..., pre_logits=True)` (a ConvNet: its pooled map), so this is a choice,
+    not a missing capability: ConvNet few-shot is untested here and stays refused.
+    """
+    if not isinstance(model, VisionTransformer):
         raise UsageError(
-            f"{origin or type(model).__name__} has no pre-logit features (a {type(model).__name__}, without "
-            "forward_head(..., pre_logits=True)); few-shot evaluation needs a ViT checkpoint"
+            f"{origin or type(model).__name__} has no pre-logit features of a ViT (it is a {type(model).__name__}); "
+            "few-shot evaluation needs a ViT checkpoint"
         )
 
 

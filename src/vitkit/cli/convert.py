@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     from vitkit.checkpoints import create_model, save
     from vitkit.checkpoints.native import is_native_checkpoint
+    from vitkit.models import ViTConfig
 
     destination = Path(args.dst)
     if destination.exists() and not is_native_checkpoint(destination):
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     save(model, destination, class_names=model.class_names, metadata={"converted_from": str(args.src)})
     shape = (
         f"{config.hidden_dim}-wide x {config.depth} layers, {config.num_heads} heads"
-        if hasattr(config, "num_heads")
+        if isinstance(config, ViTConfig)
         else f"{config.name or type(model).__name__}, {config.depth} layers"  # a ConvNet
     )
     print(

@@ -28,7 +28,7 @@ its format's convention (0.5 for vitkit, JAX, transformers and timm ViTs), with
 `Preprocessing.source` = "default (no metadata): <convention>" and a logged warning.
 """
 
-from vitkit.inference.device import autocast, resolve_device
+from vitkit.inference.device import INFERENCE_PRECISIONS, PRECISIONS, TRAINING_PRECISIONS, autocast, resolve_device
 from vitkit.inference.evaluate import (
     EvalData,
     EvalResult,
@@ -49,6 +49,9 @@ from vitkit.inference.loading import (
 from vitkit.inference.predict import Prediction, predict_files, predict_logits
 
 __all__ = [
+    "INFERENCE_PRECISIONS",
+    "PRECISIONS",
+    "TRAINING_PRECISIONS",
     "EvalData",
     "EvalResult",
     "Evaluation",

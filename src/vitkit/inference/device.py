@@ -1,4 +1,5 @@
-"""The device a model runs on and the autocast context of its precision (shared by training and inference)."""
+"""The device a model runs on, the precisions it computes in and their autocast context (shared by training and
+inference, which sits below it)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,21 @@ from vitkit.errors import UsageError
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
+# Every precision vitkit computes in, and the subsets each side accepts.
+PRECISIONS = ("fp32", "bf16", "fp16")
+TRAINING_PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # "auto": the runtime's timed probe picks bf16 or fp32
+INFERENCE_PRECISIONS = ("fp32", "bf16")  # a run trained in fp16 is evaluated in fp32
 
-def resolve_device(name: str) -> torch.device:
-    """ "auto" -> cuda when available, else cpu; an explicit cuda request without a GPU is an error."""
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """ "auto" -> cuda when available (GPU `local_rank`, this rank's under torchrun, made current), else cpu; an
+    explicit cuda request without a GPU is an error."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        local = local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name} was requested but torch sees no CUDA device; use --device cpu or auto")

@@ -18,9 +18,9 @@ from vitkit.data import DataConfig, EvalTransform, ImageSource, load_dataset, ma
 from vitkit.data.cifar import find_cifar
 from vitkit.data.imagefolder import has_split_folders
 from vitkit.errors import UsageError
-from vitkit.inference.device import autocast
-from vitkit.inference.loading import PRECISIONS, Preprocessing, load_for_inference, require_head
-from vitkit.models import VisionTransformer
+from vitkit.inference.device import INFERENCE_PRECISIONS, autocast
+from vitkit.inference.loading import Preprocessing, load_for_inference, require_head
+from vitkit.models import Model, VisionTransformer
 
 SPLITS = ("val", "train", "all")
 
@@ -67,7 +67,7 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module,
+    model: Model,
     source: ImageSource,
     transform: EvalTransform,
     *,
@@ -111,11 +111,12 @@ def evaluate(
 AVERAGE = "average"  # the model's own output: with several heads, their mean (DeiT's inference)
 
 
-def head_logits(model: torch.nn.Module, inputs: torch.Tensor, heads: bool) -> dict[str, torch.Tensor]:
+def head_logits(model: Model, inputs: torch.Tensor, heads: bool) -> dict[str, torch.Tensor]:
     """The model's logits ("average"), and with `heads` those of each head ("cls", "dist"), as float32."""
     if not heads:
         return {AVERAGE: model(inputs).float()}
-    if not hasattr(model, "forward_heads"):
+    # Every family has `forward_heads`; a ConvNet's one head would only repeat the average, so it is refused.
+    if not isinstance(model, VisionTransformer):
         raise UsageError(
             f"per-head evaluation needs a ViT (forward_heads); {type(model).__name__} has a single head: drop --heads"
         )
@@ -217,8 +218,8 @@ def evaluate_checkpoint(
     fraction and seed), so its val split is the held-out set the run reported. `heads` also scores each
     head of a DeiT-style model on its own (`result.heads`).
     """
-    if precision is not None and precision not in PRECISIONS:
-        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision is not None and precision not in INFERENCE_PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
     model, prep, checkpoint, target = load_for_inference(source, device)
     require_head(model, checkpoint)
     config, data = select_eval_data(prep, data_path, split)
@@ -333,7 +334,7 @@ def describe(config: DataConfig, split: str, own: bool, presplit: bool) -> str:
     return f"the {split} split of {where} ({how}{', as in training' if own else ''})"
 
 
-def check_class_names(model: VisionTransformer, names: list[str], checkpoint: Path, data_path: str) -> None:
+def check_class_names(model: Model, names: list[str], checkpoint: Path, data_path: str) -> None:
     """The dataset's classes must be the head's classes, in the same order."""
     if model.class_names is None:
         if len(names) != model.config.num_classes:

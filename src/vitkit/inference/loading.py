@@ -14,8 +14,8 @@ from vitkit.checkpoints import hub, load
 from vitkit.checkpoints.formats import CONFIG_FILE, WEIGHT_FILES
 from vitkit.checkpoints.native import is_native_checkpoint, read_native_document, resolve_checkpoint_dir
 from vitkit.errors import MissingPathError, UsageError
-from vitkit.inference.device import resolve_device
-from vitkit.models import VisionTransformer
+from vitkit.inference.device import INFERENCE_PRECISIONS, resolve_device
+from vitkit.models import Model
 
 log = logging.getLogger("vitkit.inference")
 
@@ -32,7 +32,6 @@ CONVENTIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, flo
     # timm's ViT configs use 0.5 (the Inception scaling); DeiT weights are the exception (ImageNet mean/std).
     "timm": (HALF, HALF, "timm's ViT default (DeiT weights use ImageNet's 0.485/0.456/0.406, 0.229/0.224/0.225)"),
 }
-PRECISIONS = ("fp32", "bf16")  # what inference runs in; a run trained in fp16 is evaluated in fp32
 
 
 def resolve_checkpoint(source: str | Path) -> Path:
@@ -96,7 +95,7 @@ class Preprocessing:
         }
 
 
-def read_preprocessing(path: str | Path, model: VisionTransformer) -> Preprocessing:
+def read_preprocessing(path: str | Path, model: Model) -> Preprocessing:
     """The preprocessing of the checkpoint at `path` (resolved, local) that `model` was loaded from.
 
     Native checkpoints: their metadata (keys in the package docstring). Foreign ones: transformers'
@@ -112,7 +111,7 @@ def read_preprocessing(path: str | Path, model: VisionTransformer) -> Preprocess
     base = {
         "img_size": img_size,
         "class_names": model.class_names,
-        "precision": metadata.get("precision") if metadata.get("precision") in PRECISIONS else "fp32",
+        "precision": metadata.get("precision") if metadata.get("precision") in INFERENCE_PRECISIONS else "fp32",
         "data": recorded,
         "training_data": as_dict(as_dict(metadata.get("training")).get("data")),
     }
@@ -192,7 +191,7 @@ def triple(value: Any, key: str, where: Path) -> tuple[float, float, float]:
 class LoadedModel(NamedTuple):
     """What `load_for_inference` returns (a tuple, so `model, prep, path, device = ...` works)."""
 
-    model: VisionTransformer  # in eval mode, on `device`
+    model: Model  # in eval mode, on `device`
     preprocessing: Preprocessing
     path: Path  # the resolved checkpoint (a run's checkpoints/best, a hub id's cached files, ...)
     device: torch.device
@@ -214,7 +213,7 @@ def load_for_inference(source: str | Path, device: str = "auto") -> LoadedModel:
     return LoadedModel(model, prep, path, target)
 
 
-def require_head(model: VisionTransformer, path: Path) -> None:
+def require_head(model: Model, path: Path) -> None:
     """Refuse a model without a classification head where labels are needed (predict, eval)."""
     if model.config.num_classes == 0:
         raise UsageError(

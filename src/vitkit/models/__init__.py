@@ -1,14 +1,17 @@
-"""Models: the ViT of the paper (with its hybrid CNN stem), its configuration, position embeddings, ConvNets."""
+"""Models: the ViT of the paper (with its hybrid CNN stem), its configuration, position embeddings, ConvNets.
+
+Every family implements `Model` (models/interface.py), the one interface the rest of vitkit uses.
+"""
 
 from vitkit.models.config import ViTConfig
 from vitkit.models.hybrid import HybridEmbedding
+from vitkit.models.interface import AttentionShape, Labels, Model, labels_of
 from vitkit.models.posemb import PositionEmbedding, resample_posemb, sincos_2d
 from vitkit.models.registry import (
     ARCHITECTURES,
     PRESETS,
     VARIANTS,
     ArchConfig,
-    Model,
     architecture_of,
     build_model,
     config_from_dict,
@@ -31,11 +34,13 @@ __all__ = [
     "PRESETS",
     "VARIANTS",
     "ArchConfig",
+    "AttentionShape",
     "CifarResNet",
     "CifarResNetConfig",
     "CifarVGG",
     "CifarVGGConfig",
     "HybridEmbedding",
+    "Labels",
     "Model",
     "PositionEmbedding",
     "ResNetV2",
@@ -47,6 +52,7 @@ __all__ = [
     "architecture_of",
     "build_model",
     "config_from_dict",
+    "labels_of",
     "model_config",
     "parse_variant",
     "resample_posemb",

@@ -11,7 +11,7 @@ sizes, divisibility checks and position-embedding resampling work as for the pla
   R50+B/16 has stages (3, 4, 9). Strides 8 and 4 fold the same way into 2 and 1 stages.
 - "C20" (also C32, C44, C56, C110; width "C20x2"): the CIFAR ResNet of He et al. 2016, for 32x32 images. Its
   stages have stride 1, 2, 2, so strides 1, 2 and 4 keep 1, 2 and 3 stages, folded the same way:
-  "C20+mu/4" has stages (3, 3, 3) and feeds an 8x8 grid of 64-channel features to ViT-mu.
+  "C20+Mini/4" has stages (3, 3, 3) and feeds an 8x8 grid of 64-channel features to ViT-Mini.
 """
 
 from __future__ import annotations

@@ -7,12 +7,15 @@ and "vgg8_wide" (the fast CIFAR VGGs of the airbench line).
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 from typing import Any
 
 from vitkit.errors import UsageError
 from vitkit.models.config import ViTConfig
 from vitkit.models.hybrid import stem_config
+from vitkit.models.interface import Model
 from vitkit.models.resnet import (
     CIFAR_DEPTHS,
     RESNETV2_LAYERS,
@@ -25,11 +28,12 @@ from vitkit.models.resnet import (
 )
 from vitkit.models.vit import VisionTransformer
 
+log = logging.getLogger("vitkit.models")
+
 ArchConfig = ViTConfig | CifarResNetConfig | ResNetV2Config | CifarVGGConfig
-Model = VisionTransformer | CifarResNet | ResNetV2 | CifarVGG
 
 # The "architecture" recorded in a checkpoint's config.json -> (config class, model class).
-ARCHITECTURES: dict[str, tuple[type, type]] = {
+ARCHITECTURES: dict[str, tuple[type, type[Model]]] = {
     "vit": (ViTConfig, VisionTransformer),
     "resnet_cifar": (CifarResNetConfig, CifarResNet),
     "resnetv2": (ResNetV2Config, ResNetV2),
@@ -37,9 +41,10 @@ ARCHITECTURES: dict[str, tuple[type, type]] = {
 }
 
 # name: (hidden_dim D, depth L, mlp_dim, num_heads). B, L and H are the ViT paper's Table 1; Ti and S come
-# from DeiT (Touvron et al. 2021); mu, M, g and G from big_vision's models/vit.py (Zhai et al. 2022 scaling).
+# from DeiT (Touvron et al. 2021); M, g and G from big_vision's models/vit.py (Zhai et al. 2022 scaling).
+# Mini is vitkit's own: the small CIFAR model of its recipes (MLP ratio 4 as the others, 2 heads of 64).
 VARIANTS: dict[str, tuple[int, int, int, int]] = {
-    "mu": (128, 6, 512, 2),
+    "Mini": (128, 6, 512, 2),
     "Ti": (192, 12, 768, 3),
     "S": (384, 12, 1536, 6),
     "M": (512, 12, 2048, 8),
@@ -49,6 +54,11 @@ VARIANTS: dict[str, tuple[int, int, int, int]] = {
     "g": (1408, 40, 6144, 16),
     "G": (1664, 48, 8192, 16),
 }
+
+# Old names of vitkit's own widths. vitkit called Mini "mu" until big_vision's `decode_variant` was read again:
+# big_vision's mu is width 32, depth 1, MLP 128, 2 heads (a test-sized model), not vitkit's 128/6/512/2. Run
+# directories and recipes that say "mu/4" keep building the model they were trained with.
+RENAMED_WIDTHS = {"mu": "Mini"}
 
 # Presets: a variant plus the settings of a well-known checkpoint family, named as timm names them.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -104,13 +114,16 @@ CONVNET_HELP = (
 def parse_variant(variant: str) -> dict[str, Any]:
     """Decode "B/16" (or the hybrid "R50+B/16") into the config fields it fixes: width, depth, MLP, heads, patch."""
     match = _VARIANT_PATTERN.match(variant.strip())
-    if not match or match["width"] not in VARIANTS:
+    if not match or (match["width"] not in VARIANTS and match["width"] not in RENAMED_WIDTHS):
         raise UsageError(
             f"unknown model {variant!r}: use a variant like 'B/16' (width one of {', '.join(VARIANTS)}; "
-            f"any patch size), a hybrid like 'R50+B/16' or 'C20+mu/4', a preset ({', '.join(sorted(PRESETS))}), "
+            f"any patch size), a hybrid like 'R50+B/16' or 'C20+Mini/4', a preset ({', '.join(sorted(PRESETS))}), "
             f"or {CONVNET_HELP}"
         )
-    hidden_dim, depth, mlp_dim, num_heads = VARIANTS[match["width"]]
+    width = RENAMED_WIDTHS.get(match["width"], match["width"])
+    if width != match["width"]:
+        warn_renamed(match["width"])
+    hidden_dim, depth, mlp_dim, num_heads = VARIANTS[width]
     patch = int(match["patch"])
     if patch <= 0:
         raise UsageError(f"patch size must be positive in {variant!r}")
@@ -125,6 +138,16 @@ def parse_variant(variant: str) -> dict[str, Any]:
         "stem": match["stem"],
         "name": f"{match['stem'] + '+' if match['stem'] else ''}{match['width']}/{patch}",
     }
+
+
+@functools.cache
+def warn_renamed(old: str) -> None:
+    """Say once per process that an old width name was read, and what it builds."""
+    new = RENAMED_WIDTHS[old]
+    log.warning(
+        "model width %r is vitkit's old name for %s (%d wide, %d layers; not big_vision's %s): it builds %s",
+        old, new, VARIANTS[new][0], VARIANTS[new][1], old, new,
+    )  # fmt: skip
 
 
 def convnet_config(name: str, **overrides: Any) -> CifarResNetConfig | ResNetV2Config | CifarVGGConfig | None:
@@ -187,7 +210,7 @@ def config_from_dict(data: dict[str, Any], architecture: str = "vit") -> ArchCon
 
 
 # Widths timm releases ViTs and DeiTs at, each always with the same head count: every width of the table
-# except big_vision's mu, which timm does not have.
+# except vitkit's own Mini, which timm does not have.
 TIMM_WIDTHS = ("Ti", "S", "M", "B", "L", "H", "g", "G")
 
 

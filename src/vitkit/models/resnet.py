@@ -38,6 +38,7 @@ from torch import nn
 
 from vitkit.errors import UsageError
 from vitkit.models.config import ConfigDict, to_pair
+from vitkit.models.interface import Model
 
 # Weight standardisation: name -> (epsilon, whether it is added to the std rather than to the variance).
 WEIGHT_STANDARDIZATIONS = {"timm": (1e-8, False), "jax": (1e-5, True)}
@@ -250,10 +251,10 @@ def init_convnet(model: nn.Module) -> None:
             module.reset_parameters()
 
 
-class ConvNet(nn.Module):
-    """What both families share: global-average-pooled features, a linear head, the trainer's interface."""
+class ConvNet(Model):
+    """What the ConvNet families share: pooled features and a linear head; no blocks, patches or attention."""
 
-    config: CifarResNetConfig | ResNetV2Config
+    config: CifarResNetConfig | ResNetV2Config | CifarVGGConfig
     head: nn.Module
 
     def make_head(self) -> nn.Module:
@@ -280,7 +281,12 @@ class ConvNet(nn.Module):
             raise UsageError(
                 f"expected images of shape (batch, {self.config.in_chans}, height, width), got {tuple(images.shape)}"
             )
-        return self.head(self.pool(self.forward_features(images)))
+        return self.forward_head(self.forward_features(images))
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The feature map (B, F, h, w) -> logits (B, num_classes), or with `pre_logits` the pooled (B, F)."""
+        pooled = self.pool(features)
+        return pooled if pre_logits else self.head(pooled)
 
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         """(B, F, h, w) -> (B, F): global average pooling."""
@@ -294,10 +300,6 @@ class ConvNet(nn.Module):
                 nn.init.zeros_(self.head.bias)
             else:
                 self.head.reset_parameters()
-
-    def no_weight_decay(self) -> set[str]:
-        """Parameter names that should not be decayed: norm scales and shifts, and biases."""
-        return {name for name, param in self.named_parameters() if param.ndim <= 1}
 
 
 # --- He et al. 2016, CIFAR ------------------------------------------------------------------------------
@@ -442,9 +444,10 @@ class CifarVGG(ConvNet):
         """Global max pooling (airbench's final 3x3 max pool over the 3x3 map)."""
         return features.amax(dim=(2, 3))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W), normalised, any size the pools allow -> logits (B, num_classes), scaled."""
-        return super().forward(images) * self.config.logit_scale
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The map -> logits scaled by `logit_scale` (airbench), or with `pre_logits` the max-pooled features."""
+        out = super().forward_head(features, pre_logits)
+        return out if pre_logits else out * self.config.logit_scale
 
 
 # --- BiT ResNetV2 and the ViT hybrid's stem --------------------------------------------------------------

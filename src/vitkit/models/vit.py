@@ -23,6 +23,7 @@ from torch import nn
 from vitkit.errors import UsageError
 from vitkit.models.config import ViTConfig, check_divisible
 from vitkit.models.hybrid import HybridEmbedding
+from vitkit.models.interface import AttentionShape, Model
 from vitkit.models.posemb import PositionEmbedding
 
 
@@ -130,7 +131,7 @@ def linear_head(dim: int, num_classes: int) -> nn.Module:
     return nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(Model):
     """ViT: image -> patch tokens (+ class token, + E_pos) -> L blocks -> LN -> pooled -> (pre-logits) -> head.
 
     With `config.distilled` (DeiT), a distillation token follows the class token and feeds its own head.
@@ -280,3 +281,33 @@ class VisionTransformer(nn.Module):
             if param.ndim <= 1 or name.startswith(("pos_embed.", "cls_token", "dist_token")):
                 skip.add(name)
         return skip
+
+    def block_list(self) -> nn.ModuleList:
+        """The L encoder blocks."""
+        return self.blocks
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """Eq. (1)'s parameters: the patch embedding (the hybrid's whole stem), the prefix tokens and E_pos."""
+        tokens = [token for token in (self.cls_token, self.dist_token) if token is not None]
+        return [*self.patch_embed.parameters(), *tokens, *self.pos_embed.parameters()]
+
+    def patch_embedding(self) -> nn.Module:
+        """E of eq. (1): the patch projection, or the hybrid's ConvNet and 1x1 projection."""
+        return self.patch_embed
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        """The patch size P (a hybrid's: the stem's total stride)."""
+        return self.config.patch_size
+
+    def attention_shape(self) -> AttentionShape:
+        """Heads, prefix + N tokens and D / heads at the configured image size."""
+        config = self.config
+        return AttentionShape(
+            config.num_heads, config.num_patches + config.num_prefix_tokens, config.hidden_dim // config.num_heads
+        )
+
+    @property
+    def has_distillation_head(self) -> bool:
+        """DeiT's distillation token and head (`config.distilled`)."""
+        return self.dist_token is not None

@@ -17,11 +17,11 @@ from typing import Any
 
 from vitkit.data import AugmentConfig, DataConfig
 from vitkit.errors import MissingPathError, UsageError
+from vitkit.inference.device import TRAINING_PRECISIONS as PRECISIONS
 from vitkit.models.fields import knob
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 ATTENTION_KERNELS = ("auto", "math", "flash")
 DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
 MPP_TARGETS = ("mean3bit", "4x4", "l2")
@@ -38,7 +38,7 @@ class ModelConfig:
     `name` (in a recipe or with --model) drops the overrides that are not given alongside it.
     """
 
-    name: str = knob("mu/4", "model: a ViT variant ('Ti/4', 'S/16', 'B/16', ...) or a preset name")
+    name: str = knob("Mini/4", "model: a ViT variant ('Ti/4', 'S/16', 'B/16', ...) or a preset name")
     pretrained: str | None = knob(None, "initialise from this checkpoint (any format `vitkit.load` reads)")
     new_head: bool = knob(
         False, "fine-tuning: drop --pretrained's head and pre-logits layer, start from a zero head (paper Sec. 3.2)"

@@ -35,6 +35,7 @@ from torch import nn
 from vitkit.data import EvalTransform, ImageSource
 from vitkit.errors import UsageError
 from vitkit.inference import Preprocessing, evaluate, load_for_inference
+from vitkit.models import Model, labels_of
 from vitkit.training.objectives import Batch, Objective, StepOutput, Validation, register_objective
 
 log = logging.getLogger("vitkit.training")
@@ -176,11 +177,10 @@ def move_to(module: nn.Module, device: torch.device) -> None:
         module.to(device)
 
 
-def check_student(model: nn.Module) -> None:
+def check_student(model: Model) -> None:
     """The student must have DeiT's distillation token (and so its second head)."""
-    config = getattr(model, "config", None)
-    if not getattr(config, "distilled", False):
-        name = getattr(config, "name", "") or type(model).__name__
+    if not model.has_distillation_head:
+        name = model.config.name or type(model).__name__
         raise UsageError(
             f"distillation trains DeiT's distillation token, and the student {name} has none: add --distilled "
             "(recipe: model.distilled: true; it needs a class token: --pool token)"
@@ -198,7 +198,7 @@ def check_classes(teacher_classes: int, data_classes: int) -> None:
 
 def check_class_names(teacher: nn.Module, student: nn.Module) -> None:
     """When both record their labels, the teacher's outputs must mean the data's classes, in the same order."""
-    theirs, ours = getattr(teacher, "class_names", None), getattr(student, "class_names", None)
+    theirs, ours = labels_of(teacher).names, labels_of(student).names
     if theirs is not None and ours is not None and list(theirs) != list(ours):
         raise UsageError(
             f"the teacher's classes {list(theirs)[:10]} are not the data's {list(ours)[:10]} (in this order); its "
@@ -244,9 +244,7 @@ def timm_teacher(name: str, device: torch.device) -> tuple[nn.Module, Preprocess
 
 def teacher_classes(teacher: nn.Module) -> int | None:
     """The teacher's class count when it says (vitkit configs, timm's num_classes), else None."""
-    config = getattr(teacher, "config", None)
-    count = getattr(config, "num_classes", None) or getattr(teacher, "num_classes", None)
-    return count if isinstance(count, int) else None
+    return labels_of(teacher).count
 
 
 @register_objective("distill")

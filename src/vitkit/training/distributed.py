@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch import nn
 
 from vitkit.errors import UsageError
+from vitkit.models import Model
 from vitkit.training.runtime import Runtime
 
 
@@ -34,15 +35,15 @@ def wrap(step: nn.Module, runtime: Runtime, find_unused_parameters: bool = False
     if runtime.distributed == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        for block in getattr(_unwrap_model(step), "blocks", []):
+        for block in _unwrap_model(step).block_list() or []:
             fully_shard(block)
         fully_shard(step)  # the root: embeddings, final norm, head and the objective's own parameters
     return step
 
 
-def _unwrap_model(step: nn.Module) -> nn.Module:
-    """The model inside an ObjectiveStep (through torch.compile's wrapper)."""
-    model = getattr(step, "model", step)
+def _unwrap_model(step: nn.Module) -> Model:
+    """The model inside an ObjectiveStep (or the model itself), through torch.compile's wrapper."""
+    model = getattr(step, "model", step)  # wrappers, not model families: ObjectiveStep.model, compile's _orig_mod
     return getattr(model, "_orig_mod", model)
 
 
@@ -51,7 +52,7 @@ def apply_activation_checkpointing(step: nn.Module) -> None:
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
     model = _unwrap_model(step)
-    blocks = getattr(model, "blocks", None)
+    blocks = model.block_list()
     if blocks is None:
         raise UsageError(f"activation checkpointing needs a model with transformer blocks, not {type(model).__name__}")
     for index, block in enumerate(blocks):

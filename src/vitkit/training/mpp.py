@@ -20,6 +20,7 @@ from torch import nn
 from vitkit.data import EvalTransform, ImageSource, make_loader
 from vitkit.errors import UsageError
 from vitkit.inference.device import autocast
+from vitkit.models import VisionTransformer
 from vitkit.training.config import TrainConfig
 from vitkit.training.objectives import Batch, Objective, StepOutput, Validation, register_objective
 
@@ -175,9 +176,9 @@ class MaskedPatchPrediction(Objective):
 @register_objective("mpp")
 def build_mpp(config: TrainConfig, model: nn.Module, num_classes: int) -> MaskedPatchPrediction:
     """The MPP objective for `model` (a ViT), with the data's normalisation to undo for the colour targets."""
-    vit = getattr(model, "config", None)
-    if not hasattr(model, "embed") or not hasattr(vit, "patch_size"):
+    if not isinstance(model, VisionTransformer):  # MPP corrupts eq. (1)'s patch embeddings: a ViT's own
         raise UsageError(f"objective mpp needs a ViT (patch embeddings to corrupt); got {type(model).__name__}")
+    vit = model.config
     return MaskedPatchPrediction(
         vit.hidden_dim,
         vit.patch_size,

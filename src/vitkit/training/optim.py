@@ -8,15 +8,15 @@ import torch
 from torch import nn
 
 from vitkit.errors import UsageError
+from vitkit.models import Model
 from vitkit.training.config import OptimConfig
 from vitkit.training.distributed import clean_name
 
-EMBEDDING_PREFIXES = ("patch_embed.", "cls_token", "dist_token", "pos_embed.")  # layer 0 of layer-wise decay
 HEAD_PREFIXES = ("head.", "head_dist.")  # what a linear probe trains
 
 
 def parameter_groups(
-    model: nn.Module, weight_decay: float, extra: nn.Module | None = None, layer_decay: float = 1.0
+    model: Model, weight_decay: float, extra: nn.Module | None = None, layer_decay: float = 1.0
 ) -> list[dict]:
     """Decayed weights and what `no_weight_decay` names (biases, norms, E_pos, tokens), per layer with `layer_decay`.
 
@@ -24,11 +24,13 @@ def parameter_groups(
     the embeddings are layer 0, block i is layer i+1, the final norm and head layer L+1 (scale 1). `extra`
     (an objective's own trainable parts) sits with the head, decaying its matrices and nothing else.
     """
-    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
-    depth = len(getattr(model, "blocks", ()))
+    skip = {clean_name(name) for name in model.no_weight_decay()}
+    blocks = model.block_list() or []
+    depth = len(blocks)
     if layer_decay != 1.0 and not depth:
         raise UsageError(f"optim.layer_decay needs a ViT (numbered blocks); {type(model).__name__} has none: use 1")
     layered = layer_decay != 1.0
+    layers = parameter_layers(model, blocks)
     # The decay group first, then no-decay: the layout of optimizer states saved before layer-wise decay existed.
     groups: dict[tuple[int, bool], dict] = {} if layered else {(0, True): {}, (0, False): {}}
 
@@ -40,7 +42,7 @@ def parameter_groups(
     for name, param in model.named_parameters():
         name = clean_name(name)
         if param.requires_grad:
-            add(param, not (name in skip or param.ndim <= 1), layer_of(name, depth))
+            add(param, not (name in skip or param.ndim <= 1), layers.get(param, depth + 1))
     for param in extra.parameters() if extra is not None else []:
         if param.requires_grad:
             add(param, param.ndim > 1, depth + 1)
@@ -50,16 +52,15 @@ def parameter_groups(
     ]
 
 
-def layer_of(name: str, depth: int) -> int:
-    """The layer of a ViT parameter for layer-wise decay: 0 embeddings, i + 1 for blocks.i, depth + 1 the rest."""
-    if name.startswith(EMBEDDING_PREFIXES):
-        return 0
-    if name.startswith("blocks."):
-        return int(name.split(".")[1]) + 1
-    return depth + 1
+def parameter_layers(model: Model, blocks: nn.ModuleList | list) -> dict[nn.Parameter, int]:
+    """The layer of each parameter for layer-wise decay: 0 the embeddings, i + 1 block i; the rest is absent."""
+    layers = {param: 0 for param in model.embedding_parameters()}
+    for index, block in enumerate(blocks):
+        layers.update({param: index + 1 for param in block.parameters()})
+    return layers
 
 
-def build_optimizer(model: nn.Module, objective: nn.Module | None, config: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: Model, objective: nn.Module | None, config: OptimConfig) -> torch.optim.Optimizer:
     """AdamW (decoupled weight decay) or SGD with momentum, over the trainable parameters of model and objective."""
     groups = parameter_groups(model, config.weight_decay, objective, config.layer_decay)
     if config.optimizer == "sgd":
@@ -67,7 +68,7 @@ def build_optimizer(model: nn.Module, objective: nn.Module | None, config: Optim
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
 
 
-def freeze(model: nn.Module, config: OptimConfig) -> None:
+def freeze(model: Model, config: OptimConfig) -> None:
     """Fix the parts `config` names: all but the head (`linear_probe`), or the patch embedding (`freeze_patch_embed`).
 
     Must run before the model is wrapped for DDP, which only synchronises parameters that require gradients.
@@ -79,7 +80,7 @@ def freeze(model: nn.Module, config: OptimConfig) -> None:
         for name, param in model.named_parameters():
             param.requires_grad_(name.startswith(HEAD_PREFIXES))
     if config.freeze_patch_embed:
-        embedding = getattr(model, "patch_embed", None)
+        embedding = model.patch_embedding()
         if embedding is None:
             raise UsageError(f"optim.freeze_patch_embed needs a ViT; {type(model).__name__} has no patch embedding")
         embedding.requires_grad_(False)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from torch import nn
-
 from vitkit.data import DatasetSplits
 from vitkit.errors import UsageError
+from vitkit.models import Model
 from vitkit.training.config import TrainConfig
 from vitkit.training.objectives import Objective
 from vitkit.training.runtime import Runtime
 
 
-def check_run(
-    config: TrainConfig, data: DatasetSplits, model: nn.Module, objective: Objective, runtime: Runtime
-) -> None:
+def check_run(config: TrainConfig, data: DatasetSplits, model: Model, objective: Objective, runtime: Runtime) -> None:
     """Every check below, in the order a user would fix them."""
     check_splits(data, config, runtime)
     if objective.needs_labels and len(data.class_names) < 2:
@@ -24,14 +21,26 @@ def check_run(
     check_low_res(config, model)
 
 
-def check_low_res(config: TrainConfig, model: nn.Module) -> None:
-    """Progressive resizing needs a smaller size that the patches tile."""
-    low, patch = config.run.low_res_size, getattr(model.config, "patch_size", (1, 1))[0]
-    if low and (low >= config.data.img_size or low % patch):
+def check_low_res(config: TrainConfig, model: Model) -> None:
+    """Progressive resizing needs a smaller size the model takes: one the patches tile, or one a ConvNet's pooling
+    layers allow (its config validates the size)."""
+    low, size = config.run.low_res_size, config.data.img_size
+    if not low:
+        return
+    patch = model.patch_size
+    if patch is not None and (low >= size or low % patch[0] or low % patch[1]):
+        shown = str(patch[0]) if patch[0] == patch[1] else f"{patch[0]}x{patch[1]}"
         raise UsageError(
-            f"run.low_res_size {low} must be smaller than data.img_size {config.data.img_size} and a multiple of "
-            f"the patch size {patch}"
+            f"run.low_res_size {low} must be smaller than data.img_size {size} and a multiple of the patch size {shown}"
         )
+    if low >= size:
+        raise UsageError(f"run.low_res_size {low} must be smaller than data.img_size {size}")
+    if patch is None:
+        # No patch grid: a ConvNet pools any size, down to what its downsampling leaves.
+        try:
+            model.config.replace(img_size=(low, low))
+        except UsageError as error:
+            raise UsageError(f"run.low_res_size {low} is too small for {type(model).__name__}: {error}") from error
 
 
 def check_splits(data: DatasetSplits, config: TrainConfig, runtime: Runtime) -> None:

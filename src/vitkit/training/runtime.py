@@ -13,7 +13,6 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Iterator
@@ -25,8 +24,8 @@ import torch
 import torch.distributed as dist
 
 from vitkit.errors import UsageError
-from vitkit.inference.device import autocast
-from vitkit.inference.device import resolve_device as resolve_any_device
+from vitkit.inference.device import autocast, resolve_device
+from vitkit.models import Model
 
 if TYPE_CHECKING:
     from vitkit.training.config import RuntimeConfig
@@ -95,7 +94,7 @@ class Runtime:
     def create(cls, config: RuntimeConfig) -> Runtime:
         """Resolve a `RuntimeConfig`: join the process group, pick device, threads and precision."""
         context = DistContext.from_environment()
-        device = resolve_device(config.device, context)
+        device = resolve_device(config.device, context.local_rank)
         threads = config.threads or default_threads(context)
         if device.type == "cpu" or config.threads:
             torch.set_num_threads(threads)
@@ -142,15 +141,13 @@ class Runtime:
         detail = ", ".join(f"{kind} {1000 * t:.1f} ms" for kind, t in times.items())
         self.attention_reason = f"{self.attention} (measured at {batch}x{heads}x{tokens}x{head_dim}: {detail})"
 
-    def choose_attention_for(self, model: torch.nn.Module, batch: int) -> None:
-        """Resolve the attention kernel at a ViT's own shapes (nothing to choose for a ConvNet)."""
-        config = getattr(model, "config", None)
-        heads = getattr(config, "num_heads", 0)
-        if heads and hasattr(config, "grid_size"):
-            tokens = math.prod(config.grid_size) + getattr(config, "num_prefix_tokens", 0)
-            self.choose_attention(batch, heads, tokens, config.hidden_dim // heads)
-        else:
+    def choose_attention_for(self, model: Model, batch: int) -> None:
+        """Resolve the attention kernel at the model's own shapes (nothing to choose without attention)."""
+        shape = model.attention_shape()
+        if shape is None:
             self.choose_attention(batch, 0, 0, 0)
+        else:
+            self.choose_attention(batch, shape.heads, shape.tokens, shape.head_dim)
 
     def describe(self) -> dict[str, object]:
         """What was resolved, for the run log and summary.json."""
@@ -186,15 +183,6 @@ def default_threads(context: DistContext | None = None) -> int:
         cores = os.cpu_count() or 1
     ranks_here = context.local_world_size if context is not None else 1
     return max(1, cores // ranks_here)
-
-
-def resolve_device(name: str, context: DistContext | None = None) -> torch.device:
-    """ "auto" -> cuda when available (this rank's local GPU under torchrun), else cpu."""
-    if name == "auto" and torch.cuda.is_available():
-        local = (context.local_rank if context is not None else 0) % torch.cuda.device_count()
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return resolve_any_device(name)
 
 
 def resolve_precision(precision: str, device: torch.device) -> tuple[str, str, float | None]:
