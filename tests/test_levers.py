@@ -118,3 +118,60 @@ def test_tokenizer_names_and_strides():
     assert tokenizer_layers("cct2", (4, 4)) == 2 and isinstance(build_tokenizer("conv3", (8, 8), 3, 64), EarlyConvStem)
     with pytest.raises(ValueError, match="stem cct2 has total stride 4, so it needs patch size 4, got 8x8"):
         tokenizer_layers("cct2", (8, 8))
+
+
+def test_multicrop_views_are_the_image_its_mirror_and_one_pixel_shifts():
+    from vitkit.inference.tta import tta_logits, tta_views
+
+    images = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).reshape(2, 3, 5, 5)
+    views = tta_views(images, "multicrop")
+    assert len(views) == 6 and abs(sum(w for _, w in views) - 1) < 1e-12
+    assert all(view.shape == images.shape for view, _ in views)
+    torch.testing.assert_close(views[2][0][..., 1:, 1:], images[..., :-1, :-1])  # moved down-right
+    torch.testing.assert_close(views[3][0][..., :-1, :-1], images[..., 1:, 1:])  # moved up-left
+    mean = tta_logits(lambda x: {"cls": x.mean(dim=(1, 2, 3))[:, None]}, images, "flip")
+    torch.testing.assert_close(mean["cls"], images.mean(dim=(1, 2, 3))[:, None])
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'crops'"):
+        tta_views(images, "crops")
+
+
+def test_patch_dropout_keeps_prefix_tokens_and_a_share_of_patches_in_training_only():
+    import vitkit
+    from vitkit.models.vit import drop_patches
+
+    tokens = torch.arange(2 * 9 * 4, dtype=torch.float32).reshape(2, 9, 4)  # 1 prefix + 8 patches
+    kept = drop_patches(tokens, 1, 0.5, training=True)
+    assert kept.shape == (2, 5, 4) and torch.equal(kept[:, 0], tokens[:, 0])
+    for b in range(2):  # each kept row is one of that image's patches, in their original order
+        rows = [int(r[0]) // 4 - 9 * b for r in kept[b, 1:]]
+        assert rows == sorted(rows) and len(set(rows)) == 4 and min(rows) >= 1
+    assert torch.equal(drop_patches(tokens, 1, 0.5, training=False), tokens)
+    model = vitkit.create_model("mu/4", img_size=16, num_classes=3, depth=1, patch_drop=0.75)
+    assert model.train().embed(torch.randn(2, 3, 16, 16))[0].shape[1] == 1 + 4  # 16 patches -> 4, + class token
+    assert model.eval().embed(torch.randn(2, 3, 16, 16))[0].shape[1] == 1 + 16
+
+
+@pytest.mark.parametrize("name", ["cct2+Ti/4", "conv2+Ti/4", "conv3+Ti/8"])
+def test_tokenizer_hybrids_build_train_and_round_trip(name, tmp_path):
+    import vitkit
+
+    model = vitkit.create_model(name, img_size=32, num_classes=3, depth=1, attn_init="mimetic")
+    images = torch.randn(2, 3, 32, 32)
+    model(images).sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    vitkit.save(model.eval(), tmp_path / "m")
+    loaded = vitkit.load(tmp_path / "m").eval()
+    assert loaded.config.stem == name.split("+")[0] and loaded.config.attn_init == "mimetic"
+    torch.testing.assert_close(loaded(images), model(images), rtol=0, atol=0)
+
+
+def test_muon_is_an_optimizer_choice_of_the_recipe():
+    import vitkit
+    from vitkit.training.config import OptimConfig
+    from vitkit.training.optim import build_optimizer
+
+    model = vitkit.create_model("mu/4", img_size=16, num_classes=3, depth=2)
+    optimizer = build_optimizer(model, None, OptimConfig(optimizer="muon", lr=1e-3))
+    assert isinstance(optimizer, MuonAdamW)
+    owned = {id(p) for g in optimizer.muon.param_groups for p in g["params"]}
+    assert owned == {id(p) for n, p in model.named_parameters() if n.startswith("blocks.") and p.ndim == 2}

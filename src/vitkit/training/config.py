@@ -19,7 +19,7 @@ from vitkit.data import AugmentConfig, DataConfig
 from vitkit.errors import MissingPathError, UsageError
 from vitkit.models.fields import knob
 
-OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZERS = ("adamw", "sgd", "muon")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 ATTENTION_KERNELS = ("auto", "math", "flash")
@@ -110,7 +110,11 @@ def check_model_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
 class OptimConfig:
     """Optimizer, learning-rate schedule (linear warm-up, then per-step decay), clipping and weight EMA."""
 
-    optimizer: str = knob("adamw", "adamw (no decay on biases, norms, position embeddings, tokens) | sgd")
+    optimizer: str = knob(
+        "adamw",
+        "adamw (no decay on biases, norms, position embeddings, tokens) | sgd | muon (Muon for the blocks' matrices, "
+        "AdamW for the rest, at AdamW's lr)",
+    )
     lr: float = knob(2e-3, "peak learning rate, reached at the end of warm-up")
     weight_decay: float = knob(0.05, "weight decay (not on biases, norms, position embeddings, tokens)")
     momentum: float = knob(0.9, "SGD momentum")

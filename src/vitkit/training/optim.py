@@ -10,6 +10,7 @@ from torch import nn
 from vitkit.errors import UsageError
 from vitkit.training.config import OptimConfig
 from vitkit.training.distributed import clean_name
+from vitkit.training.muon import MuonAdamW, hidden_matrices
 
 EMBEDDING_PREFIXES = ("patch_embed.", "cls_token", "dist_token", "pos_embed.")  # layer 0 of layer-wise decay
 HEAD_PREFIXES = ("head.", "head_dist.")  # what a linear probe trains
@@ -64,6 +65,8 @@ def build_optimizer(model: nn.Module, objective: nn.Module | None, config: Optim
     groups = parameter_groups(model, config.weight_decay, objective, config.layer_decay)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    if config.optimizer == "muon":
+        return MuonAdamW(groups, hidden_matrices(model, clean_name), lr=config.lr, betas=config.betas)
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
 
 
