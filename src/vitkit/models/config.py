@@ -17,6 +17,7 @@ POSEMBS = ("learned", "learned_2d", "sincos_2d", "none")
 # "gelu": exact (erf) GELU, as timm and Hugging Face use; "gelu_tanh": the tanh approximation, flax's default
 # and so the function the original JAX ViT releases were trained with.
 ACTIVATIONS = ("gelu", "gelu_tanh")
+ATTN_INITS = ("xavier", "mimetic")
 # A hybrid stem's weight standardisation: timm's (w - mean) / sqrt(var + 1e-8), or the original JAX code's
 # (w - mean) / (std + 1e-5) (models/resnet.py computes both).
 STEM_WEIGHT_STDS = ("timm", "jax")
@@ -112,11 +113,16 @@ class ViTConfig(ConfigDict):
     representation_size: int | None = knob(None, "pre-logits Dense+tanh layer of this size (pre-training, Sec. 3.1)")
     zero_init_head: bool = knob(True, "zero-initialise the head, as the paper does for fine-tuning (Sec. 3.2)")
     qkv_bias: bool = knob(True, "biases in the query/key/value projection")
+    attn_init: str = knob(
+        "xavier",
+        "attention init: xavier (the reference) | mimetic (Trockman & Kolter 2023: W_q^T W_k ~ I, W_o W_v ~ -I)",
+    )
     activation: str = knob("gelu", "MLP activation: gelu (exact, timm/HF) | gelu_tanh (Flax, the JAX releases)")
     layer_norm_eps: float = knob(1e-6, "LayerNorm epsilon (JAX/timm 1e-6; Hugging Face checkpoints bring 1e-12)")
     dropout: float = knob(0.0, "dropout rate")
     attn_dropout: float = knob(0.0, "attention-probability dropout rate")
     drop_path: float = knob(0.0, "stochastic depth: rate of the last block, rising linearly from 0")
+    patch_drop: float = knob(0.0, "patch dropout (training only): share of patch tokens left out of each image")
     name: str = ""  # the variant string it was built from, for display only
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (e.g. source checkpoint)
 
@@ -129,6 +135,8 @@ class ViTConfig(ConfigDict):
             raise UsageError(f"posemb must be one of {POSEMBS}, got {self.posemb!r}")
         if self.activation not in ACTIVATIONS:
             raise UsageError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.attn_init not in ATTN_INITS:
+            raise UsageError(f"attn_init must be one of {ATTN_INITS}, got {self.attn_init!r}")
         if self.stem_weight_std not in STEM_WEIGHT_STDS:
             raise UsageError(f"stem_weight_std must be one of {STEM_WEIGHT_STDS}, got {self.stem_weight_std!r}")
         if self.distilled and self.pool != "token":
@@ -143,7 +151,7 @@ class ViTConfig(ConfigDict):
             )
         if self.posemb in ("learned_2d", "sincos_2d") and self.hidden_dim % 4:
             raise UsageError(f"posemb {self.posemb!r} needs hidden_dim divisible by 4, got {self.hidden_dim}")
-        for rate in ("dropout", "attn_dropout", "drop_path"):
+        for rate in ("dropout", "attn_dropout", "drop_path", "patch_drop"):
             if not 0.0 <= getattr(self, rate) < 1.0:
                 raise UsageError(f"{rate} must be in [0, 1), got {getattr(self, rate)}")
         check_divisible(self.img_size, self.patch_size)

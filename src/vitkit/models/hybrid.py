@@ -12,6 +12,8 @@ sizes, divisibility checks and position-embedding resampling work as for the pla
 - "C20" (also C32, C44, C56, C110; width "C20x2"): the CIFAR ResNet of He et al. 2016, for 32x32 images. Its
   stages have stride 1, 2, 2, so strides 1, 2 and 4 keep 1, 2 and 3 stages, folded the same way:
   "C20+Mini/4" has stages (3, 3, 3) and feeds an 8x8 grid of 64-channel features to ViT-Mini.
+- "cct2", "conv2" (any layer count n, total stride 2^n): the convolutional tokenizers for small images of
+  `tokenizers.py` (Compact Convolutional Transformers; Xiao et al.'s early convolutions).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import nn
 from vitkit.errors import UsageError
 from vitkit.models.config import ViTConfig, nearest_multiples
 from vitkit.models.resnet import CIFAR_DEPTHS, RESNETV2_LAYERS, CifarResNet, CifarResNetConfig, ResNetV2, ResNetV2Config
+from vitkit.models.tokenizers import build_tokenizer, is_tokenizer, tokenizer_layers
 
 STEM_PATTERN = re.compile(r"^(?P<family>[RC])(?P<depth>\d+)(?:x(?P<width>\d+(?:\.\d+)?))?$")
 STEM_HELP = (
@@ -70,6 +73,14 @@ def stem_config(
     return CifarResNetConfig(layers, int(16 * width), num_classes=0, in_chans=in_chans, name=stem)
 
 
+def check_stem(stem: str, patch_size: tuple[int, int]) -> None:
+    """Refuse a stem name that names no stem, or a patch size (total stride) the stem cannot give."""
+    if is_tokenizer(stem):
+        tokenizer_layers(stem, patch_size)
+    else:
+        stem_config(stem, patch_size)
+
+
 class HybridEmbedding(nn.Module):
     """x_p E of eq. (1) on a CNN feature map: the ConvNet, then a 1x1 convolution to the width D."""
 
@@ -77,11 +88,17 @@ class HybridEmbedding(nn.Module):
         super().__init__()
         if config.stem is None:
             raise UsageError("a hybrid embedding needs ViTConfig.stem (e.g. 'R50')")
-        stem = stem_config(
-            config.stem, config.patch_size, config.in_chans, config.stem_weight_std, config.stem_norm_eps
-        )
-        self.backbone = ResNetV2(stem) if isinstance(stem, ResNetV2Config) else CifarResNet(stem)
-        self.proj = nn.Conv2d(stem.num_features, config.hidden_dim, kernel_size=1)
+        if is_tokenizer(config.stem):
+            self.backbone = build_tokenizer(config.stem, config.patch_size, config.in_chans, config.hidden_dim)
+            features, project = self.backbone.num_features, self.backbone.needs_projection
+        else:
+            stem = stem_config(
+                config.stem, config.patch_size, config.in_chans, config.stem_weight_std, config.stem_norm_eps
+            )
+            self.backbone = ResNetV2(stem) if isinstance(stem, ResNetV2Config) else CifarResNet(stem)
+            features, project = stem.num_features, True
+        # CCT's last convolution already has the token width: no projection after it.
+        self.proj = nn.Conv2d(features, config.hidden_dim, kernel_size=1) if project else nn.Identity()
         self.stride, self.in_chans, self.name = config.patch_size[0], config.in_chans, config.stem
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from vitkit.errors import UsageError
 from vitkit.models.config import ViTConfig
-from vitkit.models.hybrid import stem_config
+from vitkit.models.hybrid import check_stem
 from vitkit.models.interface import Model
 from vitkit.models.resnet import (
     CIFAR_DEPTHS,
@@ -100,7 +100,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "vit_small_patch4_32": {"variant": "S/4", "img_size": 32, "num_classes": 10},
 }
 
-_VARIANT_PATTERN = re.compile(r"^(?:(?P<stem>[A-Z]\d+(?:x[\d.]+)?)\+)?(?P<width>[A-Za-z]+)/(?P<patch>\d+)$")
+_VARIANT_PATTERN = re.compile(
+    r"^(?:(?P<stem>[A-Z]\d+(?:x[\d.]+)?|(?:cct|conv)\d+)\+)?(?P<width>[A-Za-z]+)/(?P<patch>\d+)$"
+)
 _CIFAR_NAME = re.compile(r"^resnet(?P<depth>\d+)$")
 _RESNETV2_NAME = re.compile(r"^resnetv2_(?P<depth>\d+)(?:x(?P<width>\d+))?$")
 # airbench's networks: its 93% widths, and its 94% ones (3.5x the parameters, ~1.5x the time per image here).
@@ -128,7 +130,7 @@ def parse_variant(variant: str) -> dict[str, Any]:
     if patch <= 0:
         raise UsageError(f"patch size must be positive in {variant!r}")
     if match["stem"]:
-        stem_config(match["stem"], (patch, patch))  # refuses unknown stems and strides they cannot give
+        check_stem(match["stem"], (patch, patch))  # refuses unknown stems and strides they cannot give
     return {
         "hidden_dim": hidden_dim,
         "depth": depth,

@@ -24,6 +24,7 @@ from vitkit.errors import UsageError
 from vitkit.models.config import ViTConfig, check_divisible
 from vitkit.models.hybrid import HybridEmbedding
 from vitkit.models.interface import AttentionShape, Model
+from vitkit.models.mimetic import mimetic_init_
 from vitkit.models.posemb import PositionEmbedding
 
 
@@ -93,6 +94,20 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
         return x
     keep = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device).bernoulli_(1 - rate)
     return x * keep / (1 - rate)
+
+
+def drop_patches(tokens: torch.Tensor, prefix: int, rate: float, training: bool) -> torch.Tensor:
+    """PatchDropout (Liu et al. 2022) / FLIP: keep a random (1 - rate) share of the patch tokens of each image.
+
+    Training only; prefix tokens are always kept, and the kept patches keep their order and their E_pos.
+    """
+    if rate == 0.0 or not training:
+        return tokens
+    batch, patches = tokens.shape[0], tokens.shape[1] - prefix
+    keep = max(1, round(patches * (1 - rate)))
+    chosen = torch.rand(batch, patches, device=tokens.device).argsort(dim=1)[:, :keep].sort(dim=1).values
+    kept = tokens[:, prefix:].gather(1, chosen[..., None].expand(-1, -1, tokens.shape[2]))
+    return torch.cat([tokens[:, :prefix], kept], dim=1)
 
 
 class Block(nn.Module):
@@ -178,10 +193,13 @@ class VisionTransformer(Model):
             # The reference initialises q, k and v as three D x D kernels, not one D x 3D kernel.
             for chunk in block.attn.qkv.weight.data.chunk(3, dim=0):
                 nn.init.xavier_uniform_(chunk)
+            if self.config.attn_init == "mimetic":
+                mimetic_init_(block.attn.qkv, block.attn.proj, self.config.num_heads)
         conv = self.patch_embed.proj
-        fan_in = conv.in_channels * math.prod(conv.kernel_size)
-        nn.init.trunc_normal_(conv.weight, std=math.sqrt(1.0 / fan_in) / 0.87962566103423978)  # lecun_normal
-        nn.init.zeros_(conv.bias)
+        if isinstance(conv, nn.Conv2d):  # CCT's tokenizer ends at the token width: no projection to initialise
+            fan_in = conv.in_channels * math.prod(conv.kernel_size)
+            nn.init.trunc_normal_(conv.weight, std=math.sqrt(1.0 / fan_in) / 0.87962566103423978)  # lecun_normal
+            nn.init.zeros_(conv.bias)
         if self.pre_logits is not None:
             nn.init.trunc_normal_(self.pre_logits.weight, std=math.sqrt(1.0 / self.pre_logits.in_features) / 0.8796)
         if self.cls_token is not None:
@@ -217,6 +235,7 @@ class VisionTransformer(Model):
         tokens = torch.cat([token.expand(len(tokens), -1, -1).to(tokens.dtype) for token in prefix] + [tokens], 1)
         if posemb is not None and covers_prefix:
             tokens = tokens + posemb.to(tokens.dtype)
+        tokens = drop_patches(tokens, self.num_prefix_tokens, self.config.patch_drop, self.training)
         return self.dropout(tokens), grid
 
     def forward_features(

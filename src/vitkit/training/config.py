@@ -20,7 +20,7 @@ from vitkit.errors import MissingPathError, UsageError
 from vitkit.inference.device import TRAINING_PRECISIONS as PRECISIONS
 from vitkit.models.fields import knob
 
-OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZERS = ("adamw", "sgd", "muon")
 SCHEDULES = ("cosine", "linear", "constant")
 ATTENTION_KERNELS = ("auto", "math", "flash")
 DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
@@ -110,7 +110,11 @@ def check_model_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
 class OptimConfig:
     """Optimizer, learning-rate schedule (linear warm-up, then per-step decay), clipping and weight EMA."""
 
-    optimizer: str = knob("adamw", "adamw (no decay on biases, norms, position embeddings, tokens) | sgd")
+    optimizer: str = knob(
+        "adamw",
+        "adamw (no decay on biases, norms, position embeddings, tokens) | sgd | muon (Muon for the blocks' matrices, "
+        "AdamW for the rest, at AdamW's lr)",
+    )
     lr: float = knob(2e-3, "peak learning rate, reached at the end of warm-up")
     weight_decay: float = knob(0.05, "weight decay (not on biases, norms, position embeddings, tokens)")
     momentum: float = knob(0.9, "SGD momentum")

@@ -11,6 +11,7 @@ from vitkit.errors import UsageError
 from vitkit.models import Model
 from vitkit.training.config import OptimConfig
 from vitkit.training.distributed import clean_name
+from vitkit.training.muon import MuonAdamW, hidden_matrices
 
 HEAD_PREFIXES = ("head.", "head_dist.")  # what a linear probe trains
 
@@ -65,6 +66,8 @@ def build_optimizer(model: Model, objective: nn.Module | None, config: OptimConf
     groups = parameter_groups(model, config.weight_decay, objective, config.layer_decay)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    if config.optimizer == "muon":
+        return MuonAdamW(groups, hidden_matrices(model, clean_name), lr=config.lr, betas=config.betas)
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
 
 

@@ -1,0 +1,105 @@
+"""Convolutional tokenizers for small images: the hybrid's CNN feature map (paper Sec. 3.1) from a few convolutions.
+
+Two published stems, each a stack whose total stride is the ViT's patch size, named in `ViTConfig.stem`:
+
+- "cct<n>": Compact Convolutional Transformers' tokenizer (Hassani et al. 2021, Sec. 3.2): n times
+  conv 3x3 (stride 1, no bias) -> ReLU -> max-pool 3x3 / 2; 64 channels in between and D at the end, so the
+  map is already the token width (no projection). Total stride 2^n: "cct2+Ti/4" turns a 32x32 image into
+  8x8 tokens, as CCT-7/3x2 does.
+- "conv<n>": the early-convolution stem of Xiao et al. 2021 ("Early convolutions help transformers see
+  better", Sec. 3): n stride-2 3x3 convolutions with BatchNorm and ReLU, channels doubling up to D in the last
+  one, then a 1x1 convolution to D (the hybrid's projection). Total stride 2^n: "conv2+Ti/4".
+
+Either gives `(B, channels, H / 2^n, W / 2^n)`; `HybridEmbedding` turns it into tokens as for the ResNet stems.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from vitkit.errors import UsageError
+
+TOKENIZER_PATTERN = re.compile(r"^(?P<kind>cct|conv)(?P<layers>\d+)$")
+CCT_WIDTH = 64  # CCT's channels between its convolutions (`in_planes`)
+
+
+def is_tokenizer(stem: str | None) -> bool:
+    """Whether a stem name names one of the convolutional tokenizers (not a ResNet)."""
+    return stem is not None and TOKENIZER_PATTERN.match(stem) is not None
+
+
+def tokenizer_layers(stem: str, patch_size: tuple[int, int]) -> int:
+    """The number of stride-2 stages of stem `stem`, checked against the ViT's patch size (its total stride)."""
+    match = TOKENIZER_PATTERN.match(stem)
+    if match is None:
+        raise UsageError(f"unknown tokenizer {stem!r}; use 'cct<n>' or 'conv<n>' (n stride-2 layers)")
+    layers = int(match["layers"])
+    if layers < 1 or patch_size[0] != patch_size[1] or patch_size[0] != 2**layers:
+        raise UsageError(
+            f"stem {stem} has total stride {2**layers}, so it needs patch size {2**layers}, got "
+            f"{patch_size[0]}x{patch_size[1]}; use '{stem}+Ti/{2**layers}' or another layer count"
+        )
+    return layers
+
+
+class CCTTokenizer(nn.Module):
+    """CCT's tokenizer: `layers` x [conv k x k -> ReLU -> max-pool 3/2], ending with `dim` channels."""
+
+    def __init__(self, in_chans: int, dim: int, layers: int, kernel: int = 3) -> None:
+        super().__init__()
+        widths = [in_chans] + [CCT_WIDTH] * (layers - 1) + [dim]
+        self.stages = nn.Sequential(
+            *(
+                nn.Sequential(
+                    nn.Conv2d(widths[i], widths[i + 1], kernel, padding=kernel // 2, bias=False),
+                    nn.ReLU(inplace=True),
+                    nn.MaxPool2d(3, stride=2, padding=1),
+                )
+                for i in range(layers)
+            )
+        )
+        self.num_features, self.needs_projection = dim, False
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight)  # as CCT's release
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, D, H / 2^layers, W / 2^layers)."""
+        return self.stages(images)
+
+
+class EarlyConvStem(nn.Module):
+    """Xiao et al.'s stem: `layers` x [conv 3x3 / 2 -> BN -> ReLU], widths doubling to `dim` (the 1x1 comes after)."""
+
+    def __init__(self, in_chans: int, dim: int, layers: int) -> None:
+        super().__init__()
+        widths = [in_chans] + [max(dim // 2 ** (layers - 1 - i), 8) for i in range(layers)]
+        self.stages = nn.Sequential(
+            *(
+                nn.Sequential(
+                    nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1, bias=False),
+                    nn.BatchNorm2d(widths[i + 1]),
+                    nn.ReLU(inplace=True),
+                )
+                for i in range(layers)
+            )
+        )
+        self.num_features, self.needs_projection = widths[-1], True
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, D, H / 2^layers, W / 2^layers)."""
+        return self.stages(images)
+
+
+def build_tokenizer(stem: str, patch_size: tuple[int, int], in_chans: int, dim: int) -> nn.Module:
+    """The tokenizer a stem name describes, for a ViT of width `dim` and patch size `patch_size`."""
+    layers = tokenizer_layers(stem, patch_size)
+    if stem.startswith("cct"):
+        return CCTTokenizer(in_chans, dim, layers)
+    return EarlyConvStem(in_chans, dim, layers)

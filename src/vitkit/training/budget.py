@@ -1,0 +1,126 @@
+"""A time budget used whole: the run's length is planned again after every epoch, in steps, from measured times.
+
+`run.time_budget_min` fixes the wall time of a run instead of its epochs. After each epoch the planner looks at
+what this run has measured — the time of a training step at each resolution in steady state (the first steps of
+a resolution, where compilation and warm-up happen, are left out) and the time an epoch's end takes (validation
+and checkpoints) — and sets the total number of steps that fits in what is left, keeping a safety margin. The
+last epoch may be cut short; the run then validates once more and ends. So a budgeted run ends close to its
+budget (the margin is 1%), also on a CPU other than the one its recipe was tuned on, and never plans past it.
+
+With progressive resizing the low-resolution phase is a share of the budget (`run.low_res_share`): the switch
+step is planned the same way. Until a resolution has been measured its step time is estimated from the other's,
+scaled by the token count.
+
+The learning-rate schedule follows the plan without jumps: `ScheduleAnchor` re-fits the rest of the decay to the
+new length from the step and the progress at which the plan changed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+MARGIN = 0.99  # plan for 99% of the budget: the last validation and checkpoint must fit too
+WARMUP_SHARE = 0.1  # the share of a resolution's first epoch left out of its steady-state step time
+
+
+@dataclass
+class BudgetClock:
+    """What the planner has measured so far (saved with the run state, so a resumed run keeps planning)."""
+
+    step_s: dict[int, float] = field(default_factory=dict)  # steady-state seconds per step, by resolution
+    epoch_end_s: float = 0.0  # seconds of the last epoch's end: validation, checkpoints, curves
+
+    def to_dict(self) -> dict:
+        """Plain values for the training state."""
+        return {"step_s": {str(k): v for k, v in self.step_s.items()}, "epoch_end_s": self.epoch_end_s}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> BudgetClock:
+        """Rebuild from `to_dict` (an absent entry, from an older run, starts unmeasured)."""
+        data = data or {}
+        return cls({int(k): float(v) for k, v in (data.get("step_s") or {}).items()}, float(data.get("epoch_end_s", 0)))
+
+    def observe_epoch(self, resolution: int, step_times: list[float], epoch_end_s: float) -> None:
+        """Record an epoch's per-step times at `resolution` and the time its end took."""
+        if step_times:
+            skip = math.ceil(len(step_times) * WARMUP_SHARE) if resolution not in self.step_s else 0
+            steady = step_times[skip:] or step_times
+            self.step_s[resolution] = sum(steady) / len(steady)
+        self.epoch_end_s = epoch_end_s
+
+    def step_time(self, resolution: int) -> float | None:
+        """Measured seconds per step at `resolution`, else estimated from another resolution by token count."""
+        if resolution in self.step_s:
+            return self.step_s[resolution]
+        if not self.step_s:
+            return None
+        known, seconds = max(self.step_s.items())
+        return seconds * (resolution / known) ** 2
+
+
+@dataclass
+class Plan:
+    """The run's length in optimizer steps, and the step at which progressive resizing switches to full size."""
+
+    total_steps: int
+    switch_step: int  # steps before it train at the low resolution (0 without progressive resizing)
+
+
+def plan_steps(
+    clock: BudgetClock,
+    *,
+    budget_s: float,
+    elapsed_s: float,
+    step: int,
+    steps_per_epoch: int,
+    max_steps: int,
+    full_size: int,
+    low_size: int | None = None,
+    low_share: float = 0.0,
+    switch_step: int = 0,
+) -> Plan:
+    """The most steps that fit in `budget_s` from `step` at `elapsed_s`, capped at `max_steps` (the recipe's epochs)."""
+    usable = budget_s * MARGIN - elapsed_s
+    full_step = clock.step_time(full_size)
+    if full_step is None:
+        raise ValueError("plan_steps needs at least one measured epoch")
+    if low_size and step <= switch_step:
+        # Still at the low resolution: it lasts until `low_share` of the budget has gone.
+        low_step = clock.step_time(low_size) or full_step * (low_size / full_size) ** 2
+        low_left = max(0.0, budget_s * low_share - elapsed_s)
+        switch_step = step + int(low_left / low_step)
+        usable -= (switch_step - step) * low_step
+        start = switch_step
+    else:
+        start = step
+    # Every epoch boundary still to come costs an epoch end (validation + checkpoints), the last one included.
+    room = max(0, max_steps - start)
+    steps = min(room, max(0, int(usable / full_step)))
+    for _ in range(3):  # the epoch ends depend on the steps and the steps on the ends: a few rounds settle it
+        ends = (start + steps) // steps_per_epoch - step // steps_per_epoch + 1
+        steps = min(room, max(0, int((usable - ends * clock.epoch_end_s) / full_step)))
+    total = max(step, start + steps)
+    return Plan(total, min(switch_step, total) if low_size else 0)
+
+
+@dataclass
+class ScheduleAnchor:
+    """Where the decay stood when the plan last changed: the rest of it is fitted to the new length."""
+
+    step: int = 0  # the step at which the plan changed (the end of warm-up before any change)
+    progress: float = 0.0  # the decay's progress (0..1) at that step
+
+    def progress_at(self, step: int, warmup: int, total_steps: int) -> float:
+        """Decay progress of `step`: linear from the anchor to 1 at `total_steps` (plain (step - warmup) / length)."""
+        start = max(self.step, warmup)
+        span = max(1, total_steps - start)
+        return min(1.0, self.progress + (1.0 - self.progress) * max(0, step - start) / span)
+
+    def moved_to(self, step: int, warmup: int, old_total: int) -> ScheduleAnchor:
+        """The anchor for a plan that changes at `step` (the schedule so far, of length `old_total`, is kept)."""
+        return ScheduleAnchor(step, self.progress_at(step, warmup, old_total))
+
+    def to_dict(self) -> dict:
+        """Plain values for the training state."""
+        return asdict(self)

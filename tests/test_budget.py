@@ -1,0 +1,75 @@
+"""The time-budget planner: a simulated run with a slow first epoch ends within 2% of its budget, never past it."""
+
+from __future__ import annotations
+
+import pytest
+
+from vitkit.training.budget import BudgetClock, ScheduleAnchor, plan_steps
+
+
+def simulate(budget_s, step_s, steps_per_epoch, *, epoch_end_s=3.0, first_epoch_extra=0.6, low=None, share=0.0):
+    """Run a fake loop: steps cost `step_s[resolution]` (x (1 + extra) in the first epoch), ends cost epoch_end_s."""
+    clock, elapsed, step, total, switch = BudgetClock(), 0.0, 0, 10**9, 0
+    first = True
+    while step < total:
+        times = []
+        for _ in range(steps_per_epoch):
+            if step >= total:
+                break
+            size = low if (low and step < switch) or (low and first) else 32
+            cost = step_s[size] * ((1 + first_epoch_extra) if first else 1.0)
+            elapsed, step = elapsed + cost, step + 1
+            times.append(cost)
+        elapsed += epoch_end_s
+        clock.observe_epoch(size, times, epoch_end_s)
+        if first and low:
+            switch = 10**9
+        first = False
+        plan = plan_steps(
+            clock, budget_s=budget_s, elapsed_s=elapsed, step=step, steps_per_epoch=steps_per_epoch,
+            max_steps=10**6, full_size=32, low_size=low, low_share=share, switch_step=switch,
+        )  # fmt: skip
+        total, switch = plan.total_steps, plan.switch_step
+    return elapsed, step
+
+
+@pytest.mark.parametrize("step_s", [0.05, 0.13, 0.4])
+def test_a_budgeted_run_ends_within_two_percent_and_never_past(step_s):
+    elapsed, steps = simulate(600.0, {32: step_s}, steps_per_epoch=100)
+    assert 0.98 * 600 <= elapsed <= 600, elapsed
+
+
+def test_progressive_resizing_spends_its_share_at_low_resolution():
+    elapsed, _ = simulate(900.0, {16: 0.03, 32: 0.1}, steps_per_epoch=100, low=16, share=0.6)
+    assert 0.98 * 900 <= elapsed <= 900, elapsed
+
+
+def test_the_plan_stops_at_the_recipes_epochs():
+    clock = BudgetClock({32: 0.01}, 1.0)
+    plan = plan_steps(clock, budget_s=1e6, elapsed_s=10, step=100, steps_per_epoch=100, max_steps=500, full_size=32)
+    assert plan.total_steps == 500
+
+
+def test_a_plan_past_the_budget_stops_at_once():
+    clock = BudgetClock({32: 1.0}, 5.0)
+    plan = plan_steps(clock, budget_s=100, elapsed_s=120, step=300, steps_per_epoch=100, max_steps=10**6, full_size=32)
+    assert plan.total_steps == 300
+
+
+def test_the_first_steps_of_a_resolution_are_not_its_steady_state():
+    clock = BudgetClock()
+    clock.observe_epoch(32, [5.0] * 10 + [1.0] * 90, 2.0)  # compilation in the first tenth
+    assert clock.step_time(32) == pytest.approx(1.0)
+    assert clock.step_time(16) == pytest.approx(0.25)  # estimated by token count until measured
+    assert BudgetClock.from_dict(clock.to_dict()) == clock
+
+
+def test_a_new_plan_continues_the_decay_without_a_jump():
+    warmup, old_total, new_total, at = 10, 1000, 600, 400
+    anchor = ScheduleAnchor()
+    before = anchor.progress_at(at, warmup, old_total)
+    assert before == pytest.approx((at - warmup) / (old_total - warmup))  # the plain schedule before any change
+    moved = anchor.moved_to(at, warmup, old_total)
+    assert moved.progress_at(at, warmup, new_total) == pytest.approx(before)
+    assert moved.progress_at(new_total, warmup, new_total) == 1.0
+    assert moved.progress_at(500, warmup, new_total) == pytest.approx(before + (1 - before) * 100 / 200)

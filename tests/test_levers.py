@@ -1,0 +1,177 @@
+"""The efficiency levers as parts: Muon + AdamW, mimetic attention init, convolutional tokenizers."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from vitkit.models.mimetic import mimetic_init_
+from vitkit.models.tokenizers import CCTTokenizer, EarlyConvStem, build_tokenizer, tokenizer_layers
+from vitkit.training.muon import MuonAdamW, is_hidden_matrix
+
+
+class TinyBlocks(nn.Module):
+    """Named like a ViT: an embedding, one block with two matrices and a bias, a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch_embed = nn.Linear(6, 8)
+        self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8))])
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks[0](self.patch_embed(x)))
+
+
+def make_optimizer(model: nn.Module, lr: float = 1e-2) -> MuonAdamW:
+    hidden = [p for n, p in model.named_parameters() if is_hidden_matrix(n, p)]
+    groups = [{"params": list(model.parameters()), "weight_decay": 0.01, "lr_scale": 1.0}]
+    return MuonAdamW(groups, hidden, lr=lr)
+
+
+def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, steps: int, seed: int = 0) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randn(4, 6, generator=generator)
+        loss = model(x).square().mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+def test_muon_owns_the_block_matrices_and_adamw_the_rest():
+    model = TinyBlocks()
+    optimizer = make_optimizer(model)
+    muon = {id(p) for g in optimizer.muon.param_groups for p in g["params"]}
+    adam = {id(p) for g in optimizer.adamw.param_groups for p in g["params"]}
+    assert muon == {id(model.blocks[0][0].weight), id(model.blocks[0][2].weight)}
+    assert adam == {id(p) for p in model.parameters()} - muon
+    assert optimizer.muon.param_groups[0]["adjust_lr_fn"] == "match_rms_adamw"
+
+
+def test_a_learning_rate_set_on_the_groups_reaches_both_halves():
+    optimizer = make_optimizer(TinyBlocks())
+    for group in optimizer.param_groups:
+        group["lr"] = 0.123
+    assert all(g["lr"] == 0.123 for g in optimizer.muon.param_groups + optimizer.adamw.param_groups)
+
+
+def test_muon_steps_move_every_parameter_and_resume_exactly():
+    torch.manual_seed(0)
+    model = TinyBlocks()
+    before = copy.deepcopy(model.state_dict())
+    optimizer = make_optimizer(model)
+    train_steps(model, optimizer, 3)
+    assert all(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # Save after 3 steps, continue 2 more; a copy restored from the saved state must land on the same weights.
+    saved_model, saved_state = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+    train_steps(model, optimizer, 2, seed=1)
+    resumed = TinyBlocks()
+    resumed.load_state_dict(saved_model)
+    resumed_optimizer = make_optimizer(resumed)
+    resumed_optimizer.load_state_dict(saved_state)
+    train_steps(resumed, resumed_optimizer, 2, seed=1)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_muon_needs_block_matrices():
+    model = nn.Linear(4, 2)
+    with pytest.raises(ValueError, match="muon needs 2D weights inside encoder blocks"):
+        MuonAdamW([{"params": list(model.parameters())}], [], lr=1e-3)
+
+
+def test_mimetic_init_gives_identity_like_attention_products():
+    dim, heads = 64, 4
+    qkv, proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+    mimetic_init_(qkv, proj, heads, generator=torch.Generator().manual_seed(0))
+    q, k, v = qkv.weight.detach().double().chunk(3)
+    head_dim = dim // heads
+    for h in range(heads):
+        rows = slice(h * head_dim, (h + 1) * head_dim)
+        product = q[rows].T @ k[rows]  # W_q^T W_k: its diagonal carries the +beta identity
+        assert product.diagonal().mean() > 0.5 * product.abs().mean() and product.diagonal().mean() > 0.1
+    vo = proj.weight.detach().double() @ v  # W_o W_v = alpha Z - beta I, exactly (full rank)
+    assert abs(vo.diagonal().mean() + 0.4) < 0.05
+    off = vo - torch.diag(vo.diagonal())
+    assert abs(off.std() - 0.4 / dim**0.5) < 0.01
+
+
+def test_cct_tokenizer_stride_and_width():
+    tokenizer = CCTTokenizer(3, 96, layers=2)
+    out = tokenizer.forward_features(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 96, 8, 8) and not tokenizer.needs_projection
+    assert [m.out_channels for m in tokenizer.modules() if isinstance(m, nn.Conv2d)] == [64, 96]
+
+
+def test_early_conv_stem_doubles_channels_to_the_width():
+    stem = EarlyConvStem(3, 192, layers=3)
+    out = stem.forward_features(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 192, 4, 4) and stem.needs_projection
+    assert [m.out_channels for m in stem.modules() if isinstance(m, nn.Conv2d)] == [48, 96, 192]
+
+
+def test_tokenizer_names_and_strides():
+    assert tokenizer_layers("cct2", (4, 4)) == 2 and isinstance(build_tokenizer("conv3", (8, 8), 3, 64), EarlyConvStem)
+    with pytest.raises(ValueError, match="stem cct2 has total stride 4, so it needs patch size 4, got 8x8"):
+        tokenizer_layers("cct2", (8, 8))
+
+
+def test_multicrop_views_are_the_image_its_mirror_and_one_pixel_shifts():
+    from vitkit.inference.tta import tta_logits, tta_views
+
+    images = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).reshape(2, 3, 5, 5)
+    views = tta_views(images, "multicrop")
+    assert len(views) == 6 and abs(sum(w for _, w in views) - 1) < 1e-12
+    assert all(view.shape == images.shape for view, _ in views)
+    torch.testing.assert_close(views[2][0][..., 1:, 1:], images[..., :-1, :-1])  # moved down-right
+    torch.testing.assert_close(views[3][0][..., :-1, :-1], images[..., 1:, 1:])  # moved up-left
+    mean = tta_logits(lambda x: {"cls": x.mean(dim=(1, 2, 3))[:, None]}, images, "flip")
+    torch.testing.assert_close(mean["cls"], images.mean(dim=(1, 2, 3))[:, None])
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'crops'"):
+        tta_views(images, "crops")
+
+
+def test_patch_dropout_keeps_prefix_tokens_and_a_share_of_patches_in_training_only():
+    import vitkit
+    from vitkit.models.vit import drop_patches
+
+    tokens = torch.arange(2 * 9 * 4, dtype=torch.float32).reshape(2, 9, 4)  # 1 prefix + 8 patches
+    kept = drop_patches(tokens, 1, 0.5, training=True)
+    assert kept.shape == (2, 5, 4) and torch.equal(kept[:, 0], tokens[:, 0])
+    for b in range(2):  # each kept row is one of that image's patches, in their original order
+        rows = [int(r[0]) // 4 - 9 * b for r in kept[b, 1:]]
+        assert rows == sorted(rows) and len(set(rows)) == 4 and min(rows) >= 1
+    assert torch.equal(drop_patches(tokens, 1, 0.5, training=False), tokens)
+    model = vitkit.create_model("mu/4", img_size=16, num_classes=3, depth=1, patch_drop=0.75)
+    assert model.train().embed(torch.randn(2, 3, 16, 16))[0].shape[1] == 1 + 4  # 16 patches -> 4, + class token
+    assert model.eval().embed(torch.randn(2, 3, 16, 16))[0].shape[1] == 1 + 16
+
+
+@pytest.mark.parametrize("name", ["cct2+Ti/4", "conv2+Ti/4", "conv3+Ti/8"])
+def test_tokenizer_hybrids_build_train_and_round_trip(name, tmp_path):
+    import vitkit
+
+    model = vitkit.create_model(name, img_size=32, num_classes=3, depth=1, attn_init="mimetic")
+    images = torch.randn(2, 3, 32, 32)
+    model(images).sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    vitkit.save(model.eval(), tmp_path / "m")
+    loaded = vitkit.load(tmp_path / "m").eval()
+    assert loaded.config.stem == name.split("+")[0] and loaded.config.attn_init == "mimetic"
+    torch.testing.assert_close(loaded(images), model(images), rtol=0, atol=0)
+
+
+def test_muon_is_an_optimizer_choice_of_the_recipe():
+    import vitkit
+    from vitkit.training.config import OptimConfig
+    from vitkit.training.optim import build_optimizer
+
+    model = vitkit.create_model("mu/4", img_size=16, num_classes=3, depth=2)
+    optimizer = build_optimizer(model, None, OptimConfig(optimizer="muon", lr=1e-3))
+    assert isinstance(optimizer, MuonAdamW)
+    owned = {id(p) for g in optimizer.muon.param_groups for p in g["params"]}
+    assert owned == {id(p) for n, p in model.named_parameters() if n.startswith("blocks.") and p.ndim == 2}
