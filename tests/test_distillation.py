@@ -321,6 +321,11 @@ def test_fresh_student_gets_the_distillation_token(
     flags = {"model.name": "Ti/4", "objective.distill.teacher": "t", "objective.distill.kind": "hard"}
     config = load_config(None, flags)
     assert config.model.overrides == {"distilled": True}  # what `--model Ti/4 --teacher t --distill hard` trains
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("objective:\n  distill:\n    teacher: t\n")
+    assert load_config(recipe).model.overrides["distilled"] is True
+    assert "distilled" not in load_config(recipe, {"model.pretrained": "ckpt"}).model.overrides  # flags decide
+    assert load_config(recipe, {"objective.distill.token": "cls"}).model.overrides.get("distilled") is None
     out = tmp_path / "run"
     assert main(["train", *FRESH, "--teacher", str(teacher_dir), "--distill", "hard", "--out", str(out)]) == 0
     assert "is built from scratch, so it gets DeiT's distillation token" in caplog.text

@@ -403,8 +403,12 @@ class TrainConfig:
 
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def replace(self, values: dict[str, Any], origin: str = "config") -> TrainConfig:
-        """A copy with dotted keys ("optim.lr") or nested sections set, each value checked against its field's type."""
+    def replace(self, values: dict[str, Any], origin: str = "config", *, complete: bool = True) -> TrainConfig:
+        """A copy with dotted keys ("optim.lr") or nested sections set, each value checked against its field's type.
+
+        `complete` lets the named objective fill in what it needs (`ObjectiveSettings.complete`: a fresh student's
+        distillation token); `load_config` defers it until the flags are applied, as they may name a checkpoint.
+        """
         nested: dict[str, dict[str, Any]] = {}
         for key, value in values.items():
             if "." in key:
@@ -430,16 +434,16 @@ class TrainConfig:
                 changed[section] = update_section(current, section, updates, origin)
         config = dataclasses.replace(self, **changed)
         settings = config.objective.settings
-        return config if settings is None else settings.complete(config)
+        return config if settings is None or not complete else settings.complete(config)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], origin: str = "config") -> TrainConfig:
+    def from_dict(cls, values: dict[str, Any], origin: str = "config", *, complete: bool = True) -> TrainConfig:
         """Build from a nested dict such as a parsed recipe; missing keys keep their defaults."""
         if not isinstance(values, dict):
             raise UsageError(
                 f"{origin}: a recipe is a mapping of sections (model, data, ...), got {type(values).__name__}"
             )
-        return cls().replace(values, origin)
+        return cls().replace(values, origin, complete=complete)
 
 
 def update_section(current: Any, section: str, updates: dict[str, Any], origin: str) -> Any:
@@ -468,7 +472,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """The default recipe, updated by the YAML recipe at `path`, then by dotted-key `overrides` (flags)."""
     config = TrainConfig()
     if path is not None:
-        config = TrainConfig.from_dict(read_recipe(path), origin=str(path))
+        config = TrainConfig.from_dict(read_recipe(path), origin=str(path), complete=not overrides)
     if overrides:
         config = config.replace(overrides, origin="command line")
     return config
