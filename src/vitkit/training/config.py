@@ -290,10 +290,10 @@ class ObjectiveConfig:
         "| distill (DeiT distillation; set by --teacher) | package.module:Class (an Objective of your own)",
         flag="--objective",
     )
-    sections: dict[str, Any] = field(default_factory=dict)
+    sections: dict[str, ObjectiveSettings] = field(default_factory=dict)
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> Any:  # the named objective's own dataclass (MPPSettings, DistillSettings, ...)
         """The settings of the named objective (None for an objective without settings)."""
         return self.sections.get(objective_class(self.name).name)
 

@@ -205,7 +205,7 @@ def objective_class(name: str) -> type[Objective]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
-        if error.name is None or not module_name.startswith(error.name):
+        if error.name is None or not (module_name == error.name or module_name.startswith(f"{error.name}.")):
             raise  # the module exists but one of its own imports is missing: a bug, keep the traceback
         raise UsageError(f"objective {name!r}: no module {module_name!r} on the Python path ({target})") from None
     found = getattr(module, attribute, None)
