@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import types
 from pathlib import Path
@@ -21,8 +22,9 @@ from vitkit.inference import Preprocessing
 from vitkit.models import VisionTransformer, ViTConfig
 from vitkit.training import Distillation, TeacherInputs, load_config, train
 from vitkit.training import trainer as trainer_module
+from vitkit.training.config import build_objective
 from vitkit.training.distill import (
-    build_distillation,
+    DistillSettings,
     hard_distillation_loss,
     load_teacher,
     soft_distillation_loss,
@@ -144,10 +146,10 @@ def test_teacher_inputs_renormalise_and_resize() -> None:
 
 def test_teacher_checkpoint_metadata_sets_its_inputs(tmp_path: Path) -> None:
     ckpt = convnet_teacher(tmp_path / "t", img_size=8, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
-    config = load_config(None, {"objective.teacher": str(ckpt), "model.distilled": True, "model.pool": "token"})
+    config = load_config(None, {"objective.distill.teacher": str(ckpt), "model.distilled": True, "model.pool": "token"})
     student = vitkit.create_model(config.model.name, num_classes=10, img_size=16, **config.model.overrides)
     student.class_names = DIGITS
-    objective = build_distillation(config, student, 10)
+    objective = build_objective(config, student, 10)
     assert objective.inputs == TeacherInputs((0.5,) * 3, (0.5,) * 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 8)
     images = torch.randn(2, 3, 16, 16)
     logits = objective.teacher_logits(images)
@@ -193,7 +195,8 @@ def test_distillation_run_reports_each_head(run_dir: Path) -> None:
     header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"loss_cls", "loss_dist", "agree", "val_top1_cls", "val_top1_dist"} <= set(header)
     config = load_config(run_dir / "config.yaml")
-    assert config.objective.name == "distill" and config.objective.teacher and config.model.overrides["distilled"]
+    assert config.objective.name == "distill" and config.objective.settings.teacher
+    assert config.model.overrides["distilled"]
     model = vitkit.load(run_dir / "checkpoints" / "best")
     assert model.config.distilled and model.head_dist is not None
     assert load_training_state(run_dir / "checkpoints" / "last" / "training_state.pt")["objective"] == {}
@@ -260,7 +263,7 @@ def test_teacher_with_classes_in_another_order_is_refused(tmp_path: Path, capsys
 
 def test_distill_flag_without_a_teacher_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["train", *TINY, "--distill", "soft", "--out", str(tmp_path / "run")]) == 2
-    assert "objective.distill 'soft' needs a teacher to distil from: add --teacher CKPT" in capsys.readouterr().err
+    assert "objective.distill.kind 'soft' needs a teacher to distil from: add --teacher CKPT" in capsys.readouterr().err
 
 
 def test_distill_objective_without_a_teacher_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -277,8 +280,101 @@ def test_student_without_distillation_token_is_refused(
 
 
 def test_unknown_distillation_kind_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"objective.distill must be one of \('hard', 'soft'\), got 'medium'"):
-        load_config(None, {"objective.teacher": "t", "objective.distill": "medium"})
+    with pytest.raises(ValueError, match=r"objective.distill.kind must be one of \('hard', 'soft'\), got 'medium'"):
+        load_config(None, {"objective.distill.teacher": "t", "objective.distill.kind": "medium"})
+    with pytest.raises(ValueError, match=r"objective.distill.token must be one of \('dist', 'cls'\), got 'both'"):
+        load_config(None, {"objective.distill.teacher": "t", "objective.distill.token": "both"})
+
+
+# --- the distill section, and a fresh student -------------------------------------------------------------------
+
+FRESH = [arg for arg in TINY if arg != "--distilled"]  # the same student, not asking for the token
+
+
+def test_old_flat_distill_keys_translate_into_the_section(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text("objective:\n  teacher: runs/t\n  distill: soft\n  distill_alpha: 0.3\n  distill_tau: 2\n")
+    config = load_config(recipe)
+    assert config.objective.name == "distill"
+    assert config.objective.settings == DistillSettings(teacher="runs/t", kind="soft", alpha=0.3, tau=2.0)
+    assert "objective.distill_alpha -> objective.distill.alpha" in caplog.text
+    section = config.to_dict()["objective"]
+    assert section == {"name": "distill", "distill": {"teacher": "runs/t", "kind": "soft", "alpha": 0.3, "tau": 2.0,
+                                                      "token": "dist"}}  # fmt: skip
+    rewritten = tmp_path / "new.yaml"
+    rewritten.write_text(config.to_yaml())
+    assert load_config(rewritten) == config
+
+
+def test_a_teacher_means_distillation_and_no_other_objective() -> None:
+    assert load_config(None, {"objective.distill.teacher": "t"}).objective.name == "distill"
+    with pytest.raises(ValueError, match=r"objective.distill.teacher is for objective 'distill', not 'mpp'"):
+        load_config(None, {"objective.name": "mpp", "objective.distill.teacher": "t"})
+    with pytest.raises(ValueError, match=r"unknown key objective.distil; valid keys of 'objective': name, distill"):
+        load_config(None, {"objective.distil.teacher": "t"})
+
+
+def test_fresh_student_gets_the_distillation_token(
+    tmp_path: Path, teacher_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="vitkit.training")
+    flags = {"model.name": "Ti/4", "objective.distill.teacher": "t", "objective.distill.kind": "hard"}
+    config = load_config(None, flags)
+    assert config.model.overrides == {"distilled": True}  # what `--model Ti/4 --teacher t --distill hard` trains
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("objective:\n  distill:\n    teacher: t\n")
+    assert load_config(recipe).model.overrides["distilled"] is True
+    assert "distilled" not in load_config(recipe, {"model.pretrained": "ckpt"}).model.overrides  # flags decide
+    assert load_config(recipe, {"objective.distill.token": "cls"}).model.overrides.get("distilled") is None
+    out = tmp_path / "run"
+    assert main(["train", *FRESH, "--teacher", str(teacher_dir), "--distill", "hard", "--out", str(out)]) == 0
+    assert "is built from scratch, so it gets DeiT's distillation token" in caplog.text
+    assert load_config(out / "config.yaml").model.overrides["distilled"] is True
+    assert vitkit.load(out / "checkpoints" / "best").config.distilled
+
+
+def test_pretrained_student_without_the_token_is_refused(
+    tmp_path: Path, teacher_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    student = vitkit.create_model("mu/4", num_classes=10, img_size=16, hidden_dim=32, depth=2, num_heads=2, mlp_dim=64)
+    ckpt = vitkit.save(student, tmp_path / "student", class_names=DIGITS)
+    argv = [*FRESH, "--pretrained", str(ckpt), "--teacher", str(teacher_dir), "--out", str(tmp_path / "run")]
+    assert main(["train", *argv]) == 2
+    assert "has none: add --distilled" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["hard", "soft"])
+def test_class_token_distillation_loss_is_the_formula(tiny_config: ViTConfig, kind: str) -> None:
+    student = VisionTransformer(tiny_config)  # no distillation token
+    teacher = Linear()
+    objective = Distillation(teacher, kind, alpha=0.3, tau=2.0, token="cls")
+    images = torch.randn(4, 3, 16, 16)
+    targets = F.one_hot(torch.tensor([0, 1, 2, 3]), 5).float() * 0.9 + 0.02
+    out = objective(student, Batch(images, targets, targets.argmax(1)))
+    cls = student(images)
+    with torch.no_grad():
+        t = teacher.fc(images.flatten(1))
+    if kind == "hard":
+        dist = F.cross_entropy(cls, t.argmax(1))
+    else:
+        p_teacher, log_student = (t / 2).softmax(1), (cls / 2).log_softmax(1)
+        dist = (p_teacher * (p_teacher.log() - log_student)).sum() * 4 / cls.numel()
+    torch.testing.assert_close(out.loss, 0.7 * F.cross_entropy(cls, targets) + 0.3 * dist)
+    out.loss.backward()
+    assert student.head.weight.grad is not None and objective.val_metrics == ("top1", "top5", "loss")
+    with pytest.raises(ValueError, match="has a distillation token whose head would never learn"):
+        objective(VisionTransformer(tiny_config.replace(distilled=True)), Batch(images, targets, targets.argmax(1)))
+
+
+def test_class_token_distillation_trains(tmp_path: Path, teacher_dir: Path) -> None:
+    out = tmp_path / "run"
+    argv = [*FRESH, "--teacher", str(teacher_dir), "--distill-token", "cls", "--distill", "soft", "--out", str(out)]
+    assert main(["train", *argv]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["objective"] == "distill" and "val_top1" in summary and "val_top1_dist" not in summary
+    assert {"loss_cls", "loss_dist", "agree"} <= set((out / "metrics.csv").read_text().splitlines()[0].split(","))
+    assert not vitkit.load(out / "checkpoints" / "best").config.distilled
+    assert load_config(out / "config.yaml").objective.settings.token == "cls"
 
 
 def test_eval_heads_needs_a_vit(teacher_dir: Path, capsys: pytest.CaptureFixture) -> None:

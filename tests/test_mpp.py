@@ -11,18 +11,22 @@ from safetensors.torch import load_file
 
 import vitkit
 from vitkit.cli.main import main
-from vitkit.data import DataConfig, load_dataset
+from vitkit.data import DataConfig, load_dataset, make_loader
+from vitkit.inference.device import autocast
 from vitkit.models.vit import PatchEmbedding
-from vitkit.training import TrainConfig
+from vitkit.training import TrainConfig, load_config
+from vitkit.training.config import build_objective
 from vitkit.training.finetune import finetune_config
 from vitkit.training.mpp import (
+    VAL_SEED,
     MaskedPatchPrediction,
-    build_mpp,
+    MPPSettings,
     colour_classes,
     corrupt_patches,
     mpp_targets,
     patches,
 )
+from vitkit.training.objectives import ValidationContext
 from vitkit.training.state import STATE_FILE
 from vitkit.training.trainer import create_trainer
 
@@ -134,7 +138,7 @@ def test_4x4_needs_patches_divisible_by_4_and_mpp_needs_a_vit():
         MaskedPatchPrediction(32, (6, 6), (0.5,) * 3, (0.5,) * 3, "4x4")
     config = TrainConfig().replace({"objective.name": "mpp"})
     with pytest.raises(ValueError, match="objective mpp needs a ViT"):
-        build_mpp(config, vitkit.create_model("resnet20", num_classes=3), 3)
+        build_objective(config, vitkit.create_model("resnet20", num_classes=3), 3)
 
 
 def image_folder(root: Path, count: int = 24) -> Path:
@@ -180,11 +184,62 @@ def test_validation_corrupts_the_same_patches_every_time(tmp_path):
         }  # fmt: skip
     )
     trainer = create_trainer(config, tmp_path / "unused")
-    args = {"batch_size": 16, "device": torch.device("cpu"), "precision": "fp32"}
-    first = trainer.objective.validate(trainer.model, trainer.data.val, trainer.eval_transform, **args)
-    second = trainer.objective.validate(trainer.model, trainer.data.val, trainer.eval_transform, **args)
+    context = ValidationContext(trainer.data.val, trainer.eval_transform, 16, torch.device("cpu"), "fp32")
+    first = trainer.objective.validate(trainer.model, context)
+    second = trainer.objective.validate(trainer.model, context)
     assert first.values == second.values and first.images == len(trainer.data.val)
     trainer.runtime.close()
+
+
+def hand_written_validation(objective, model, context):
+    """MPP's validation as it was written before it used the shared evaluation loop (the reference numbers)."""
+    model.eval()
+    objective.eval()
+    generator = torch.Generator(device=context.device).manual_seed(VAL_SEED)
+    sums = {"loss": 0.0, "acc": 0.0}
+    loader = make_loader(context.source, context.batch_size, shuffle=False, seed=0, epoch=0, device=context.device)
+    with torch.no_grad():
+        for images, _ in loader:
+            with autocast(context.precision, context.device):
+                out = objective.loss(model, context.transform(images), generator)
+            for key in sums:
+                sums[key] += out.metrics[key].item() * len(images)
+    return {key: value / len(context.source) for key, value in sums.items()}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_validation_through_the_shared_loop_gives_the_same_numbers(tmp_path, precision):
+    config = TrainConfig().replace(
+        {
+            "objective": {"name": "mpp", "mpp": {"target": "4x4"}},
+            "data.limit_per_class": 4,
+            "run.batch_size": 8,
+            "model.depth": 1,
+            "runtime.threads": 1,
+            "runtime.precision": "fp32",
+        }  # fmt: skip
+    )
+    trainer = create_trainer(config, tmp_path / "unused")
+    trainer.model.train()
+    context = ValidationContext(trainer.data.val, trainer.eval_transform, 7, torch.device("cpu"), precision)
+    result = trainer.objective.validate(trainer.model, context)
+    assert trainer.model.training and trainer.objective.training  # modes restored
+    assert result.values == hand_written_validation(trainer.objective, trainer.model, context)
+    trainer.runtime.close()
+
+
+def test_mpp_settings_live_in_their_section_and_old_keys_translate(tmp_path):
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text("objective:\n  name: mpp\n  mpp_target: l2\n  mpp_corrupt: 0.25\n")
+    old = load_config(recipe)
+    assert old.objective.settings == MPPSettings(target="l2", corrupt=0.25)
+    assert old.to_dict()["objective"] == {"name": "mpp", "mpp": {"target": "l2", "corrupt": 0.25}}
+    flags = load_config(None, {"objective.name": "mpp", "objective.mpp.target": "l2", "objective.mpp.corrupt": 0.25})
+    assert flags == old
+    with pytest.raises(ValueError, match=r"objective.mpp.target must be one of .*got 'rgb'"):
+        load_config(None, {"objective.mpp.target": "rgb"})
+    with pytest.raises(ValueError, match=r"objective.mpp.corrupt must be in \(0, 1\]"):
+        load_config(None, {"objective.mpp_corrupt": 1.5})
 
 
 def test_supervised_training_on_one_class_is_refused(tmp_path, capsys):

@@ -68,7 +68,7 @@ def test_bad_values_say_what_is_allowed(tmp_path: Path) -> None:
         load_config(write(tmp_path, "run:\n  threads: 2\n"))
     with pytest.raises(ValueError, match=r"batch_size 10 is not divisible by run\.grad_accum 3"):
         load_config(overrides={"run.batch_size": 10, "run.grad_accum": 3})
-    with pytest.raises(ValueError, match=r"optim\.optimizer must be one of \('adamw', 'sgd'\)"):
+    with pytest.raises(ValueError, match=r"optim\.optimizer must be one of \('adamw', 'sgd', 'muon'\)"):
         load_config(overrides={"optim.optimizer": "lamb"})
     with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\)"):
         load_config(overrides={"data.val_fraction": 1.5})
@@ -115,9 +115,12 @@ def test_flags_override_the_recipe(tmp_path: Path) -> None:
 
 def test_every_knob_has_a_flag_with_help() -> None:
     fields = train_cli.config_fields()
-    keys = [key for key, _, _, _ in fields]
-    assert len({train_cli.flag_name(k) for k in keys}) == len(keys)
-    assert not [key for key, _, _, help_text in fields if not help_text]
+    flags = [knob.flag for knob in fields]
+    assert len(set(flags)) == len(flags)
+    assert not [knob.key for knob in fields if not knob.help or knob.help == knob.key]
+    documented = ["--model", "--data", "--lr", "--seed", "--split-seed", "--objective", "--teacher", "--distill"]
+    documented += ["--distill-alpha", "--distill-tau", "--mpp-target", "--mpp-corrupt", "--depth", "--pretrained"]
+    assert set(documented) <= set(flags)
     args = parse(["--model", "Ti/4", "--depth", "6", "--threads", "2", "--precision", "fp32"])
     config = load_config(None, train_cli.overrides_from(args))
     assert config.model.overrides == {"depth": 6} and config.runtime.threads == 2
@@ -148,3 +151,46 @@ def test_no_weight_decay_on_biases_norms_and_embeddings() -> None:
     assert all(names[id(p)].endswith("weight") and p.ndim > 1 for p in decay["params"])
     assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.05
     assert isinstance(build_optimizer(model, None, OptimConfig(optimizer="sgd")), torch.optim.SGD)
+
+
+# The objective section as every run directory's config.yaml wrote it before each objective had its own section.
+OLD_OBJECTIVE = """objective:
+  name: {name}
+  mpp_target: {target}
+  mpp_corrupt: 0.5
+  teacher: {teacher}
+  distill: {kind}
+  distill_alpha: 0.5
+  distill_tau: 1.0
+"""
+
+
+def test_old_run_config_objective_keys_translate(tmp_path: Path) -> None:
+    old = write(tmp_path, OLD_OBJECTIVE.format(name="supervised", target="mean3bit", teacher="null", kind="null"))
+    assert load_config(old) == TrainConfig()  # only defaults of other objectives: nothing kept
+    old = write(tmp_path, OLD_OBJECTIVE.format(name="mpp", target="4x4", teacher="null", kind="null"))
+    assert load_config(old).to_dict()["objective"] == {"name": "mpp", "mpp": {"target": "4x4", "corrupt": 0.5}}
+    old = write(tmp_path, OLD_OBJECTIVE.format(name="distill", target="mean3bit", teacher="runs/t", kind="soft"))
+    section = load_config(old).to_dict()["objective"]
+    assert section["name"] == "distill" and set(section) == {"name", "distill"}
+    assert section["distill"] == {"teacher": "runs/t", "kind": "soft", "alpha": 0.5, "tau": 1.0, "token": "dist"}
+
+
+def test_resume_of_a_run_with_the_old_objective_keys(tmp_path: Path) -> None:
+    from vitkit.training import train
+
+    tiny = {
+        "data.limit_per_class": 4, "data.img_size": 16, "model.depth": 1, "model.hidden_dim": 32,
+        "model.num_heads": 2, "model.mlp_dim": 64, "run.batch_size": 10, "run.epochs": 2,
+        "runtime.threads": 1, "runtime.precision": "fp32", "optim.warmup_steps": 1,
+    }  # fmt: skip
+    run = tmp_path / "run"
+    train(load_config(None, {**tiny, "run.steps": 3}), run)
+    # As an old vitkit wrote it: the flat objective section.
+    text = (run / "config.yaml").read_text()
+    head, _, rest = text.partition("objective:\n")
+    body = rest.split("runtime:", 1)[1]
+    old = OLD_OBJECTIVE.format(name="supervised", target="mean3bit", teacher="null", kind="null")
+    (run / "config.yaml").write_text(head + old + "runtime:" + body)
+    summary = train(None, run, resume=True)
+    assert summary["steps"] == 3 and summary["objective"] == "supervised" and summary["status"] == "finished"

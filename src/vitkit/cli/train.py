@@ -11,86 +11,55 @@ import dataclasses
 import os
 import sys
 import time
-import types
 import typing
 from typing import Any
 
+from vitkit.configs import Knob, Words, add_flag, given_flags, knobs
 from vitkit.errors import UsageError
 
-# Flags whose name is not simply the field name with dashes.
+# Flags whose name is not simply the field name with dashes (fields of vitkit's own configs declare theirs with
+# `knob(flag=...)`; these belong to the data section).
 FLAG_NAMES = {
-    "model.name": "--model",
     "data.path": "--data",
     "data.seed": "--split-seed",
     "run.seed": "--seed",
-    "objective.name": "--objective",
 }
 
 
-def flag_name(key: str) -> str:
-    """The command-line flag of a dotted config key ("optim.lr" -> "--lr")."""
-    return FLAG_NAMES.get(key, "--" + key.split(".", 1)[1].replace("_", "-"))
+def config_fields(defaults: Any = None) -> list[Knob]:
+    """Every recipe knob (dotted key, type hint, default, help, flag), in recipe order (`vitkit.configs.knobs`).
 
-
-def config_fields(defaults: Any = None) -> list[tuple[str, Any, Any, str]]:
-    """(dotted key, type hint, default, help) of every recipe knob, in recipe order.
-
-    Help texts live with the fields (`metadata["help"]`); the model section offers `name`, `pretrained`,
-    `new_head` and every field of the model config a run may override (ViTConfig's), with the variant's value
-    as default. `defaults` (a TrainConfig; the embedded recipe when None) supplies the defaults shown.
+    The model section offers `name`, `pretrained`, `new_head` and every field of the model config a run may
+    override (ViTConfig's), with the variant's value as default; the objective section its `name` and the
+    settings of each registered objective (`objective.<name>.<field>`). `defaults` (a TrainConfig; the embedded
+    recipe when None) supplies the defaults shown.
     """
+    from vitkit.configs import default_flag, help_of
     from vitkit.models import ViTConfig
-    from vitkit.models.fields import help_of
     from vitkit.training.config import ModelConfig, TrainConfig, model_config_fields
+    from vitkit.training.objectives import OBJECTIVES, objective_class
 
-    out = []
+    out: list[Knob] = []
     defaults = defaults or TrainConfig()
     for section in dataclasses.fields(TrainConfig):
         value = getattr(defaults, section.name)
         if section.name == "model":
-            hints = typing.get_type_hints(ModelConfig)
-            for name in ("name", "pretrained", "new_head"):
-                out.append((f"model.{name}", hints[name], getattr(value, name), help_of(ModelConfig, name)))
+            base = ModelConfig(value.name, value.pretrained, value.new_head, {})
+            out.extend(k for k in knobs(base, "model", FLAG_NAMES) if k.key != "model.overrides")
             for name, hint in model_config_fields().items():
-                out.append((f"model.{name}", hint, "the variant's", help_of(ViTConfig, name) or name.replace("_", " ")))
-            continue
-        hints = typing.get_type_hints(type(value))
-        for knob in dataclasses.fields(value):
-            key = f"{section.name}.{knob.name}"
-            out.append((key, hints[knob.name], getattr(value, knob.name), knob.metadata.get("help", key)))
+                text = help_of(ViTConfig, name) or name.replace("_", " ")
+                out.append(Knob(f"model.{name}", hint, Words("the variant's"), text, default_flag(f"model.{name}")))
+        elif section.name == "objective":
+            hints = typing.get_type_hints(type(value))
+            name_field = next(f for f in dataclasses.fields(value) if f.name == "name")
+            out.append(Knob("objective.name", hints["name"], value.name, name_field.metadata["help"], "--objective"))
+            for name in OBJECTIVES:
+                settings_class = objective_class(name).Settings
+                if settings_class is not None:
+                    out.extend(knobs(value.sections.get(name) or settings_class(), f"objective.{name}", FLAG_NAMES))
+        else:
+            out.extend(knobs(value, section.name, FLAG_NAMES))
     return out
-
-
-def add_config_flag(group: argparse._ArgumentGroup, key: str, hint: Any, default: Any, help: str) -> None:
-    """One flag for one knob; absent flags leave the recipe's value alone (argparse.SUPPRESS)."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    base = args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
-    help_text = f"{help} [{key}, default {default!r}]".replace("%", "%%")
-    common = {"dest": key, "default": argparse.SUPPRESS, "help": help_text}
-    if base is bool:
-        group.add_argument(flag_name(key), action=argparse.BooleanOptionalAction, **common)
-    elif typing.get_origin(base) is tuple:
-        element = typing.get_args(base)[0]
-        group.add_argument(flag_name(key), type=element, nargs=len(typing.get_args(base)), metavar="X", **common)
-    elif base in (int, float, str):
-        nullable = type(None) in typing.get_args(hint)
-        group.add_argument(
-            flag_name(key), type=_nullable(base) if nullable else base, metavar=key.split(".")[1].upper(), **common
-        )
-    elif typing.get_origin(base) is dict or base is dict:
-        return  # a mapping is set in a recipe, not with one flag
-    else:
-        group.add_argument(flag_name(key), **common)
-
-
-def _nullable(kind: type) -> Any:
-    """A parser that reads 'none'/'null' as None and anything else as `kind`."""
-
-    def parse(text: str) -> Any:
-        return None if text.lower() in ("none", "null") else kind(text)
-
-    parse.__name__ = kind.__name__
-    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,13 +82,6 @@ def add_run_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     )
 
 
-class Words(str):
-    """A default described in words: help texts show it without quotes."""
-
-    def __repr__(self) -> str:
-        return str(self)
-
-
 def add_config_flags(
     parser: argparse.ArgumentParser,
     defaults: Any = None,
@@ -129,20 +91,20 @@ def add_config_flags(
     """One flag per recipe knob (except the dotted keys in `skip`), grouped by section; `defaults` as in
     `config_fields`, and `shown` replaces the default a help text names for some keys."""
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for key, hint, default, help_text in config_fields(defaults):
-        if key in skip:
+    for knob in config_fields(defaults):
+        if knob.key in skip:
             continue
-        section = key.split(".")[0]
+        section = knob.key.split(".")[0]
         if section not in groups:
             groups[section] = parser.add_argument_group(f"{section} (recipe section '{section}')")
-        default = Words((shown or {})[key]) if key in (shown or {}) else default
-        add_config_flag(groups[section], key, hint, default, help_text)
+        if knob.key in (shown or {}):
+            knob = dataclasses.replace(knob, default=Words((shown or {})[knob.key]))
+        add_flag(groups[section], knob)
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     """The recipe knobs given explicitly on the command line, as dotted keys."""
-    values = {k: v for k, v in vars(args).items() if "." in k}
-    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()}
+    return given_flags(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -181,7 +143,8 @@ def train_and_report(
 def format_summary(summary: dict[str, Any], out: str) -> str:
     """A few lines: the best score, time, throughput, how the machine was used, and where everything is."""
     if "val_top1" in summary:
-        best = f"best val top-1 {summary['val_top1']:.2f}% (top-5 {summary['val_top5']:.2f}%, "
+        top5 = f"top-5 {summary['val_top5']:.2f}%, " if "val_top5" in summary else ""
+        best = f"best val top-1 {summary['val_top1']:.2f}% ({top5}"
     else:
         best = f"best val {summary['best_metric']} {summary['best_value']:.4g} ("
     return (

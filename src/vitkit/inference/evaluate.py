@@ -7,6 +7,7 @@ it brings its own train/val split (see `select_eval_data`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,7 +21,7 @@ from vitkit.data.imagefolder import has_split_folders
 from vitkit.errors import UsageError
 from vitkit.inference.device import INFERENCE_PRECISIONS, autocast
 from vitkit.inference.loading import Preprocessing, load_for_inference, require_head
-from vitkit.models import Model, VisionTransformer
+from vitkit.models import Model, VisionTransformer, labels_of
 
 SPLITS = ("val", "train", "all")
 
@@ -83,13 +84,10 @@ def evaluate(
     `flip` averages the logits of each image and its mirror image (test-time augmentation). `heads` also scores
     each head of a ViT on its own (DeiT's class and distillation heads) in the same pass, in `EvalResult.heads`.
     """
-    was_training = model.training
-    model.eval()
     num_classes = len(source.class_names)
     tallies: dict[str, Tally] = {}
     kept = []
-    for images, labels in make_loader(source, batch_size, shuffle=False, seed=0, epoch=0, device=device):
-        inputs = transform(images)
+    for inputs, labels in eval_batches(model, source, transform, batch_size, device):
         with autocast(precision, device):
             outputs = head_logits(model, inputs, heads)
             if flip:
@@ -99,13 +97,29 @@ def evaluate(
             kept.append(outputs[AVERAGE].cpu())
         for name, logits in outputs.items():
             tallies.setdefault(name, Tally(num_classes, device)).add(logits, labels)
-    model.train(was_training)
     average = tallies.pop(AVERAGE, None) or Tally(num_classes, device)
     result = average.result(source)
     result.heads = {name: tally.result(source) for name, tally in tallies.items()}
     if keep_logits:
         result.logits = torch.cat(kept) if kept else torch.empty(0, num_classes)
     return result
+
+
+def eval_batches(
+    model: torch.nn.Module, source: ImageSource, transform: EvalTransform, batch_size: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The evaluation loop every evaluation shares: (inputs, labels) of every image of `source` once, in order,
+    transformed on `device`, with `model` in eval mode until the loop ends (its mode is restored then).
+
+    The caller runs the model under `autocast` and `torch.no_grad` (as `evaluate` and the objectives' `validate`).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        for images, labels in make_loader(source, batch_size, shuffle=False, seed=0, epoch=0, device=device):
+            yield transform(images), labels
+    finally:
+        model.train(was_training)
 
 
 AVERAGE = "average"  # the model's own output: with several heads, their mean (DeiT's inference)
@@ -334,18 +348,25 @@ def describe(config: DataConfig, split: str, own: bool, presplit: bool) -> str:
     return f"the {split} split of {where} ({how}{', as in training' if own else ''})"
 
 
-def check_class_names(model: Model, names: list[str], checkpoint: Path, data_path: str) -> None:
-    """The dataset's classes must be the head's classes, in the same order."""
-    if model.class_names is None:
-        if len(names) != model.config.num_classes:
-            raise UsageError(
-                f"{data_path} has {len(names)} classes but the model's head has {model.config.num_classes}"
-            )
+def check_class_names(
+    model: torch.nn.Module, names: list[str], checkpoint: Path | str, data_path: str, advice: str = ""
+) -> None:
+    """The dataset's classes must be the head's classes, in the same order (`advice` ends each message).
+
+    A model that records no class names is checked by its class count, when it has one.
+    """
+    labels = labels_of(model)
+    recorded = labels.names
+    if recorded is None:
+        if labels.count is not None and len(names) != labels.count:
+            raise UsageError(f"{data_path} has {len(names)} classes but the model's head has {labels.count}{advice}")
         return
-    if list(model.class_names) != list(names):
-        missing = sorted(set(model.class_names) - set(names))
-        extra = sorted(set(names) - set(model.class_names))
+    if list(recorded) != list(names):
+        missing = sorted(set(recorded) - set(names))
+        extra = sorted(set(names) - set(recorded))
         detail = (
             f"missing from the data: {missing}; not in the model: {extra}" if missing or extra else "different order"
         )
-        raise UsageError(f"the classes of {data_path} do not match those {checkpoint} was trained on ({detail})")
+        raise UsageError(
+            f"the classes of {data_path} do not match those {checkpoint} was trained on ({detail}){advice}"
+        )

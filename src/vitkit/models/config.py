@@ -7,8 +7,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from vitkit import configs
+from vitkit.configs import knob
 from vitkit.errors import UsageError
-from vitkit.models.fields import knob
 
 ConfigT = TypeVar("ConfigT", bound="ConfigDict")
 
@@ -53,7 +54,11 @@ def check_divisible(img_size: tuple[int, int], patch_size: tuple[int, int]) -> N
 
 
 class ConfigDict:
-    """What every model config shares: validated `replace`, and a JSON-ready dict round trip."""
+    """What every model config shares: validated `replace`, and a JSON-ready dict round trip (`vitkit.configs`).
+
+    Values are checked by the config's own `__post_init__` (which accepts an int for a pair, a list for a tuple),
+    not coerced to the type hints: a checkpoint's JSON rebuilds exactly what was saved.
+    """
 
     label: ClassVar[str] = "model"  # the model family, for error messages
 
@@ -65,7 +70,7 @@ class ConfigDict:
     @classmethod
     def field_names(cls) -> list[str]:
         """Names of every config field, for error messages and CLI overrides."""
-        return [f.name for f in dataclasses.fields(cls)]
+        return configs.field_names(cls)
 
     @classmethod
     def check_fields(cls, data: dict[str, Any]) -> None:
@@ -78,9 +83,7 @@ class ConfigDict:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
-        return {
-            key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()
-        }
+        return configs.plain(self)
 
     @classmethod
     def from_dict(cls: type[ConfigT], data: dict[str, Any]) -> ConfigT:

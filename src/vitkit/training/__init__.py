@@ -5,27 +5,43 @@ from vitkit.inference import EvalResult, evaluate, plot_confusion
 from vitkit.training.config import (
     ModelConfig,
     ObjectiveConfig,
+    ObjectiveSettings,
     OptimConfig,
     RunConfig,
     RuntimeConfig,
     TrainConfig,
     load_config,
 )
-from vitkit.training.distill import Distillation, TeacherInputs  # registers objective "distill"
+from vitkit.training.distill import Distillation, DistillSettings, TeacherInputs
 from vitkit.training.finetune import finetune_config
-from vitkit.training.mpp import MaskedPatchPrediction, pretrain_config  # registers objective "mpp"
-from vitkit.training.objectives import Batch, Objective, StepOutput, Supervised, Validation, register_objective
+from vitkit.training.mpp import MaskedPatchPrediction, MPPSettings, pretrain_config
+from vitkit.training.objectives import (
+    OBJECTIVES,
+    Batch,
+    BuildContext,
+    Objective,
+    StepOutput,
+    Supervised,
+    Validation,
+    ValidationContext,
+    register_objective,
+)
 from vitkit.training.runtime import Runtime
 from vitkit.training.trainer import TrainingDiverged, train
 
 __all__ = [
+    "OBJECTIVES",
     "Batch",
+    "BuildContext",
+    "DistillSettings",
     "Distillation",
     "EvalResult",
+    "MPPSettings",
     "MaskedPatchPrediction",
     "ModelConfig",
     "Objective",
     "ObjectiveConfig",
+    "ObjectiveSettings",
     "OptimConfig",
     "RunConfig",
     "Runtime",
@@ -36,6 +52,7 @@ __all__ = [
     "TrainConfig",
     "TrainingDiverged",
     "Validation",
+    "ValidationContext",
     "evaluate",
     "finetune_config",
     "load_config",

@@ -2,30 +2,41 @@
 
 `TrainConfig()` is the embedded default recipe (`recipes/digits.yaml`): a narrow ViT on scikit-learn's
 digits that trains in well under three minutes on a 2-core CPU. Every run writes its fully resolved
-config to `RUN_DIR/config.yaml`, which is itself a recipe.
+config to `RUN_DIR/config.yaml`, which is itself a recipe. Values are checked and converted by the one
+mechanism of `vitkit.configs` (recipes, `config.yaml` and flags alike).
+
+The objective section names the objective and holds the settings section of each objective it was given
+(`objective: {name: distill, distill: {teacher: RUN, kind: hard}}`); each objective declares its settings
+dataclass next to its code (`Objective.Settings`). Keys of the old flat layout (`objective.mpp_target`,
+`objective.teacher`, `objective.distill: hard`, ...) are translated, with a warning, by each settings
+class's `old_keys`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from torch import nn
+
+from vitkit import configs
+from vitkit.configs import coerce, knob
 from vitkit.data import AugmentConfig, DataConfig
 from vitkit.errors import MissingPathError, UsageError
 from vitkit.inference.device import TRAINING_PRECISIONS as PRECISIONS
-from vitkit.models.fields import knob
+from vitkit.training.objectives import OBJECTIVES, BuildContext, Objective, create_objective, objective_class
+
+log = logging.getLogger("vitkit.training")
 
 OPTIMIZERS = ("adamw", "sgd", "muon")
 SCHEDULES = ("cosine", "linear", "constant")
 ATTENTION_KERNELS = ("auto", "math", "flash")
 DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
-MPP_TARGETS = ("mean3bit", "4x4", "l2")
-DISTILL_KINDS = ("hard", "soft")  # DeiT (Touvron et al. 2021) Sec. 5
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -38,7 +49,7 @@ class ModelConfig:
     `name` (in a recipe or with --model) drops the overrides that are not given alongside it.
     """
 
-    name: str = knob("Mini/4", "model: a ViT variant ('Ti/4', 'S/16', 'B/16', ...) or a preset name")
+    name: str = knob("Mini/4", "model: a ViT variant ('Ti/4', 'S/16', 'B/16', ...) or a preset name", flag="--model")
     pretrained: str | None = knob(None, "initialise from this checkpoint (any format `vitkit.load` reads)")
     new_head: bool = knob(
         False, "fine-tuning: drop --pretrained's head and pre-logits layer, start from a zero head (paper Sec. 3.2)"
@@ -247,63 +258,121 @@ class RuntimeConfig:
 RUNTIME_KEYS = [f.name for f in dataclasses.fields(RuntimeConfig)]
 
 
+class ObjectiveSettings:
+    """Base of an objective's settings dataclass (`Objective.Settings`, recipe section `objective.<name>`).
+
+    Cross-checks between its own fields go in the subclass's `__post_init__`; the hooks below let a section
+    select its objective (a teacher means distillation), refuse another objective, and complete the recipe.
+    """
+
+    # Old flat keys of the objective section -> this section's field ("mpp_target" -> "target"), for old recipes.
+    old_keys: ClassVar[dict[str, str]] = {}
+
+    def selects(self) -> bool:
+        """Whether these settings, as given, ask for their objective when the recipe names none (default: no)."""
+        return False
+
+    def check_objective(self, name: str) -> None:
+        """Refuse settings that make no sense under objective `name` (default: any objective is fine)."""
+
+    def complete(self, config: TrainConfig) -> TrainConfig:
+        """The recipe with what this objective needs filled in (default: unchanged); run after every update."""
+        return config
+
+
 @dataclass
 class ObjectiveConfig:
-    """What a training step optimises (see `vitkit.training.objectives`); a teacher selects distillation."""
+    """What a training step optimises (see `vitkit.training.objectives`), and the settings of each objective given.
+
+    `sections` maps an objective's name to its settings (`Objective.Settings`); the named objective's section
+    is always there. A teacher selects distillation.
+    """
 
     name: str = knob(
         "supervised",
         "training objective: supervised (cross-entropy against the labels) | mpp (masked patch prediction, Sec. 4.6) "
-        "| distill (DeiT distillation; set by --teacher)",
+        "| distill (DeiT distillation; set by --teacher) | package.module:Class (an Objective of your own)",
+        flag="--objective",
     )
-    mpp_target: str = knob(
-        "mean3bit",
-        "mpp: what each corrupted patch predicts: mean3bit (its mean colour in 3 bits, 512 classes) | 4x4 (its 4x4 "
-        "downsized version in 3-bit colours, 16 x 512 classes) | l2 (regression on its normalised pixels)",
-    )
-    mpp_corrupt: float = knob(
-        0.5, "mpp: share of patch embeddings corrupted (of those 80% [mask], 10% random, 10% kept)"
-    )
-    teacher: str | None = knob(
-        None,
-        "distil from this teacher (DeiT): a run directory, checkpoint directory or weights file of any format "
-        "`vitkit.load` reads (ViTs, ConvNets), or timm:NAME (built by timm); implies --objective distill",
-    )
-    distill: str | None = knob(
-        None,
-        "distillation: hard (the distillation head learns the teacher's argmax; the default with --teacher) | "
-        "soft (KL to the teacher's softened probabilities)",
-    )
-    distill_alpha: float = knob(0.5, "weight of the distillation term; the class head's cross-entropy gets 1 - alpha")
-    distill_tau: float = knob(1.0, "soft distillation temperature")
+    sections: dict[str, ObjectiveSettings] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        from vitkit.training.objectives import OBJECTIVES
+    @property
+    def settings(self) -> Any:  # the named objective's own dataclass (MPPSettings, DistillSettings, ...)
+        """The settings of the named objective (None for an objective without settings)."""
+        return self.sections.get(objective_class(self.name).name)
 
-        if self.teacher is not None and self.name == "supervised":
-            self.name = "distill"  # a teacher means distillation; no second flag to forget
-        if self.name not in OBJECTIVES:
-            raise UsageError(f"objective.name must be one of {sorted(OBJECTIVES)}, got {self.name!r}")
-        if self.mpp_target not in MPP_TARGETS:
-            raise UsageError(f"objective.mpp_target must be one of {MPP_TARGETS}, got {self.mpp_target!r}")
-        if not 0 < self.mpp_corrupt <= 1:
-            raise UsageError(
-                f"objective.mpp_corrupt must be in (0, 1] (the paper corrupts 0.5), got {self.mpp_corrupt}"
-            )
-        if self.teacher is not None and self.name != "distill":
-            raise UsageError(f"objective.teacher is for objective 'distill', not {self.name!r}; drop --teacher")
-        if self.distill is not None and self.teacher is None:
-            raise UsageError(
-                f"objective.distill {self.distill!r} needs a teacher to distil from: add --teacher CKPT "
-                "(a run directory or checkpoint of the teacher)"
-            )
-        if self.distill not in (None, *DISTILL_KINDS):
-            raise UsageError(f"objective.distill must be one of {DISTILL_KINDS}, got {self.distill!r}")
-        if not 0 <= self.distill_alpha <= 1 or self.distill_tau <= 0:
-            raise UsageError(
-                "objective.distill_alpha must be in [0, 1] and objective.distill_tau positive, got "
-                f"{self.distill_alpha}, {self.distill_tau}"
-            )
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe form: the name, then each objective's section."""
+        return {"name": self.name, **{key: configs.plain(value) for key, value in self.sections.items()}}
+
+    def updated(self, values: dict[str, Any], origin: str) -> ObjectiveConfig:
+        """A copy with the name and section values of a recipe's objective section (dotted keys or mappings)."""
+        values = translate_old_keys(configs.nest(values), origin)
+        name = coerce(values.pop("name", self.name), str, "objective.name")
+        chosen = objective_class(name)
+        sections = dict(self.sections)
+        for key, value in values.items():
+            settings_class = section_class(key, chosen, origin)
+            if not isinstance(value, dict):
+                raise UsageError(f"{origin}: objective.{key} must be a mapping of keys to values, got {value!r}")
+            current = sections.get(key) or settings_class()
+            sections[key] = configs.update(current, value, f"objective.{key}", origin)
+        if name == "supervised":  # a section that asks for its objective (a teacher) selects it
+            name = next((key for key, settings in sections.items() if settings.selects()), name)
+            chosen = objective_class(name)
+        if chosen.Settings is not None and chosen.name not in sections:
+            sections[chosen.name] = chosen.Settings()
+        for settings in sections.values():
+            settings.check_objective(name)
+        return ObjectiveConfig(name, sections)
+
+
+def section_class(key: str, chosen: type, origin: str) -> type:
+    """The settings dataclass of section `objective.<key>`: the chosen objective's, or a registered one's."""
+    if key == chosen.name and chosen.Settings is not None:
+        return chosen.Settings
+    if key in OBJECTIVES and objective_class(key).Settings is not None:
+        return objective_class(key).Settings
+    valid = ["name", *sorted({*(k for k in OBJECTIVES if objective_class(k).Settings), chosen.name} - {"supervised"})]
+    raise UsageError(f"{origin}: unknown key objective.{key}; valid keys of 'objective': {', '.join(valid)}")
+
+
+def translate_old_keys(values: dict[str, Any], origin: str) -> dict[str, Any]:
+    """The objective section with keys of the old flat layout (`mpp_target`, `teacher`, `distill: hard`) moved into
+    their objective's section (`mpp: {target}`, `distill: {teacher, kind}`).
+
+    Old run directories wrote every objective's keys; a moved section that only repeats its defaults and is not
+    the named objective's is dropped, so a resumed supervised run does not grow `mpp` and `distill` sections.
+    """
+    out: dict[str, Any] = {}
+    moved: dict[str, dict[str, Any]] = {}
+    renames = []
+    for key, value in values.items():
+        target = None if key == "name" or isinstance(value, dict) else old_key(key)
+        if target is not None:
+            moved.setdefault(target[0], {})[target[1]] = value
+            renames.append(f"objective.{key} -> objective.{target[0]}.{target[1]}")
+            continue
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key].update(value)
+        else:
+            out[key] = value
+    if renames:
+        log.warning("%s: old objective keys translated (%s)", origin, ", ".join(renames))
+    for section, section_values in moved.items():
+        defaults = configs.plain(objective_class(section).Settings())
+        if section == values.get("name") or any(defaults.get(k) != configs.plain(v) for k, v in section_values.items()):
+            out[section] = {**section_values, **(out.get(section) or {})}
+    return out
+
+
+def old_key(key: str) -> tuple[str, str] | None:
+    """(section, field) of an old flat key of the objective section, None when no registered objective had it."""
+    for name in OBJECTIVES:
+        settings_class = objective_class(name).Settings
+        if settings_class is not None and key in settings_class.old_keys:
+            return name, settings_class.old_keys[key]
+    return None
 
 
 def _digits_augment() -> AugmentConfig:
@@ -327,8 +396,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A YAML-ready nested dict (tuples become lists)."""
-        out = {section: _plain(dataclasses.asdict(getattr(self, section))) for section in section_names()}
-        out["model"] = _plain(self.model.to_dict())
+        out = {section: configs.plain(getattr(self, section)) for section in section_names()}
+        out["model"] = configs.plain(self.model.to_dict())
+        out["objective"] = self.objective.to_dict()
         return out
 
     def to_yaml(self) -> str:
@@ -337,8 +407,12 @@ class TrainConfig:
 
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def replace(self, values: dict[str, Any], origin: str = "config") -> TrainConfig:
-        """A copy with dotted keys ("optim.lr") or nested sections set, each value checked against its field's type."""
+    def replace(self, values: dict[str, Any], origin: str = "config", *, complete: bool = True) -> TrainConfig:
+        """A copy with dotted keys ("optim.lr") or nested sections set, each value checked against its field's type.
+
+        `complete` lets the named objective fill in what it needs (`ObjectiveSettings.complete`: a fresh student's
+        distillation token); `load_config` defers it until the flags are applied, as they may name a checkpoint.
+        """
         nested: dict[str, dict[str, Any]] = {}
         for key, value in values.items():
             if "." in key:
@@ -350,7 +424,7 @@ class TrainConfig:
                 raise UsageError(f"{origin}: section {key!r} must be a mapping of keys to values, got {value!r}")
             else:
                 raise UsageError(f"{origin}: unknown section {key!r}; valid sections: {', '.join(section_names())}")
-        changed = {}
+        changed: dict[str, Any] = {}
         for section, updates in nested.items():
             if section not in section_names():
                 raise UsageError(f"{origin}: unknown section {section!r}; valid sections: {', '.join(section_names())}")
@@ -358,28 +432,39 @@ class TrainConfig:
             if section == "model":
                 # A model name fixes the whole architecture; only overrides given alongside it apply.
                 changed[section] = ModelConfig.from_flat(updates, current, origin)
-                continue
-            hints = typing.get_type_hints(type(current))
-            known = [f.name for f in dataclasses.fields(current)]
-            coerced = {}
-            for name, value in updates.items():
-                if name not in known:
-                    moved = " (it moved to the runtime section)" if section == "run" and name in RUNTIME_KEYS else ""
-                    raise UsageError(
-                        f"{origin}: unknown key {section}.{name}{moved}; valid keys of {section!r}: {', '.join(known)}"
-                    )
-                coerced[name] = coerce(value, hints[name], f"{section}.{name}")
-            changed[section] = dataclasses.replace(current, **coerced)
-        return dataclasses.replace(self, **changed)
+            elif section == "objective":
+                changed[section] = current.updated(updates, origin)
+            else:
+                changed[section] = update_section(current, section, updates, origin)
+        config = dataclasses.replace(self, **changed)
+        settings = config.objective.settings
+        return config if settings is None or not complete else settings.complete(config)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], origin: str = "config") -> TrainConfig:
+    def from_dict(cls, values: dict[str, Any], origin: str = "config", *, complete: bool = True) -> TrainConfig:
         """Build from a nested dict such as a parsed recipe; missing keys keep their defaults."""
         if not isinstance(values, dict):
             raise UsageError(
                 f"{origin}: a recipe is a mapping of sections (model, data, ...), got {type(values).__name__}"
             )
-        return cls().replace(values, origin)
+        return cls().replace(values, origin, complete=complete)
+
+
+def update_section(current: Any, section: str, updates: dict[str, Any], origin: str) -> Any:
+    """One plain section updated by `vitkit.configs.update`, saying where a key of `run` moved."""
+    for name in updates:
+        if section == "run" and name in RUNTIME_KEYS:
+            known = ", ".join(configs.field_names(current))
+            raise UsageError(
+                f"{origin}: unknown key run.{name} (it moved to the runtime section); valid keys of 'run': {known}"
+            )
+    return configs.update(current, updates, section, origin)
+
+
+def build_objective(config: TrainConfig, model: nn.Module, num_classes: int) -> Objective:
+    """The objective a training config names, built from its settings section for `model` and the run's data."""
+    context = BuildContext(model, num_classes, tuple(config.data.mean), tuple(config.data.std), config.run.eval_flip)
+    return create_objective(config.objective.name, config.objective.settings, context)
 
 
 def section_names() -> list[str]:
@@ -391,7 +476,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """The default recipe, updated by the YAML recipe at `path`, then by dotted-key `overrides` (flags)."""
     config = TrainConfig()
     if path is not None:
-        config = TrainConfig.from_dict(read_recipe(path), origin=str(path))
+        config = TrainConfig.from_dict(read_recipe(path), origin=str(path), complete=not overrides)
     if overrides:
         config = config.replace(overrides, origin="command line")
     return config
@@ -409,63 +494,3 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as error:
         raise UsageError(f"recipe {path} is not valid YAML: {error}") from error
     return values or {}
-
-
-def coerce(value: Any, hint: Any, key: str) -> Any:
-    """Return `value` as the type `hint` describes (ints widen to floats, lists to tuples), or raise naming `key`."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return coerce(value, arg, key)
-            except ValueError as error:
-                errors.append(str(error))
-        raise UsageError(errors[0] if len(errors) == 1 else f"{key} must be {_type_name(hint)}, got {value!r}")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
-            raise UsageError(f"{key} must be a list of {len(args)} values ({_type_name(hint)}), got {value!r}")
-        element_types = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
-        return tuple(coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, element_types, strict=True)))
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise UsageError(f"{key} must be a mapping, got {value!r}")
-        return dict(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise UsageError(f"{key} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UsageError(f"{key} must be an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UsageError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise UsageError(f"{key} must be a string, got {value!r}")
-        return value
-    return value
-
-
-def _type_name(hint: Any) -> str:
-    """A readable name for a type hint, for error messages."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
-    if typing.get_origin(hint) is tuple:
-        return f"[{', '.join(_type_name(a) for a in args)}]"
-    return getattr(hint, "__name__", str(hint))
-
-
-def _plain(value: Any) -> Any:
-    """Tuples to lists, recursively, so YAML stays plain."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

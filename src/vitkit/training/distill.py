@@ -11,9 +11,12 @@ logits (batch x classes, the legacy `reduction='mean'` of PyTorch), not by the b
 labels are not smoothed (paper Sec. 5.1). Validation scores the average of both heads (the checkpoint's
 inference) and each head alone.
 
-We require the distillation token rather than distil through a single head (DeiT's "usual distillation"
-ablation): with one head, hard distillation would ask the same logits for two labels, and a forgotten
-`--distilled` would silently train something other than DeiT.
+DeiT's other option, "usual distillation" (Table 3: no distillation token, the distillation term on the class
+head's logits), is `token: cls` (`--distill-token cls`): the same formulas with `dist` replaced by `cls`, for any
+student (a ViT without the token, a ConvNet). With the default `token: dist` a student built from scratch gets
+the distillation token automatically (`model.distilled: true`, said in the run's opening lines); a pretrained
+student without one is refused, since adding a fresh token and head to trained weights is a choice to make
+explicitly (`--distilled`), not silently.
 
 The teacher is frozen (no gradient), always in eval mode, sees the same augmented batch under the run's
 autocast, and is not a submodule: it is not in `state_dict()` or `parameters()`, so it is neither saved in
@@ -23,24 +26,99 @@ the training state, nor optimised, nor wrapped by DDP/FSDP. It is fed the studen
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitkit.data import EvalTransform, ImageSource
+from vitkit.configs import knob
 from vitkit.errors import UsageError
 from vitkit.inference import Preprocessing, evaluate, load_for_inference
+from vitkit.inference.evaluate import check_class_names
 from vitkit.models import Model, labels_of
-from vitkit.training.objectives import Batch, Objective, StepOutput, Validation, register_objective
+from vitkit.training.config import ObjectiveSettings, TrainConfig
+from vitkit.training.objectives import Batch, BuildContext, Objective, StepOutput, Validation, ValidationContext
 
 log = logging.getLogger("vitkit.training")
 
 TIMM_PREFIX = "timm:"
+DISTILL_KINDS = ("hard", "soft")  # DeiT (Touvron et al. 2021) Sec. 5
+TOKENS = ("dist", "cls")  # through the distillation token and its head (DeiT) | the class head alone (Table 3)
+
+
+@dataclass
+class DistillSettings(ObjectiveSettings):
+    """Recipe section `objective.distill` (flags --teacher, --distill, --distill-alpha, --distill-tau, --distill-token).
+
+    A teacher selects the objective: `--teacher RUN` alone trains with distillation.
+    """
+
+    old_keys: ClassVar[dict[str, str]] = {
+        "teacher": "teacher", "distill": "kind", "distill_alpha": "alpha", "distill_tau": "tau",
+    }  # fmt: skip
+
+    teacher: str | None = knob(
+        None,
+        "distil from this teacher (DeiT): a run directory, checkpoint directory or weights file of any format "
+        "`vitkit.load` reads (ViTs, ConvNets), or timm:NAME (built by timm); implies --objective distill",
+        flag="--teacher",
+    )
+    kind: str | None = knob(
+        None,
+        "distillation: hard (the student learns the teacher's argmax; the default with --teacher) | "
+        "soft (KL to the teacher's softened probabilities)",
+        flag="--distill",
+    )
+    alpha: float = knob(0.5, "weight of the distillation term; the class head's cross-entropy gets 1 - alpha")
+    tau: float = knob(1.0, "soft distillation temperature")
+    token: str = knob(
+        "dist",
+        "dist: DeiT's distillation token and head learn from the teacher (a fresh student gets the token) | cls: the "
+        "class head alone learns from both labels and teacher (DeiT Table 3's usual distillation; no token)",
+    )
+
+    def __post_init__(self) -> None:
+        if self.kind is not None and self.teacher is None:
+            raise UsageError(
+                f"objective.distill.kind {self.kind!r} needs a teacher to distil from: add --teacher CKPT "
+                "(a run directory or checkpoint of the teacher)"
+            )
+        if self.kind not in (None, *DISTILL_KINDS):
+            raise UsageError(f"objective.distill.kind must be one of {DISTILL_KINDS}, got {self.kind!r}")
+        if not 0 <= self.alpha <= 1 or self.tau <= 0:
+            raise UsageError(
+                "objective.distill.alpha must be in [0, 1] and objective.distill.tau positive, got "
+                f"{self.alpha}, {self.tau}"
+            )
+        if self.token not in TOKENS:
+            raise UsageError(f"objective.distill.token must be one of {TOKENS}, got {self.token!r}")
+
+    def selects(self) -> bool:
+        """A teacher means distillation; no second flag to forget."""
+        return self.teacher is not None
+
+    def check_objective(self, name: str) -> None:
+        """A teacher under another objective would be ignored: refuse it."""
+        if self.teacher is not None and name != "distill":
+            raise UsageError(f"objective.distill.teacher is for objective 'distill', not {name!r}; drop --teacher")
+
+    def complete(self, config: TrainConfig) -> TrainConfig:
+        """A student built from scratch gets DeiT's distillation token when distilling through it (token dist)."""
+        model = config.model
+        if self.token != "dist" or model.pretrained or "distilled" in model.overrides:
+            return config
+        log.info(
+            "distillation: the student %s is built from scratch, so it gets DeiT's distillation token "
+            "(model.distilled: true; --distill-token cls distils through the class head instead)",
+            model.name,
+        )
+        overrides = {**model.overrides, "distilled": True}
+        return dataclasses.replace(config, model=dataclasses.replace(model, overrides=overrides))
 
 
 def hard_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -90,11 +168,13 @@ def channels(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
 
 
 class Distillation(Objective):
-    """DeiT's hard or soft distillation into the distillation head; the class head learns the targets."""
+    """DeiT's hard or soft distillation into the distillation head (token "dist"; the class head learns the
+    targets), or into the class head itself (token "cls", DeiT's usual distillation)."""
 
     name = "distill"
-    train_metrics = ("loss", "loss_cls", "loss_dist", "acc", "agree")  # agree: % dist head argmax = teacher's
-    val_metrics = ("top1", "top5", "loss", "top1_cls", "top1_dist")
+    Settings = DistillSettings
+    train_metrics = ("loss", "loss_cls", "loss_dist", "acc", "agree")  # agree: % distilled head argmax = teacher's
+    val_metrics: tuple[str, ...] = ("top1", "top5", "loss", "top1_cls", "top1_dist")
 
     def __init__(
         self,
@@ -103,16 +183,26 @@ class Distillation(Objective):
         alpha: float = 0.5,
         tau: float = 1.0,
         *,
+        token: str = "dist",
         inputs: TeacherInputs | None = None,
         eval_flip: bool = False,
     ) -> None:
         super().__init__()
-        if kind not in ("hard", "soft"):
+        if kind not in DISTILL_KINDS:
             raise UsageError(f"distillation must be 'hard' or 'soft', got {kind!r}")
-        self.kind, self.alpha, self.tau, self.eval_flip = kind, alpha, tau, eval_flip
+        if token not in TOKENS:
+            raise UsageError(f"distillation token must be one of {TOKENS}, got {token!r}")
+        self.kind, self.alpha, self.tau, self.token, self.eval_flip = kind, alpha, tau, token, eval_flip
+        if token == "cls":
+            self.val_metrics = ("top1", "top5", "loss")  # one head
         self.inputs = inputs  # None: the teacher takes the student's batch unchanged
         teacher.requires_grad_(False).eval()
         object.__setattr__(self, "_teacher", teacher)  # not a submodule: not saved, optimised or DDP-wrapped
+
+    @classmethod
+    def build(cls, settings: object | None, context: BuildContext) -> Distillation:
+        """The recipe's distillation: `build_distillation`."""
+        return build_distillation(settings if isinstance(settings, DistillSettings) else DistillSettings(), context)
 
     @property
     def teacher(self) -> nn.Module:
@@ -128,11 +218,15 @@ class Distillation(Objective):
         return teacher(inputs).float()
 
     def forward(self, model: nn.Module, batch: Batch) -> StepOutput:
-        """Both heads on the batch, the teacher on the same batch; DeiT's combined loss."""
+        """Both heads (token "dist") or the class head (token "cls") on the batch, the teacher on the same batch;
+        DeiT's combined loss."""
         if batch.targets is None:
             raise UsageError("distillation needs labelled data for the class head; this batch has no targets")
-        check_student(model)
-        heads = model.forward_heads(model.forward_features(batch.images))
+        check_student(model, self.token)
+        if self.token == "dist":
+            heads = model.forward_heads(model.forward_features(batch.images))
+        else:
+            heads = dict.fromkeys(("cls", "dist"), model(batch.images))  # usual distillation: one head learns both
         teacher = self.teacher_logits(batch.images)
         check_classes(teacher.shape[-1], heads["dist"].shape[-1])
         loss_cls = F.cross_entropy(heads["cls"].float(), batch.targets)
@@ -150,20 +244,12 @@ class Distillation(Objective):
         }
         return StepOutput(loss, metrics)
 
-    def validate(
-        self,
-        model: nn.Module,
-        source: ImageSource,
-        transform: EvalTransform,
-        *,
-        batch_size: int,
-        device: torch.device,
-        precision: str,
-    ) -> Validation:
-        """Top-1, top-5 and loss of the averaged heads (what the checkpoint predicts), and top-1 of each head."""
+    def validate(self, model: nn.Module, context: ValidationContext) -> Validation:
+        """Top-1, top-5 and loss of the averaged heads (what the checkpoint predicts), and top-1 of each head
+        (token "dist"; with token "cls" the one head)."""
         result = evaluate(
-            model, source, transform, batch_size=batch_size, device=device, precision=precision,
-            flip=self.eval_flip, heads=True,
+            model, context.source, context.transform, batch_size=context.batch_size, device=context.device,
+            precision=context.precision, flip=self.eval_flip, heads=self.token == "dist",
         )  # fmt: skip
         values = {"top1": result.top1, "top5": result.top5, "loss": result.loss}
         values.update({f"top1_{name}": head.top1 for name, head in result.heads.items()})
@@ -177,13 +263,21 @@ def move_to(module: nn.Module, device: torch.device) -> None:
         module.to(device)
 
 
-def check_student(model: Model) -> None:
-    """The student must have DeiT's distillation token (and so its second head)."""
-    if not model.has_distillation_head:
-        name = model.config.name or type(model).__name__
+def check_student(model: Model, token: str = "dist") -> None:
+    """Token "dist": the student must have DeiT's distillation token (and so its second head); token "cls": it
+    must not (its second head would never learn)."""
+    distilled = model.has_distillation_head
+    name = model.config.name or type(model).__name__
+    if token == "dist" and not distilled:
         raise UsageError(
             f"distillation trains DeiT's distillation token, and the student {name} has none: add --distilled "
-            "(recipe: model.distilled: true; it needs a class token: --pool token)"
+            "(recipe: model.distilled: true; it needs a class token: --pool token), or distil through the class "
+            "head with --distill-token cls"
+        )
+    if token == "cls" and distilled:
+        raise UsageError(
+            f"--distill-token cls distils through the class head, but the student {name} has a distillation token "
+            "whose head would never learn: drop --distilled, or use --distill-token dist"
         )
 
 
@@ -193,16 +287,6 @@ def check_classes(teacher_classes: int, data_classes: int) -> None:
         raise UsageError(
             f"the teacher predicts {teacher_classes} classes but the data has {data_classes}: distil from a teacher "
             "trained on the same classes"
-        )
-
-
-def check_class_names(teacher: nn.Module, student: nn.Module) -> None:
-    """When both record their labels, the teacher's outputs must mean the data's classes, in the same order."""
-    theirs, ours = labels_of(teacher).names, labels_of(student).names
-    if theirs is not None and ours is not None and list(theirs) != list(ours):
-        raise UsageError(
-            f"the teacher's classes {list(theirs)[:10]} are not the data's {list(ours)[:10]} (in this order); its "
-            "argmax would name the wrong classes: distil from a teacher trained on this data"
         )
 
 
@@ -247,24 +331,25 @@ def teacher_classes(teacher: nn.Module) -> int | None:
     return labels_of(teacher).count
 
 
-@register_objective("distill")
-def build_distillation(config: Any, model: nn.Module, num_classes: int) -> Distillation:
+def build_distillation(settings: DistillSettings, context: BuildContext) -> Distillation:
     """The distillation objective of a recipe: load the teacher it names and check it against student and data."""
-    settings = config.objective
     if settings.teacher is None:
         raise UsageError(
             "objective 'distill' needs a teacher: add --teacher CKPT (or pass Distillation(teacher=...) to train)"
         )
-    check_student(model)
+    model = context.model
+    check_student(model, settings.token)
     device = next(model.parameters()).device
     teacher, prep = load_teacher(settings.teacher, device)
     classes = teacher_classes(teacher)
     if classes is not None:
-        check_classes(classes, num_classes)
-    check_class_names(teacher, model)
-    inputs = teacher_inputs(prep, config.data.mean, config.data.std)
+        check_classes(classes, context.num_classes)
+    if getattr(teacher, "class_names", None) is not None and getattr(model, "class_names", None) is not None:
+        advice = "; its argmax would name the wrong classes: distil from a teacher trained on this data"
+        check_class_names(teacher, list(model.class_names), f"the teacher {settings.teacher}", "the data", advice)
+    inputs = teacher_inputs(prep, context.mean, context.std)
     log.info("teacher %s: fed at %s", settings.teacher, inputs.describe())
     return Distillation(
-        teacher, settings.distill or "hard", settings.distill_alpha, settings.distill_tau,
-        inputs=inputs, eval_flip=config.run.eval_flip,
+        teacher, settings.kind or "hard", settings.alpha, settings.tau, token=settings.token,
+        inputs=inputs, eval_flip=context.eval_flip,
     )  # fmt: skip

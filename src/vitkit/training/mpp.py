@@ -12,21 +12,45 @@ the training state only; the model checkpoint is a plain ViT that `vitkit finetu
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitkit.data import EvalTransform, ImageSource, make_loader
+from vitkit.configs import knob
 from vitkit.errors import UsageError
 from vitkit.inference.device import autocast
+from vitkit.inference.evaluate import eval_batches
 from vitkit.models import VisionTransformer
-from vitkit.training.config import TrainConfig
-from vitkit.training.objectives import Batch, Objective, StepOutput, Validation, register_objective
+from vitkit.training.config import ObjectiveSettings, TrainConfig
+from vitkit.training.objectives import Batch, BuildContext, Objective, StepOutput, Validation, ValidationContext
 
 COLOURS = 512  # 3 bits per channel
 SPLIT = (0.8, 0.1)  # of the corrupted patches: replaced by [mask], by a random other patch; the rest are kept
 VAL_SEED = 0  # validation corrupts the same patches every epoch, so its loss is comparable across epochs
+MPP_TARGETS = ("mean3bit", "4x4", "l2")
+
+
+@dataclass
+class MPPSettings(ObjectiveSettings):
+    """Recipe section `objective.mpp` (flags --mpp-target, --mpp-corrupt)."""
+
+    old_keys: ClassVar[dict[str, str]] = {"mpp_target": "target", "mpp_corrupt": "corrupt"}
+
+    target: str = knob(
+        "mean3bit",
+        "mpp: what each corrupted patch predicts: mean3bit (its mean colour in 3 bits, 512 classes) | 4x4 (its 4x4 "
+        "downsized version in 3-bit colours, 16 x 512 classes) | l2 (regression on its normalised pixels)",
+    )
+    corrupt: float = knob(0.5, "mpp: share of patch embeddings corrupted (of those 80% [mask], 10% random, 10% kept)")
+
+    def __post_init__(self) -> None:
+        if self.target not in MPP_TARGETS:
+            raise UsageError(f"objective.mpp.target must be one of {MPP_TARGETS}, got {self.target!r}")
+        if not 0 < self.corrupt <= 1:
+            raise UsageError(f"objective.mpp.corrupt must be in (0, 1] (the paper corrupts 0.5), got {self.corrupt}")
 
 
 def corrupt_patches(
@@ -91,6 +115,7 @@ class MaskedPatchPrediction(Objective):
     train_metrics = ("loss", "acc")
     val_metrics = ("loss", "acc")
     find_unused_parameters = True  # the model's own head is never used
+    Settings = MPPSettings
 
     def __init__(
         self,
@@ -146,48 +171,32 @@ class MaskedPatchPrediction(Objective):
         return corrupt
 
     @torch.no_grad()
-    def validate(
-        self,
-        model: nn.Module,
-        source: ImageSource,
-        transform: EvalTransform,
-        *,
-        batch_size: int,
-        device: torch.device,
-        precision: str,
-    ) -> Validation:
-        """Loss and accuracy over `source`, with corruptions drawn from a fixed seed (the same every epoch)."""
-        was_training = model.training, self.training
-        model.eval()
+    def validate(self, model: nn.Module, context: ValidationContext) -> Validation:
+        """Loss and accuracy over the val images, with corruptions drawn from a fixed seed (the same every epoch)."""
+        was_training = self.training
         self.eval()
-        generator = torch.Generator(device=device).manual_seed(VAL_SEED)
+        generator = torch.Generator(device=context.device).manual_seed(VAL_SEED)
         sums = {"loss": 0.0, "acc": 0.0}
-        for images, _ in make_loader(source, batch_size, shuffle=False, seed=0, epoch=0, device=device):
-            with autocast(precision, device):
-                out = self.loss(model, transform(images), generator)
+        for inputs, _ in eval_batches(model, context.source, context.transform, context.batch_size, context.device):
+            with autocast(context.precision, context.device):
+                out = self.loss(model, inputs, generator)
             for key in sums:
-                sums[key] += out.metrics[key].item() * len(images)
-        model.train(was_training[0])
-        self.train(was_training[1])
-        total = max(1, len(source))
-        return Validation({key: value / total for key, value in sums.items()}, len(source))
+                sums[key] += out.metrics[key].item() * len(inputs)
+        self.train(was_training)
+        total = max(1, len(context.source))
+        return Validation({key: value / total for key, value in sums.items()}, len(context.source))
 
-
-@register_objective("mpp")
-def build_mpp(config: TrainConfig, model: nn.Module, num_classes: int) -> MaskedPatchPrediction:
-    """The MPP objective for `model` (a ViT), with the data's normalisation to undo for the colour targets."""
-    if not isinstance(model, VisionTransformer):  # MPP corrupts eq. (1)'s patch embeddings: a ViT's own
-        raise UsageError(f"objective mpp needs a ViT (patch embeddings to corrupt); got {type(model).__name__}")
-    vit = model.config
-    return MaskedPatchPrediction(
-        vit.hidden_dim,
-        vit.patch_size,
-        config.data.mean,
-        config.data.std,
-        config.objective.mpp_target,
-        config.objective.mpp_corrupt,
-        vit.in_chans,
-    )
+    @classmethod
+    def build(cls, settings: object | None, context: BuildContext) -> MaskedPatchPrediction:
+        """The MPP objective for `context.model` (a ViT), with the data's normalisation to undo for colour targets."""
+        settings = settings if isinstance(settings, MPPSettings) else MPPSettings()
+        model = context.model
+        if not isinstance(model, VisionTransformer):  # MPP corrupts eq. (1)'s patch embeddings: a ViT's own
+            raise UsageError(f"objective mpp needs a ViT (patch embeddings to corrupt); got {type(model).__name__}")
+        vit = model.config
+        return cls(
+            vit.hidden_dim, vit.patch_size, context.mean, context.std, settings.target, settings.corrupt, vit.in_chans
+        )
 
 
 def pretrain_config(data: str, overrides: dict | None = None) -> TrainConfig:
@@ -199,7 +208,7 @@ def pretrain_config(data: str, overrides: dict | None = None) -> TrainConfig:
     config = TrainConfig().replace(
         {
             "data.path": data,
-            "objective.name": "mpp",
+            "objective": {"name": "mpp"},
             "augment": {
                 "crop": "rrc",
                 "hflip": True,

@@ -2,9 +2,14 @@
 
 The training loop knows nothing else about the task. It hands each augmented batch to
 `objective(model, batch)` and gets back a loss to minimise and a few metrics to log; after each epoch it asks
-`objective.evaluate(...)` for validation metrics and keeps the checkpoint that is best by
+`objective.validate(model, context)` for validation metrics and keeps the checkpoint that is best by
 `objective.best_metric`. A new way to train (distillation from a teacher, masked-patch prediction) is a new
-`Objective` subclass; the loop does not change.
+`Objective` subclass in its own module; the loop does not change.
+
+Registry: a recipe's `objective.name` is a name of `OBJECTIVES` (name -> "module:Class", imported only when a
+recipe names it, as `vitkit.cli.main.COMMANDS` does) or a "package.module:Class" path, so a new objective in
+its own module needs no edit here. An objective declares its recipe section with `Settings` (a dataclass of
+`knob` fields, section `objective.<name>`, one flag per field) and builds itself with `build(settings, context)`.
 
 An objective is an `nn.Module` so that it can own trainable parts (a prediction head used only in
 pre-training: optimised with the model, saved in the training state, never in the model checkpoint) and so
@@ -14,9 +19,9 @@ parameter a step touches is then synchronised, whichever of the model's methods 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -63,8 +68,34 @@ class Validation:
         return self.values[key]
 
 
+@dataclass(frozen=True)
+class ValidationContext:
+    """What every validation needs besides the model, built once per run by the loop."""
+
+    source: ImageSource  # the validation images
+    transform: EvalTransform  # resize and normalise, on `device`
+    batch_size: int
+    device: torch.device
+    precision: str  # the run's resolved precision: "bf16", "fp16" or "fp32"
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What an objective is built from besides its own settings: the student and the run's data settings."""
+
+    model: nn.Module  # on the training device, `class_names` set to the data's
+    num_classes: int
+    mean: tuple[float, ...]  # the data's normalisation (to undo for pixel targets, or to re-normalise for a teacher)
+    std: tuple[float, ...]
+    eval_flip: bool = False  # run.eval_flip: validate on each image and its mirror image
+
+
 class Objective(nn.Module):
-    """Base class: subclasses set `name`, `best_metric`, `higher_is_better` and implement `forward`, `validate`."""
+    """Base class: subclasses set `name`, `best_metric`, `higher_is_better` and implement `forward`, `validate`.
+
+    `Settings` is the dataclass of the objective's recipe section `objective.<name>` (None: no settings);
+    `build` makes the objective from those settings for one run.
+    """
 
     name = "objective"
     best_metric = "top1"  # a key of `validate(...).values`, used to keep the best checkpoint
@@ -75,22 +106,19 @@ class Objective(nn.Module):
     # Some objectives leave parameters of the model unused (a pre-training objective ignores the head):
     # DistributedDataParallel must then look for them after each backward.
     find_unused_parameters = False
+    Settings: ClassVar[type | None] = None
+
+    @classmethod
+    def build(cls, settings: object | None, context: BuildContext) -> Objective:
+        """The objective for one run (default: `cls()`, for objectives without settings)."""
+        return cls()
 
     def forward(self, model: nn.Module, batch: Batch) -> StepOutput:  # pragma: no cover - abstract
         """Loss and metrics of `model` on `batch`."""
         raise NotImplementedError
 
-    def validate(
-        self,
-        model: nn.Module,
-        source: ImageSource,
-        transform: EvalTransform,
-        *,
-        batch_size: int,
-        device: torch.device,
-        precision: str,
-    ) -> Validation:  # pragma: no cover - abstract
-        """Validation metrics of `model` (eval mode) over every image of `source`."""
+    def validate(self, model: nn.Module, context: ValidationContext) -> Validation:  # pragma: no cover - abstract
+        """Validation metrics of `model` (eval mode) over every image of `context.source`."""
         raise NotImplementedError
 
     def is_better(self, value: float, best: float | None) -> bool:
@@ -111,6 +139,11 @@ class Supervised(Objective):
         super().__init__()
         self.eval_flip = eval_flip  # validate on each image and its mirror, averaging the logits
 
+    @classmethod
+    def build(cls, settings: object | None, context: BuildContext) -> Supervised:
+        """Cross-entropy, validated with the run's test-time flips."""
+        return cls(eval_flip=context.eval_flip)
+
     def forward(self, model: nn.Module, batch: Batch) -> StepOutput:
         """Soft-target cross-entropy (label smoothing and Mixup/CutMix are already in `batch.targets`)."""
         logits = model(batch.images)
@@ -125,20 +158,12 @@ class Supervised(Objective):
         accuracy = (logits.detach().argmax(1) == batch.targets.argmax(1)).float().mean() * 100
         return StepOutput(loss, {"loss": loss.detach(), "acc": accuracy})
 
-    def validate(
-        self,
-        model: nn.Module,
-        source: ImageSource,
-        transform: EvalTransform,
-        *,
-        batch_size: int,
-        device: torch.device,
-        precision: str,
-    ) -> Validation:
-        """Top-1, top-5 and loss over `source`."""
+    def validate(self, model: nn.Module, context: ValidationContext) -> Validation:
+        """Top-1, top-5 and loss over `context.source`."""
         result = evaluate(
-            model, source, transform, batch_size=batch_size, device=device, precision=precision, flip=self.eval_flip
-        )
+            model, context.source, context.transform, batch_size=context.batch_size, device=context.device,
+            precision=context.precision, flip=self.eval_flip,
+        )  # fmt: skip
         return Validation({"top1": result.top1, "top5": result.top5, "loss": result.loss}, result.images)
 
 
@@ -154,22 +179,44 @@ class ObjectiveStep(nn.Module):
         return self.objective(self.model, batch)
 
 
-# Recipe name -> builder(train_config, model, num_classes) -> Objective. A new objective registers itself here.
-OBJECTIVES: dict[str, Callable[[Any, nn.Module, int], Objective]] = {
-    "supervised": lambda config, model, num_classes: Supervised(eval_flip=config.run.eval_flip)
+# Recipe name -> "module:Class", imported when a recipe names it. A recipe may also name any "package.module:Class".
+OBJECTIVES: dict[str, str] = {
+    "supervised": "vitkit.training.objectives:Supervised",
+    "mpp": "vitkit.training.mpp:MaskedPatchPrediction",
+    "distill": "vitkit.training.distill:Distillation",
 }
 
 
-def register_objective(name: str) -> Callable:
-    """Make an objective builder available to recipes as `objective.name: NAME` (a decorator)."""
-
-    def decorate(builder: Callable[[Any, nn.Module, int], Objective]) -> Callable[[Any, nn.Module, int], Objective]:
-        OBJECTIVES[name] = builder
-        return builder
-
-    return decorate
+def register_objective(name: str, target: str) -> None:
+    """Make the objective class at `target` ("package.module:Class") available to recipes as `objective.name: NAME`."""
+    if ":" not in target:
+        raise UsageError(f"an objective is registered as 'package.module:Class', got {target!r}")
+    OBJECTIVES[name] = target
 
 
-def build_objective(config: Any, model: nn.Module, num_classes: int) -> Objective:
-    """The objective a training config names (`config.objective.name`), built for `model`."""
-    return OBJECTIVES[config.objective.name](config, model, num_classes)
+def objective_class(name: str) -> type[Objective]:
+    """The Objective subclass a recipe's `objective.name` names (a registered name or "package.module:Class")."""
+    target = OBJECTIVES.get(name, name)
+    if ":" not in target:
+        raise UsageError(
+            f"objective.name must be one of {sorted(OBJECTIVES)} or a 'package.module:Class' path, got {name!r}"
+        )
+    module_name, _, attribute = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name is None or not (module_name == error.name or module_name.startswith(f"{error.name}.")):
+            raise  # the module exists but one of its own imports is missing: a bug, keep the traceback
+        raise UsageError(f"objective {name!r}: no module {module_name!r} on the Python path ({target})") from None
+    found = getattr(module, attribute, None)
+    if not (isinstance(found, type) and issubclass(found, Objective)):
+        raise UsageError(f"objective {name!r}: {target} is not an Objective subclass")
+    return found
+
+
+def create_objective(name: str, settings: object | None, context: BuildContext) -> Objective:
+    """The objective `name` names, built from its settings (its `Settings()` defaults when None)."""
+    cls = objective_class(name)
+    if settings is None and cls.Settings is not None:
+        settings = cls.Settings()
+    return cls.build(settings, context)

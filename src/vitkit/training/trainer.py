@@ -24,10 +24,10 @@ from vitkit.checkpoints import create_model
 from vitkit.data import DatasetSplits, EvalTransform, TrainAugment, load_dataset, make_loader, num_batches
 from vitkit.errors import UsageError
 from vitkit.training import checkpointing, distributed
-from vitkit.training.config import ModelConfig, TrainConfig
+from vitkit.training.config import ModelConfig, TrainConfig, build_objective
 from vitkit.training.ema import ModelEma
 from vitkit.training.metrics import MetricsLog, metric_columns, plot_curves
-from vitkit.training.objectives import Batch, Objective, ObjectiveStep, Validation, build_objective
+from vitkit.training.objectives import Batch, Objective, ObjectiveStep, Validation, ValidationContext
 from vitkit.training.optim import (
     build_optimizer,
     freeze,
@@ -356,11 +356,11 @@ def validate(trainer: Trainer, model: nn.Module) -> Validation:
     if sharded:
         trainer.step_module.unshard()  # the root's parameters (embeddings, head); blocks gather themselves
     with runtime.attention_kernel():
-        result = trainer.objective.validate(
-            model, trainer.data.val, trainer.eval_transform,
-            batch_size=cfg.run.eval_batch_size or cfg.run.batch_size, device=runtime.device,
-            precision=runtime.precision,
+        context = ValidationContext(
+            trainer.data.val, trainer.eval_transform, cfg.run.eval_batch_size or cfg.run.batch_size, runtime.device,
+            runtime.precision,
         )  # fmt: skip
+        result = trainer.objective.validate(model, context)
     if sharded:
         trainer.step_module.reshard()
     return result
