@@ -144,10 +144,13 @@ def create_trainer(
     section = config.model
     # With `pretrained` the checkpoint fixes the architecture: the recipe's model name only labels the run.
     model = create_model(
-        None if section.pretrained else section.name, pretrained=section.pretrained or None,
-        new_head=bool(section.pretrained) and section.new_head, num_classes=len(data.class_names),
-        img_size=config.data.img_size, **section.overrides,
-    ).to(runtime.device)  # fmt: skip
+        None if section.pretrained else section.name,
+        pretrained=section.pretrained or None,
+        new_head=bool(section.pretrained) and section.new_head,
+        num_classes=len(data.class_names),
+        img_size=config.data.img_size,
+        **section.overrides,
+    ).to(runtime.device)
     model.class_names = list(data.class_names)
     objective = (objective or build_objective(config, model, len(data.class_names))).to(runtime.device)
     check_run(config, data, model, objective, runtime)
