@@ -40,16 +40,14 @@ class ProgressReporter:
             self.bar.refresh()
 
     def update(self, step: int, epoch: int, epochs: int, values: dict[str, Any]) -> None:
-        """One optimizer step finished; `values` holds loss, acc (%), images_per_s and lr."""
+        """One optimizer step finished; `values`: loss, images_per_s, lr and, when the objective has one, acc (%)."""
         self.done = step
         if not self.enabled:  # not the main rank of a torchrun job
             return
-        postfix = {
-            "loss": f"{values['loss']:.4f}",
-            "acc": f"{values['acc']:.1f}%",
-            "img/s": f"{values['images_per_s']:.0f}",
-            "lr": f"{values['lr']:.2e}",
-        }
+        postfix = {"loss": f"{values['loss']:.4f}"}
+        if "acc" in values:  # an objective reports what it has (a pre-training objective may have no accuracy)
+            postfix["acc"] = f"{values['acc']:.1f}%"
+        postfix.update({"img/s": f"{values['images_per_s']:.0f}", "lr": f"{values['lr']:.2e}"})
         if self.bar is not None:
             self.bar.set_description(f"epoch {epoch}/{epochs}", refresh=False)
             self.bar.set_postfix(postfix, refresh=False)

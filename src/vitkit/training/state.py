@@ -12,33 +12,82 @@ import torch
 from vitkit.errors import UsageError
 
 STATE_FILE = "training_state.pt"
-STATE_VERSION = 2
+STATE_VERSION = 3  # 3: the run state in four sections; 2 (one flat "progress" dict) is translated on load
 
 
 @dataclass
-class RunState:
-    """Where the run is and what it has measured so far (all of it is saved with each checkpoint)."""
+class Progress:
+    """Where the run is: the loader's position, the optimizer's step count, the planned length."""
 
     epoch: int = 0  # epochs completed; the current epoch's 0-based index
     batch: int = 0  # batches of the current epoch already trained on (the loader's start_batch)
     step: int = 0  # optimizer steps taken
     planned_epochs: int = 0  # the run's length (config epochs, or fewer under a time budget)
+    images: int = 0  # training images processed
+    epoch_stats: dict[str, float] = field(default_factory=dict)  # running sums of the current epoch's metrics
+
+
+@dataclass
+class Scores:
+    """The best checkpoint so far by the objective's metric, and the last epoch's validation."""
+
     best_value: float | None = None  # the objective's best_metric of the best checkpoint so far
     best_scores: dict[str, float] = field(default_factory=dict)  # every validation metric of that checkpoint
     best_epoch: int = 0
     best_weights: str = "raw"  # "raw" or "ema": which weights scored best_value
+    last_eval: dict[str, float] = field(default_factory=dict)  # validation metrics of the last completed epoch
+
+
+@dataclass
+class Timers:
+    """Where the run's time went, over every session up to the checkpoint."""
+
     elapsed_s: float = 0.0  # wall time of all sessions up to the checkpoint
     train_s: float = 0.0  # time inside training steps (excludes evaluation and checkpoints)
     data_wait_s: float = 0.0  # time spent waiting for the loader inside training steps
     augment_s: float = 0.0  # time spent in batched augmentation
-    images: int = 0  # training images processed
-    metrics_rows: int = 0  # rows of metrics.csv written when this state was saved
-    epoch_stats: dict[str, float] = field(default_factory=dict)  # running sums of the current epoch
-    last_eval: dict[str, float] = field(default_factory=dict)  # validation metrics of the last completed epoch
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values, safe for `torch.load(weights_only=True)`."""
-        return asdict(self)
+
+@dataclass
+class LogPosition:
+    """How far metrics.csv had been written when the state was saved (a resumed run cuts it back to there)."""
+
+    metrics_rows: int = 0
+
+
+SECTIONS: dict[str, type] = {"progress": Progress, "scores": Scores, "timers": Timers, "log": LogPosition}
+
+
+@dataclass
+class RunState:
+    """Everything a run has counted and measured so far, by concern (all of it is saved with each checkpoint)."""
+
+    progress: Progress = field(default_factory=Progress)
+    scores: Scores = field(default_factory=Scores)
+    timers: Timers = field(default_factory=Timers)
+    log: LogPosition = field(default_factory=LogPosition)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """One plain dict per section, safe for `torch.load(weights_only=True)`."""
+        return {name: asdict(getattr(self, name)) for name in SECTIONS}
+
+    @classmethod
+    def from_dict(cls, sections: dict[str, dict[str, Any]]) -> RunState:
+        """Rebuild what `to_dict` returned."""
+        return cls(**{name: section(**sections[name]) for name, section in SECTIONS.items()})
+
+
+def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A version-2 training state in the current layout: its flat "progress" dict split into the four sections."""
+    if state.get("version") != 2:
+        return state
+    flat = dict(state["progress"])
+    sections = {
+        name: {f: flat.pop(f) for f in section.__dataclass_fields__ if f in flat} for name, section in SECTIONS.items()
+    }
+    if flat:
+        raise UsageError(f"the version-2 training state has unknown progress fields {sorted(flat)}")
+    return {**state, **sections, "version": STATE_VERSION}
 
 
 def capture_rng() -> dict[str, Any]:
@@ -84,7 +133,7 @@ def _as_tuples(value: Any) -> Any:
 
 
 def training_state(
-    progress: RunState,
+    run_state: RunState,
     optimizer_state: dict[str, Any],
     scaler: torch.amp.GradScaler,
     ema: Any,
@@ -94,7 +143,7 @@ def training_state(
     """The object saved as `training_state.pt` next to the weights of checkpoints/last."""
     return {
         "version": STATE_VERSION,
-        "progress": progress.to_dict(),
+        **run_state.to_dict(),  # progress, scores, timers, log
         "optimizer": optimizer_state,
         "scaler": scaler.state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
@@ -105,8 +154,10 @@ def training_state(
 
 
 def load_training_state(path: Any) -> dict[str, Any]:
-    """Read `training_state.pt`, refusing files from another version with a clear message."""
+    """Read `training_state.pt` (version 2 or 3, in the current layout), refusing anything else with a clear message."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-        raise UsageError(f"{path} is not a vitkit training state (version {STATE_VERSION}); the run cannot be resumed")
-    return state
+    if not isinstance(state, dict) or state.get("version") not in (2, STATE_VERSION):
+        raise UsageError(
+            f"{path} is not a vitkit training state (version 2 or {STATE_VERSION}); the run cannot be resumed"
+        )
+    return upgrade_state(state)

@@ -6,6 +6,10 @@ metric that picks the best checkpoint. Where and how it computes (device, precis
 kernel, DDP/FSDP under torchrun) is the `Runtime`, resolved once. A run directory holds `config.yaml`,
 `metrics.csv`, `curves.png`, `summary.json` and `checkpoints/{last,best,ema}`; `last` resumes a killed run
 exactly (on CPU with one process and the same threads: bit-identical weights).
+
+`Trainer` holds the session's objects; the checkpoints are written by its `CheckpointWriter`, the opening lines
+and summary.json by its `RunRecord`, each given only what it records. The run's counters are a `RunState` of
+four sections: progress, scores, timers and the metrics log position.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from vitkit.checkpoints import create_model
 from vitkit.data import DatasetSplits, EvalTransform, TrainAugment, load_dataset, make_loader, num_batches
 from vitkit.errors import UsageError
 from vitkit.training import checkpointing, distributed
-from vitkit.training.config import ModelConfig, TrainConfig, build_objective
+from vitkit.training.checkpointing import CheckpointWriter
+from vitkit.training.config import TrainConfig, build_objective
 from vitkit.training.ema import ModelEma
 from vitkit.training.metrics import MetricsLog, metric_columns, plot_curves
 from vitkit.training.objectives import Batch, Objective, ObjectiveStep, Validation, ValidationContext
@@ -38,17 +43,17 @@ from vitkit.training.optim import (
 )
 from vitkit.training.preflight import check_run
 from vitkit.training.progress import ProgressReporter, format_duration
-from vitkit.training.report import announce, write_summary
+from vitkit.training.report import RunRecord
 from vitkit.training.rundir import check_run_dir, prepare_run_dir, resume_config
 from vitkit.training.runtime import Runtime, make_scaler
-from vitkit.training.state import RunState, rank_seed, seed_everything
+from vitkit.training.state import Progress, RunState, rank_seed, seed_everything
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient norm became NaN or infinite; the message says at which step and what to try."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Trainer:
     """The objects of one training session (built by `create_trainer`)."""
 
@@ -65,19 +70,31 @@ class Trainer:
     state: RunState
     steps_per_epoch: int
     warmup: int
+    checkpoints: CheckpointWriter
+    record: RunRecord
     augment: dict[int, TrainAugment] = field(default_factory=dict)  # by training resolution
     eval_transform: EvalTransform | None = None
 
     @property
     def total_steps(self) -> int:
         """Optimizer steps in the whole (planned) run: `run.steps` when set, else whole epochs."""
-        whole_epochs = self.state.planned_epochs * self.steps_per_epoch
+        whole_epochs = self.state.progress.planned_epochs * self.steps_per_epoch
         return min(whole_epochs, self.config.run.steps) if self.config.run.steps else whole_epochs
 
     @property
     def checkpoint_dir(self) -> Path:
         """RUN_DIR/checkpoints."""
-        return self.run_dir / "checkpoints"
+        return self.checkpoints.directory
+
+    def save_last(self) -> None:
+        """Write checkpoints/last with everything this session would need to resume."""
+        self.checkpoints.save_last(
+            self.state, optimizer=self.optimizer, scaler=self.scaler, ema=self.ema, objective=self.objective
+        )
+
+    def write_summary(self, status: str, error: str | None = None) -> dict[str, Any]:
+        """RUN_DIR/summary.json as the run stands now."""
+        return self.record.write_summary(self.state, status, error)
 
     def resolution(self, epoch: int) -> int:
         """The training resolution of `epoch` (progressive resizing trains the first epochs smaller)."""
@@ -117,19 +134,6 @@ def train(
         trainer.runtime.close(wait=finished)  # a failed rank must not wait for the others
 
 
-def build_model(config: ModelConfig, num_classes: int, img_size: int) -> nn.Module:
-    """A fresh model from the model section, or one initialised from `pretrained` (head and E_pos adapted)."""
-    if config.pretrained:
-        return create_model(
-            pretrained=config.pretrained,
-            num_classes=num_classes,
-            img_size=img_size,
-            new_head=config.new_head,
-            **config.overrides,
-        )
-    return create_model(config.name, num_classes=num_classes, img_size=img_size, **config.overrides)
-
-
 def create_trainer(
     config: TrainConfig, run_dir: Path, resume: bool = False, objective: Objective | None = None
 ) -> Trainer:
@@ -137,7 +141,16 @@ def create_trainer(
     runtime = Runtime.create(config.runtime)
     seed_everything(config.run.seed)
     data = load_dataset(config.data)
-    model = build_model(config.model, len(data.class_names), config.data.img_size).to(runtime.device)
+    section = config.model
+    # With `pretrained` the checkpoint fixes the architecture: the recipe's model name only labels the run.
+    model = create_model(
+        None if section.pretrained else section.name,
+        pretrained=section.pretrained or None,
+        new_head=bool(section.pretrained) and section.new_head,
+        num_classes=len(data.class_names),
+        img_size=config.data.img_size,
+        **section.overrides,
+    ).to(runtime.device)
     model.class_names = list(data.class_names)
     objective = (objective or build_objective(config, model, len(data.class_names))).to(runtime.device)
     check_run(config, data, model, objective, runtime)
@@ -156,29 +169,65 @@ def create_trainer(
     steps_per_epoch = num_batches(data.train, config.run.batch_size, drop_last=True)
     # run.steps: the fewest epochs that cover them; the loop stops at exactly that step (Trainer.total_steps).
     epochs = math.ceil(config.run.steps / steps_per_epoch) if config.run.steps else config.run.epochs
+    checkpoints = CheckpointWriter(
+        run_dir=run_dir,
+        runtime=runtime,
+        model=model,
+        class_names=data.class_names,
+        config=config,
+        objective_name=objective.name,
+    )
+    record = RunRecord(
+        run_dir=run_dir,
+        runtime=runtime,
+        data=data,
+        model_name=getattr(model.config, "name", "") or config.model.name,
+        params=sum(p.numel() for p in model.parameters()),
+        objective_name=objective.name,
+        best_metric=objective.best_metric,
+    )
     trainer = Trainer(
-        config, run_dir, runtime, data, model, objective, step_module, optimizer,
-        make_scaler(runtime.precision, runtime.device), ema, RunState(planned_epochs=epochs),
-        steps_per_epoch, warmup_steps(config.optim, steps_per_epoch),
-    )  # fmt: skip
+        config=config,
+        run_dir=run_dir,
+        runtime=runtime,
+        data=data,
+        model=model,
+        objective=objective,
+        step_module=step_module,
+        optimizer=optimizer,
+        scaler=make_scaler(runtime.precision, runtime.device),
+        ema=ema,
+        state=RunState(progress=Progress(planned_epochs=epochs)),
+        steps_per_epoch=steps_per_epoch,
+        warmup=warmup_steps(config.optim, steps_per_epoch),
+        checkpoints=checkpoints,
+        record=record,
+    )
     num_classes, mean, std = len(data.class_names), config.data.mean, config.data.std
     for size in {trainer.resolution(0), config.data.img_size}:
         trainer.augment[size] = TrainAugment(config.augment, size, mean, std, num_classes).to(runtime.device)
     trainer.eval_transform = EvalTransform(config.data.img_size, mean, std).to(runtime.device)
     if resume:
-        trainer.state = checkpointing.restore(trainer)
+        trainer.state = checkpoints.restore(optimizer=optimizer, scaler=trainer.scaler, ema=ema, objective=objective)
     return trainer
 
 
 def run(trainer: Trainer, progress_bar: bool | None = None) -> dict[str, Any]:
     """Train the remaining epochs, validating and checkpointing after each, then write the summary."""
-    state, run_cfg, main = trainer.state, trainer.config.run, trainer.runtime.dist.is_main
-    clock = Clock(time.perf_counter(), state.elapsed_s)
+    state, run_cfg, main = trainer.state.progress, trainer.config.run, trainer.runtime.dist.is_main
+    clock = Clock(time.perf_counter(), trainer.state.timers.elapsed_s)
     objective = trainer.objective
     columns = metric_columns(list(objective.train_metrics), list(objective.val_metrics))
-    metrics = MetricsLog(trainer.run_dir, state.metrics_rows, state.step, columns) if main else None
+    metrics = MetricsLog(trainer.run_dir, trainer.state.log.metrics_rows, state.step, columns) if main else None
     reporter = ProgressReporter(trainer.total_steps, state.step, run_cfg.log_every, progress_bar, enabled=main)
-    announce(trainer, reporter)
+    trainer.record.announce(
+        reporter,
+        trainer.config,
+        epochs=state.planned_epochs,
+        steps_per_epoch=trainer.steps_per_epoch,
+        warmup=trainer.warmup,
+        total_steps=trainer.total_steps,
+    )
     try:
         while state.epoch < state.planned_epochs:
             epoch_start, start_batch = time.perf_counter(), state.batch
@@ -191,8 +240,8 @@ def run(trainer: Trainer, progress_bar: bool | None = None) -> dict[str, Any]:
         if metrics is not None:
             metrics.close()
         reporter.close()
-    state.elapsed_s = clock.now()
-    return write_summary(trainer, "finished")
+    trainer.state.timers.elapsed_s = clock.now()
+    return trainer.write_summary("finished")
 
 
 @dataclass
@@ -209,7 +258,7 @@ class Clock:
 
 def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: ProgressReporter, clock: Clock) -> None:
     """The remaining batches of the current epoch, checkpointing every `save_every` steps."""
-    state, cfg, runtime = trainer.state, trainer.config, trainer.runtime
+    state, timers, cfg, runtime = trainer.state.progress, trainer.state.timers, trainer.config, trainer.runtime
     trainer.step_module.train()
     frozen_to_eval(trainer.model)
     loader = make_loader(
@@ -234,9 +283,9 @@ def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progress
         end = time.perf_counter()
         batch = images.shape[0] * runtime.dist.world_size
         state.step, state.batch, state.images = state.step + 1, state.batch + 1, state.images + batch
-        state.train_s += end - start
-        state.data_wait_s += loaded - start
-        state.augment_s += augmented - loaded
+        timers.train_s += end - start
+        timers.data_wait_s += loaded - start
+        timers.augment_s += augmented - loaded
         sums = state.epoch_stats or {"seen": 0.0}
         sums = {k: sums.get(k, 0.0) + values.get(k, 1.0) * batch for k in ("seen", *values)}
         state.epoch_stats = sums
@@ -284,10 +333,10 @@ def train_step(trainer: Trainer, batch: Batch) -> tuple[dict[str, float], float]
 
 def diverged(trainer: Trainer, what: str, loss: float, norm: float) -> TrainingDiverged:
     """The error for a non-finite loss or gradient, naming the step and the checkpoint that is kept."""
-    state, cfg = trainer.state, trainer.config
+    state, cfg = trainer.state.progress, trainer.config
     last = trainer.checkpoint_dir / "last"
     kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint had been written yet"
-    write_summary(trainer, "diverged", error=f"non-finite {what} at step {state.step + 1}")
+    trainer.write_summary("diverged", error=f"non-finite {what} at step {state.step + 1}")
     hints = [f"a lower --lr (now {cfg.optim.lr:g})"]
     if trainer.runtime.precision != "fp32":
         hints.append("--precision fp32")
@@ -304,7 +353,7 @@ def diverged(trainer: Trainer, what: str, loss: float, norm: float) -> TrainingD
 
 def finish_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: ProgressReporter, clock: Clock) -> None:
     """Validate raw (and EMA) weights, keep the best by the objective's metric, checkpoint, log the epoch."""
-    state, objective = trainer.state, trainer.objective
+    state, scores, objective = trainer.state.progress, trainer.state.scores, trainer.objective
     results = {"raw": validate(trainer, trainer.model)}
     if trainer.ema is not None:
         results["ema"] = validate(trainer, trainer.ema.model)
@@ -312,40 +361,43 @@ def finish_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progres
     state.epoch, state.batch, state.epoch_stats = state.epoch + 1, 0, {}
     metric = objective.best_metric
     kind, best = max(results.items(), key=lambda item: item[1][metric] * (1 if objective.higher_is_better else -1))
-    improved = objective.is_better(best[metric], state.best_value)
+    improved = objective.is_better(best[metric], scores.best_value)
     if improved:
-        state.best_value, state.best_scores, state.best_epoch, state.best_weights = (
+        scores.best_value, scores.best_scores, scores.best_epoch, scores.best_weights = (
             best[metric],
             best.values,
             state.epoch,
             kind,
         )
-    state.last_eval = {
+    scores.last_eval = {
         f"{'' if name == 'raw' else 'ema_'}val_{key}": value
         for name, result in results.items()
         for key, value in result.values.items()
     }
     train_means = {k: v / max(1.0, sums["seen"]) for k, v in sums.items() if k != "seen"}
     if metrics is not None:
-        metrics.write("epoch", epoch=state.epoch, step=state.step, time_s=clock.now(), **train_means, **state.last_eval)
+        metrics.write(
+            "epoch", epoch=state.epoch, step=state.step, time_s=clock.now(), **train_means, **scores.last_eval
+        )
         metrics.flush()
-        state.metrics_rows = metrics.rows
-    state.elapsed_s = clock.now()
+        trainer.state.log.metrics_rows = metrics.rows
+    trainer.state.timers.elapsed_s = clock.now()
     # best before last: a kill between the two repeats this epoch and rewrites the same best checkpoint.
     if improved:
         weights = trainer.model if kind == "raw" else trainer.ema.model
-        checkpointing.save_weights(trainer, "best", weights, kind, best)
+        trainer.checkpoints.save_weights("best", weights, kind, state, best)
     if trainer.ema is not None:
-        checkpointing.save_weights(trainer, "ema", trainer.ema.model, "ema", results["ema"])
-    checkpointing.save_last(trainer)
+        trainer.checkpoints.save_weights("ema", trainer.ema.model, "ema", state, results["ema"])
+    trainer.save_last()
     if metrics is not None:
         plot_curves(metrics.path, trainer.run_dir / "curves.png")
     shown = " ".join(f"{k} {v:.4g}" for k, v in train_means.items())
-    scores = " ".join(f"{k} {v:.4g}" for k, v in results["raw"].values.items())
+    val_text = " ".join(f"{k} {v:.4g}" for k, v in results["raw"].values.items())
     ema_text = f" | EMA {metric} {results['ema'][metric]:.4g}" if "ema" in results else ""
     reporter.message(
-        f"epoch {state.epoch}/{state.planned_epochs}: train {shown} | val {scores}{ema_text} | best {metric} "
-        f"{state.best_value:.4g} (epoch {state.best_epoch}) | {format_duration(state.elapsed_s)} elapsed"
+        f"epoch {state.epoch}/{state.planned_epochs}: train {shown} | val {val_text}{ema_text} | best {metric} "
+        f"{scores.best_value:.4g} (epoch {scores.best_epoch}) | {format_duration(trainer.state.timers.elapsed_s)} "
+        "elapsed"
     )
 
 
@@ -370,21 +422,21 @@ def checkpoint(trainer: Trainer, metrics: MetricsLog | None, clock: Clock) -> No
     """Mid-epoch checkpoint: flush the metrics, record how many rows belong to it, write checkpoints/last."""
     if metrics is not None:
         metrics.flush()
-        trainer.state.metrics_rows = metrics.rows
-    trainer.state.elapsed_s = clock.now()
-    checkpointing.save_last(trainer)
+        trainer.state.log.metrics_rows = metrics.rows
+    trainer.state.timers.elapsed_s = clock.now()
+    trainer.save_last()
 
 
 def plan_for_budget(trainer: Trainer, reporter: ProgressReporter, epoch_s: float) -> None:
     """After epoch 1, cut the planned epochs so the run ends within `time_budget_min` (the schedule follows)."""
-    state, cfg = trainer.state, trainer.config.run
-    remaining = cfg.time_budget_min * 60 - state.elapsed_s
+    state, cfg = trainer.state.progress, trainer.config.run
+    remaining = cfg.time_budget_min * 60 - trainer.state.timers.elapsed_s
     fits = state.epoch + max(0, math.floor(remaining / max(epoch_s, 1e-6)))
     planned = distributed.broadcast_object(max(state.epoch, min(cfg.epochs, fits)), trainer.runtime)
     if planned != state.planned_epochs:
         state.planned_epochs = planned
         reporter.set_total(trainer.total_steps)
-        checkpointing.save_last(trainer)
+        trainer.save_last()
     reporter.message(
         f"time budget {cfg.time_budget_min:g} min: epoch 1 took {format_duration(epoch_s)}; "
         f"training {planned} of {cfg.epochs} epochs (the learning-rate schedule is fitted to them)"
