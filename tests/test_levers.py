@@ -175,3 +175,33 @@ def test_muon_is_an_optimizer_choice_of_the_recipe():
     assert isinstance(optimizer, MuonAdamW)
     owned = {id(p) for g in optimizer.muon.param_groups for p in g["params"]}
     assert owned == {id(p) for n, p in model.named_parameters() if n.startswith("blocks.") and p.ndim == 2}
+
+
+def test_eval_tta_replaces_eval_flip_and_old_runs_keep_theirs():
+    from vitkit.training.config import TrainConfig
+
+    old = TrainConfig.from_dict({"run": {"eval_flip": True}})
+    assert old.run.eval_tta == "flip"
+    assert TrainConfig.from_dict({"run": {"eval_flip": False}}).run.eval_tta == "none"
+    assert TrainConfig.from_dict({"run": {"eval_tta": "multicrop"}}).run.eval_tta == "multicrop"
+    with pytest.raises(ValueError, match="run.eval_tta must be one of"):
+        TrainConfig.from_dict({"run": {"eval_tta": "crops"}})
+
+
+def test_multicrop_evaluation_averages_the_six_views():
+    import vitkit
+    from vitkit.data import EvalTransform, TensorSource
+    from vitkit.inference import evaluate
+    from vitkit.inference.tta import tta_views
+
+    torch.manual_seed(0)
+    model = vitkit.create_model("Mini/4", img_size=16, num_classes=3, depth=1, zero_init_head=False).eval()
+    images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    source = TensorSource(images, torch.tensor([0, 1, 2, 0, 1, 2]), ["a", "b", "c"])
+    transform = EvalTransform(16, (0.5,) * 3, (0.5,) * 3)
+    cpu = torch.device("cpu")
+    result = evaluate(model, source, transform, batch_size=4, device=cpu, tta="multicrop", keep_logits=True)
+    with torch.no_grad():
+        inputs = transform(images)
+        want = sum(model(view) * weight for view, weight in tta_views(inputs, "multicrop"))
+    torch.testing.assert_close(result.logits, want, rtol=1e-5, atol=1e-5)

@@ -21,6 +21,7 @@ from vitkit.data.imagefolder import has_split_folders
 from vitkit.errors import UsageError
 from vitkit.inference.device import INFERENCE_PRECISIONS, autocast
 from vitkit.inference.loading import Preprocessing, load_for_inference, require_head
+from vitkit.inference.tta import tta_logits
 from vitkit.models import Model, VisionTransformer, labels_of
 
 SPLITS = ("val", "train", "all")
@@ -76,23 +77,21 @@ def evaluate(
     device: torch.device,
     precision: str = "fp32",
     keep_logits: bool = False,
-    flip: bool = False,
+    tta: str = "none",
     heads: bool = False,
 ) -> EvalResult:
     """Run `model` over every image of `source` once, in order, under the given precision.
 
-    `flip` averages the logits of each image and its mirror image (test-time augmentation). `heads` also scores
-    each head of a ViT on its own (DeiT's class and distillation heads) in the same pass, in `EvalResult.heads`.
+    `tta` averages the logits of test-time views of each image (`vitkit.inference.tta`: none, flip, multicrop).
+    `heads` also scores each head of a ViT on its own (DeiT's class and distillation heads) in the same pass, in
+    `EvalResult.heads`.
     """
     num_classes = len(source.class_names)
     tallies: dict[str, Tally] = {}
     kept = []
     for inputs, labels in eval_batches(model, source, transform, batch_size, device):
         with autocast(precision, device):
-            outputs = head_logits(model, inputs, heads)
-            if flip:
-                mirrored = head_logits(model, inputs.flip(-1), heads)
-                outputs = {name: (logits + mirrored[name]) / 2 for name, logits in outputs.items()}
+            outputs = tta_logits(lambda view: head_logits(model, view, heads), inputs, tta)
         if keep_logits:
             kept.append(outputs[AVERAGE].cpu())
         for name, logits in outputs.items():

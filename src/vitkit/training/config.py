@@ -29,6 +29,7 @@ from vitkit.configs import coerce, knob
 from vitkit.data import AugmentConfig, DataConfig
 from vitkit.errors import MissingPathError, UsageError
 from vitkit.inference.device import TRAINING_PRECISIONS as PRECISIONS
+from vitkit.inference.tta import TTA_MODES
 from vitkit.training.objectives import OBJECTIVES, BuildContext, Objective, create_objective, objective_class
 
 log = logging.getLogger("vitkit.training")
@@ -191,9 +192,15 @@ class RunConfig:
     # Use learned position embeddings (resampled to the smaller grid) so positions mean the same at both sizes.
     low_res_size: int | None = knob(None, "progressive resizing: train the first --low-res-epochs epochs at this size")
     low_res_epochs: int = knob(0, "epochs at --low-res-size before switching to --img-size")
-    eval_flip: bool = knob(False, "validate on each image and its mirror image, averaging the logits")
+    eval_tta: str = knob(
+        "none",
+        "test-time augmentation at validation, logits averaged: none | flip (each image and its mirror) | "
+        "multicrop (airbench: those two and their 1-pixel shifts)",
+    )
 
     def __post_init__(self) -> None:
+        if self.eval_tta not in TTA_MODES:
+            raise UsageError(f"run.eval_tta must be one of {TTA_MODES}, got {self.eval_tta!r}")
         for name in ("epochs", "batch_size", "grad_accum", "log_every"):
             if getattr(self, name) < 1:
                 raise UsageError(f"run.{name} must be >= 1, got {getattr(self, name)}")
@@ -452,6 +459,10 @@ class TrainConfig:
 
 def update_section(current: Any, section: str, updates: dict[str, Any], origin: str) -> Any:
     """One plain section updated by `vitkit.configs.update`, saying where a key of `run` moved."""
+    if section == "run" and "eval_flip" in updates:  # the old boolean of runs before multi-crop TTA
+        updates = dict(updates)
+        flip = updates.pop("eval_flip")
+        updates.setdefault("eval_tta", "flip" if flip else "none")
     for name in updates:
         if section == "run" and name in RUNTIME_KEYS:
             known = ", ".join(configs.field_names(current))
@@ -463,7 +474,7 @@ def update_section(current: Any, section: str, updates: dict[str, Any], origin: 
 
 def build_objective(config: TrainConfig, model: nn.Module, num_classes: int) -> Objective:
     """The objective a training config names, built from its settings section for `model` and the run's data."""
-    context = BuildContext(model, num_classes, tuple(config.data.mean), tuple(config.data.std), config.run.eval_flip)
+    context = BuildContext(model, num_classes, tuple(config.data.mean), tuple(config.data.std), config.run.eval_tta)
     return create_objective(config.objective.name, config.objective.settings, context)
 
 

@@ -185,14 +185,14 @@ class Distillation(Objective):
         *,
         token: str = "dist",
         inputs: TeacherInputs | None = None,
-        eval_flip: bool = False,
+        eval_tta: str = "none",
     ) -> None:
         super().__init__()
         if kind not in DISTILL_KINDS:
             raise UsageError(f"distillation must be 'hard' or 'soft', got {kind!r}")
         if token not in TOKENS:
             raise UsageError(f"distillation token must be one of {TOKENS}, got {token!r}")
-        self.kind, self.alpha, self.tau, self.token, self.eval_flip = kind, alpha, tau, token, eval_flip
+        self.kind, self.alpha, self.tau, self.token, self.eval_tta = kind, alpha, tau, token, eval_tta
         if token == "cls":
             self.val_metrics = ("top1", "top5", "loss")  # one head
         self.inputs = inputs  # None: the teacher takes the student's batch unchanged
@@ -249,7 +249,7 @@ class Distillation(Objective):
         (token "dist"; with token "cls" the one head)."""
         result = evaluate(
             model, context.source, context.transform, batch_size=context.batch_size, device=context.device,
-            precision=context.precision, flip=self.eval_flip, heads=self.token == "dist",
+            precision=context.precision, tta=self.eval_tta, heads=self.token == "dist",
         )  # fmt: skip
         values = {"top1": result.top1, "top5": result.top5, "loss": result.loss}
         values.update({f"top1_{name}": head.top1 for name, head in result.heads.items()})
@@ -351,5 +351,5 @@ def build_distillation(settings: DistillSettings, context: BuildContext) -> Dist
     log.info("teacher %s: fed at %s", settings.teacher, inputs.describe())
     return Distillation(
         teacher, settings.kind or "hard", settings.alpha, settings.tau, token=settings.token,
-        inputs=inputs, eval_flip=context.eval_flip,
+        inputs=inputs, eval_tta=context.eval_tta,
     )  # fmt: skip

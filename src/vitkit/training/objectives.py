@@ -87,7 +87,7 @@ class BuildContext:
     num_classes: int
     mean: tuple[float, ...]  # the data's normalisation (to undo for pixel targets, or to re-normalise for a teacher)
     std: tuple[float, ...]
-    eval_flip: bool = False  # run.eval_flip: validate on each image and its mirror image
+    eval_tta: str = "none"  # run.eval_tta: test-time augmentation at validation (vitkit.inference.tta)
 
 
 class Objective(nn.Module):
@@ -135,14 +135,14 @@ class Supervised(Objective):
     train_metrics = ("loss", "acc")
     val_metrics = ("top1", "top5", "loss")
 
-    def __init__(self, eval_flip: bool = False) -> None:
+    def __init__(self, eval_tta: str = "none") -> None:
         super().__init__()
-        self.eval_flip = eval_flip  # validate on each image and its mirror, averaging the logits
+        self.eval_tta = eval_tta  # test-time augmentation at validation: none | flip | multicrop
 
     @classmethod
     def build(cls, settings: object | None, context: BuildContext) -> Supervised:
         """Cross-entropy, validated with the run's test-time flips."""
-        return cls(eval_flip=context.eval_flip)
+        return cls(eval_tta=context.eval_tta)
 
     def forward(self, model: nn.Module, batch: Batch) -> StepOutput:
         """Soft-target cross-entropy (label smoothing and Mixup/CutMix are already in `batch.targets`)."""
@@ -162,7 +162,7 @@ class Supervised(Objective):
         """Top-1, top-5 and loss over `context.source`."""
         result = evaluate(
             model, context.source, context.transform, batch_size=context.batch_size, device=context.device,
-            precision=context.precision, flip=self.eval_flip,
+            precision=context.precision, tta=self.eval_tta,
         )  # fmt: skip
         return Validation({"top1": result.top1, "top5": result.top5, "loss": result.loss}, result.images)
 
