@@ -73,3 +73,12 @@ def test_a_new_plan_continues_the_decay_without_a_jump():
     assert moved.progress_at(at, warmup, new_total) == pytest.approx(before)
     assert moved.progress_at(new_total, warmup, new_total) == 1.0
     assert moved.progress_at(500, warmup, new_total) == pytest.approx(before + (1 - before) * 100 / 200)
+
+
+def test_a_long_low_resolution_share_never_plans_past_the_recipes_epochs():
+    clock = BudgetClock({8: 0.005}, 0.1)
+    plan = plan_steps(
+        clock, budget_s=1800, elapsed_s=5, step=10, steps_per_epoch=10, max_steps=30, full_size=16, low_size=8,
+        low_share=0.5, switch_step=10**12,
+    )  # fmt: skip
+    assert plan.total_steps == 30 and plan.switch_step == 30

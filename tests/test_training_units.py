@@ -176,5 +176,24 @@ def test_progressive_resizing_trains_low_then_full_resolution(tmp_path: Path) ->
     assert seen == [8] * steps + [16] * steps  # epoch 1 at 8 px, epoch 2 at 16 px
     with pytest.raises(ValueError, match="multiple of the patch size 4"):
         train(load_config(overrides={**overrides, "run.low_res_size": 10}), tmp_path / "bad", progress_bar=False)
-    with pytest.raises(ValueError, match="cannot be combined"):
+    with pytest.raises(ValueError, match="replace run.low_res_epochs with run.low_res_share"):
         load_config(overrides={**overrides, "run.time_budget_min": 5.0})
+
+
+def test_a_generous_budget_is_planned_in_steps_and_capped_by_the_epochs(tmp_path: Path) -> None:
+    overrides = {"data.limit_per_class": 5, "data.img_size": 16, "model.name": "Mini/4", "model.hidden_dim": 16,
+                 "model.depth": 1, "model.num_heads": 2, "model.mlp_dim": 16, "model.posemb": "learned",
+                 "run.epochs": 3, "run.batch_size": 8, "runtime.precision": "fp32", "run.low_res_size": 8,
+                 "run.low_res_share": 0.5, "run.time_budget_min": 30.0}  # fmt: skip
+    summary = train(load_config(overrides=overrides), tmp_path / "run", progress_bar=False)
+    assert summary["status"] == "finished" and summary["epochs"] == 3
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last" / "training_state.pt", weights_only=True)
+    progress = state["progress"]
+    steps_per_epoch = progress["step"] // 3
+    assert progress["planned_steps"] == progress["step"] == 3 * steps_per_epoch  # the recipe's epochs cap the plan
+    # Half of a 30-minute budget is far more than 3 epochs: every step trained at the low resolution, which was
+    # measured; the full resolution's step time is only estimated (by token count) until it runs.
+    assert progress["switch_step"] == progress["planned_steps"]
+    assert set(progress["budget_clock"]["step_s"]) == {"8"}
+    with pytest.raises(ValueError, match="run.low_res_share is a share of run.time_budget_min"):
+        load_config(overrides={**overrides, "run.time_budget_min": 0.0})

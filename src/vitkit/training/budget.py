@@ -100,7 +100,7 @@ def plan_steps(
     for _ in range(3):  # the epoch ends depend on the steps and the steps on the ends: a few rounds settle it
         ends = (start + steps) // steps_per_epoch - step // steps_per_epoch + 1
         steps = min(room, max(0, int((usable - ends * clock.epoch_end_s) / full_step)))
-    total = max(step, start + steps)
+    total = max(step, min(max_steps, start + steps))
     return Plan(total, min(switch_step, total) if low_size else 0)
 
 

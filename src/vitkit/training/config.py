@@ -186,12 +186,15 @@ class RunConfig:
     eval_batch_size: int | None = knob(None, "validation batch size (default: --batch-size)")
     save_every: int = knob(0, "also checkpoint every N optimizer steps (0: only at the end of each epoch)")
     log_every: int = knob(50, "optimizer steps between plain log lines (when stdout is not a terminal)")
-    time_budget_min: float = knob(0.0, "> 0: after epoch 1, cut the epochs so the run fits this many minutes")
+    time_budget_min: float = knob(
+        0.0, "> 0: fit the run into this many minutes (re-planned in steps after every epoch, at most --epochs)"
+    )
     # Progressive resizing: the first `low_res_epochs` epochs train at `low_res_size` px (a quarter of the
     # tokens at half the size, ~5x cheaper per image), the rest and every evaluation at data.img_size.
     # Use learned position embeddings (resampled to the smaller grid) so positions mean the same at both sizes.
     low_res_size: int | None = knob(None, "progressive resizing: train the first --low-res-epochs epochs at this size")
     low_res_epochs: int = knob(0, "epochs at --low-res-size before switching to --img-size")
+    low_res_share: float = knob(0.0, "with --time-budget-min: the share of the budget trained at --low-res-size")
     eval_tta: str = knob(
         "none",
         "test-time augmentation at validation, logits averaged: none | flip (each image and its mirror) | "
@@ -228,8 +231,15 @@ class RunConfig:
             )
         if self.low_res_epochs > 0 and self.time_budget_min > 0:
             raise UsageError(
-                "run.time_budget_min cannot be combined with run.low_res_epochs (the budget is planned from the "
-                "time of epoch 1, which runs at the low resolution); set run.epochs instead"
+                "run.time_budget_min plans the low-resolution phase as a share of the budget, not in epochs: "
+                "replace run.low_res_epochs with run.low_res_share (e.g. 0.6)"
+            )
+        if not 0 <= self.low_res_share < 1:
+            raise UsageError(f"run.low_res_share must be in [0, 1), got {self.low_res_share}")
+        if self.low_res_share > 0 and (self.time_budget_min <= 0 or not self.low_res_size):
+            raise UsageError(
+                "run.low_res_share is a share of run.time_budget_min trained at run.low_res_size: set both "
+                f"(got time_budget_min {self.time_budget_min:g}, low_res_size {self.low_res_size})"
             )
 
 

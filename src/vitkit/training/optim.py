@@ -9,6 +9,7 @@ from torch import nn
 
 from vitkit.errors import UsageError
 from vitkit.models import Model
+from vitkit.training.budget import ScheduleAnchor
 from vitkit.training.config import OptimConfig
 from vitkit.training.distributed import clean_name
 from vitkit.training.muon import MuonAdamW, hidden_matrices
@@ -109,13 +110,18 @@ def warmup_steps(config: OptimConfig, steps_per_epoch: int) -> int:
     return round(config.warmup_epochs * steps_per_epoch)
 
 
-def learning_rate(step: int, config: OptimConfig, warmup: int, total_steps: int) -> float:
-    """The rate of optimizer step `step` (0-based): linear warm-up to `lr`, then cosine or linear decay to `min_lr`."""
+def learning_rate(
+    step: int, config: OptimConfig, warmup: int, total_steps: int, anchor: ScheduleAnchor | None = None
+) -> float:
+    """The rate of optimizer step `step` (0-based): linear warm-up to `lr`, then cosine or linear decay to `min_lr`.
+
+    `anchor` (a time budget's last re-plan) fits the rest of the decay to a changed `total_steps` without a jump.
+    """
     if step < warmup:
         return config.lr * (step + 1) / warmup
     if config.schedule == "constant":
         return config.lr
-    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    progress = (anchor or ScheduleAnchor()).progress_at(step, warmup, total_steps)
     factor = 0.5 * (1.0 + math.cos(math.pi * progress)) if config.schedule == "cosine" else 1.0 - progress
     return config.min_lr + (config.lr - config.min_lr) * factor
 

@@ -25,6 +25,11 @@ class Progress:
     planned_epochs: int = 0  # the run's length (config epochs, or fewer under a time budget)
     images: int = 0  # training images processed
     epoch_stats: dict[str, float] = field(default_factory=dict)  # running sums of the current epoch's metrics
+    # A time budget plans the run in steps (`vitkit.training.budget`); 0 while unplanned or without a budget.
+    planned_steps: int = 0
+    switch_step: int = 0  # progressive resizing under a budget: steps before it train at run.low_res_size
+    schedule_anchor: dict[str, float] = field(default_factory=dict)  # budget.ScheduleAnchor of the last re-plan
+    budget_clock: dict[str, Any] = field(default_factory=dict)  # budget.BudgetClock: measured step and epoch-end times
 
 
 @dataclass

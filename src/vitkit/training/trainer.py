@@ -28,6 +28,7 @@ from vitkit.checkpoints import create_model
 from vitkit.data import DatasetSplits, EvalTransform, TrainAugment, load_dataset, make_loader, num_batches
 from vitkit.errors import UsageError
 from vitkit.training import checkpointing, distributed
+from vitkit.training.budget import BudgetClock, ScheduleAnchor, plan_steps
 from vitkit.training.checkpointing import CheckpointWriter
 from vitkit.training.config import TrainConfig, build_objective
 from vitkit.training.ema import ModelEma
@@ -74,12 +75,20 @@ class Trainer:
     record: RunRecord
     augment: dict[int, TrainAugment] = field(default_factory=dict)  # by training resolution
     eval_transform: EvalTransform | None = None
+    step_times: list[float] = field(default_factory=list)  # this epoch's step durations (the budget's measure)
 
     @property
     def total_steps(self) -> int:
-        """Optimizer steps in the whole (planned) run: `run.steps` when set, else whole epochs."""
+        """Optimizer steps in the whole (planned) run: a time budget's plan, `run.steps`, else whole epochs."""
+        if self.state.progress.planned_steps:
+            return self.state.progress.planned_steps
         whole_epochs = self.state.progress.planned_epochs * self.steps_per_epoch
         return min(whole_epochs, self.config.run.steps) if self.config.run.steps else whole_epochs
+
+    @property
+    def schedule_anchor(self) -> ScheduleAnchor:
+        """Where the learning-rate decay was re-fitted to a new plan (the plain schedule when never)."""
+        return ScheduleAnchor(**self.state.progress.schedule_anchor)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -96,10 +105,20 @@ class Trainer:
         """RUN_DIR/summary.json as the run stands now."""
         return self.record.write_summary(self.state, status, error)
 
-    def resolution(self, epoch: int) -> int:
-        """The training resolution of `epoch` (progressive resizing trains the first epochs smaller)."""
-        run = self.config.run
-        return run.low_res_size if run.low_res_size and epoch < run.low_res_epochs else self.config.data.img_size
+    def resolution(self, epoch: int, step: int = 0) -> int:
+        """The training resolution at `epoch` and `step` (progressive resizing trains the first ones smaller).
+
+        Without a budget the low-resolution phase is `run.low_res_epochs` epochs; under a budget it is the
+        planned `switch_step` (every step while unplanned, in the first epoch).
+        """
+        run, progress = self.config.run, self.state.progress
+        if not run.low_res_size:
+            return self.config.data.img_size
+        if run.low_res_share > 0:
+            low = not progress.planned_steps or step < progress.switch_step
+        else:
+            low = epoch < run.low_res_epochs
+        return run.low_res_size if low else self.config.data.img_size
 
 
 def train(
@@ -230,12 +249,12 @@ def run(trainer: Trainer, progress_bar: bool | None = None) -> dict[str, Any]:
     )
     try:
         while state.epoch < state.planned_epochs:
-            epoch_start, start_batch = time.perf_counter(), state.batch
+            resolution = trainer.resolution(state.epoch, state.step)
             train_epoch(trainer, metrics, reporter, clock)
+            epoch_end = time.perf_counter()
             finish_epoch(trainer, metrics, reporter, clock)
-            if run_cfg.time_budget_min > 0 and state.epoch == 1:
-                share = (trainer.steps_per_epoch - start_batch) / trainer.steps_per_epoch  # < 1 when resumed
-                plan_for_budget(trainer, reporter, (time.perf_counter() - epoch_start) / max(share, 1e-6))
+            if run_cfg.time_budget_min > 0:
+                plan_for_budget(trainer, reporter, clock, resolution, time.perf_counter() - epoch_end)
     finally:
         if metrics is not None:
             metrics.close()
@@ -266,8 +285,8 @@ def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progress
         start_batch=state.batch, drop_last=True, device=runtime.device, num_workers=cfg.data.num_workers,
         rank=runtime.dist.rank, world_size=runtime.dist.world_size,
     )  # fmt: skip
-    augment = trainer.augment[trainer.resolution(state.epoch)]
     batches = iter(loader)
+    trainer.step_times = []
     while state.step < trainer.total_steps:  # run.steps may end the last epoch early
         start = time.perf_counter()
         try:
@@ -275,15 +294,16 @@ def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progress
         except StopIteration:
             break
         loaded = time.perf_counter()
-        inputs, targets = augment(images, labels)
+        inputs, targets = trainer.augment[trainer.resolution(state.epoch, state.step)](images, labels)
         augmented = time.perf_counter()
-        lr = learning_rate(state.step, cfg.optim, trainer.warmup, trainer.total_steps)
+        lr = learning_rate(state.step, cfg.optim, trainer.warmup, trainer.total_steps, trainer.schedule_anchor)
         set_learning_rate(trainer.optimizer, lr)
         values, grad_norm = train_step(trainer, Batch(inputs, targets, labels))
         end = time.perf_counter()
         batch = images.shape[0] * runtime.dist.world_size
         state.step, state.batch, state.images = state.step + 1, state.batch + 1, state.images + batch
         timers.train_s += end - start
+        trainer.step_times.append(end - start)
         timers.data_wait_s += loaded - start
         timers.augment_s += augmented - loaded
         sums = state.epoch_stats or {"seen": 0.0}
@@ -427,17 +447,36 @@ def checkpoint(trainer: Trainer, metrics: MetricsLog | None, clock: Clock) -> No
     trainer.save_last()
 
 
-def plan_for_budget(trainer: Trainer, reporter: ProgressReporter, epoch_s: float) -> None:
-    """After epoch 1, cut the planned epochs so the run ends within `time_budget_min` (the schedule follows)."""
-    state, cfg = trainer.state.progress, trainer.config.run
-    remaining = cfg.time_budget_min * 60 - trainer.state.timers.elapsed_s
-    fits = state.epoch + max(0, math.floor(remaining / max(epoch_s, 1e-6)))
-    planned = distributed.broadcast_object(max(state.epoch, min(cfg.epochs, fits)), trainer.runtime)
-    if planned != state.planned_epochs:
-        state.planned_epochs = planned
+def plan_for_budget(
+    trainer: Trainer, reporter: ProgressReporter, clock: Clock, resolution: int, epoch_end_s: float
+) -> None:
+    """After each epoch, plan the rest of the run in steps to end within `time_budget_min` (`training.budget`).
+
+    The plan comes from this epoch's steady-state step time and the time its end took; the learning-rate
+    decay is re-fitted to the new length from where it stands, and every rank takes the main rank's plan.
+    """
+    progress, cfg = trainer.state.progress, trainer.config.run
+    budget = BudgetClock.from_dict(progress.budget_clock)
+    budget.observe_epoch(resolution, trainer.step_times, epoch_end_s)
+    plan = plan_steps(
+        budget, budget_s=cfg.time_budget_min * 60, elapsed_s=clock.now(), step=progress.step,
+        steps_per_epoch=trainer.steps_per_epoch, max_steps=cfg.epochs * trainer.steps_per_epoch,
+        full_size=trainer.config.data.img_size, low_size=cfg.low_res_size if cfg.low_res_share else None,
+        low_share=cfg.low_res_share, switch_step=progress.switch_step if progress.planned_steps else 10**12,
+    )  # fmt: skip
+    plan = distributed.broadcast_object(plan, trainer.runtime)
+    old_total = trainer.total_steps
+    progress.budget_clock = budget.to_dict()
+    if plan.total_steps != old_total or not progress.planned_steps:
+        anchor = trainer.schedule_anchor.moved_to(progress.step, trainer.warmup, old_total)
+        progress.schedule_anchor = anchor.to_dict()
+        progress.planned_steps, progress.switch_step = plan.total_steps, plan.switch_step
+        progress.planned_epochs = max(progress.epoch, math.ceil(plan.total_steps / trainer.steps_per_epoch))
         reporter.set_total(trainer.total_steps)
         trainer.save_last()
+    left = (plan.total_steps - progress.step) * (budget.step_time(trainer.config.data.img_size) or 0.0)
+    switch = f", {cfg.low_res_size}px until step {plan.switch_step}" if cfg.low_res_share else ""
     reporter.message(
-        f"time budget {cfg.time_budget_min:g} min: epoch 1 took {format_duration(epoch_s)}; "
-        f"training {planned} of {cfg.epochs} epochs (the learning-rate schedule is fitted to them)"
+        f"time budget {cfg.time_budget_min:g} min: {format_duration(clock.now())} used; {plan.total_steps} steps "
+        f"planned (~{progress.planned_epochs} epochs{switch}), about {format_duration(left)} of training left"
     )
