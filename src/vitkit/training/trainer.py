@@ -163,7 +163,8 @@ def create_trainer(
     )  # fmt: skip
     num_classes, mean, std = len(data.class_names), config.data.mean, config.data.std
     for size in {trainer.resolution(0), config.data.img_size}:
-        trainer.augment[size] = TrainAugment(config.augment, size, mean, std, num_classes).to(runtime.device)
+        augment = TrainAugment(config.augment, size, mean, std, num_classes, seed=config.run.seed)
+        trainer.augment[size] = augment.to(runtime.device)
     trainer.eval_transform = EvalTransform(config.data.img_size, mean, std).to(runtime.device)
     if resume:
         trainer.state = checkpointing.restore(trainer)
@@ -226,7 +227,7 @@ def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progress
         except StopIteration:
             break
         loaded = time.perf_counter()
-        inputs, targets = augment(images, labels)
+        inputs, targets = augment(images, labels, state.step, runtime.dist.rank, runtime.dist.world_size)
         augmented = time.perf_counter()
         lr = learning_rate(state.step, cfg.optim, trainer.warmup, trainer.total_steps)
         set_learning_rate(trainer.optimizer, lr)
