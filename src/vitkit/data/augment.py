@@ -6,24 +6,28 @@ noise seed, one Mixup/CutMix draw per batch) from a private CPU `torch.Generator
 optimizer step) alone, and each rank applies the slice of its own images, which the loader hands out
 contiguously from one seeded order (`data/loader.py`). So the augmented batch depends neither on the world
 size nor on any saved RNG state: 1, 2 or N processes, and a run resumed on another world size, see the same
-pixels. The draws are made on the host, so on an accelerator they cost one small pinned copy and never a
-host sync. Erasing noise is per-pixel normal noise from a generator seeded per image (its seed is one of
-the drawn numbers), on the images' device. Mixup/CutMix pair *adjacent* images of the global batch (0 with
+pixels. The draws are made on the host (so an accelerator gets them by a few small pinned copies and never
+waits on a host sync, and a GPU run's crops, flips and mixing can be replayed on a CPU). Erasing noise is
+per-pixel normal noise from a generator seeded per image (its seed is one of the drawn numbers), on the images' device. Mixup/CutMix pair *adjacent* images of the global batch (0 with
 1, 2 with 3, ...): the order is shuffled, so these are random pairs, and they stay inside every rank's slice
 when the per-rank share is even (an image whose partner lies on another rank, only possible with an odd
 share, is mixed with itself, i.e. left as it is). Dropout and stochastic depth keep each rank's own seed.
 
 **Why not kornia.augmentation** (measured with benchmarks/augment_speed.py, CPU: 2-core Intel Xeon Sapphire
-Rapids with AMX, torch 2.13, kornia 0.9.0, one thread, median of repeats, uint8 -> float, milliseconds):
+Rapids with AMX shared with other jobs (load ~4), torch 2.13, kornia 0.9.0, one thread, median of 31 calls
+timed alternately, uint8 -> float and the parameter draw included, milliseconds):
 
-    op                 batch 128 @ 32 px     batch 64 @ 160 px
-                       vitkit    kornia      vitkit    kornia
-    resized crop+flip   0.9       4.4         10.5      34.4
-    random erasing      1.5       1.4         12.4      24.7
-    mixup / cutmix      0.6       1.3          6.3       7.3
-    RandAugment n=2    16.2      33.7        189.0     434.8
+    operation             batch 128 @ 32 px      batch 64 @ 160 px
+                          vitkit    kornia       vitkit    kornia
+    resized crop + flip     4.2       9.3          86.5      65.3
+    random erasing          2.2       1.9          37.6      40.1
+    mixup                   1.4       3.6          33.0      57.1
+    cutmix                  1.3      12.2          30.6     236.8
+    RandAugment n=2 m=9    11.5      12.5         111.3     163.7
 
-(the numbers are from one run on the shared machine; rerun the script to update them). Besides speed,
+The load makes single cells noisy: a second, crop-only run (41 calls) gave 63.0 vs 76.3 ms at 160 px
+against kornia's default cropping_mode="slice" (which also rounds the box to whole pixels) and 84.8 vs
+130.3 ms against "resample", so kornia is nowhere reliably faster; erasing is a tie. Besides speed,
 kornia cannot give the exact, world-size-free resume above: its augmentations draw from torch's global RNG
 (through torch.distributions and torch.randperm) and take no `generator`; they do accept pre-drawn
 `params=`, but then the drawing is ours anyway. Its semantics differ too: RandomErasing fills a constant,

@@ -121,7 +121,7 @@ def restore(trainer: Trainer) -> RunState:
         trainer.ema.load_state_dict(state["ema"])
     progress = RunState(**state["progress"])
     if trainer.runtime.dist.enabled:
-        # Each rank draws its own augmentations; a run resumed on another world size cannot replay them.
+        # Each rank draws its own dropout; augmentation has its own (seed, step) stream (data/augment.py).
         seed_everything(rank_seed(trainer.config.run.seed, trainer.runtime.dist.rank, progress.step))
     else:
         restore_rng(state["rng"])
