@@ -9,9 +9,10 @@ size nor on any saved RNG state: 1, 2 or N processes, and a run resumed on anoth
 pixels. The draws are made on the host (so an accelerator gets them by a few small pinned copies and never
 waits on a host sync, and a GPU run's crops, flips and mixing can be replayed on a CPU). Erasing noise is
 per-pixel normal noise from a generator seeded per image (its seed is one of the drawn numbers), on the
-images' device. Mixup/CutMix pair *adjacent* images of the global batch (0 with 1, 2 with 3, ...): the order is shuffled, so these are random pairs, and they stay inside every rank's slice
-when the per-rank share is even (an image whose partner lies on another rank, only possible with an odd
-share, is mixed with itself, i.e. left as it is). Dropout and stochastic depth keep each rank's own seed.
+images' device. Mixup/CutMix pair *adjacent* images of the global batch (0 with 1, 2 with 3, ...): the order
+is shuffled, so these are random pairs, and they stay inside every rank's slice when the per-rank share is
+even (an image whose partner lies on another rank, only possible with an odd share, is mixed with itself, i.e.
+left as it is). Dropout and stochastic depth keep each rank's own seed.
 
 **Why not kornia.augmentation** (measured with benchmarks/augment_speed.py, CPU: 2-core Intel Xeon Sapphire
 Rapids with AMX shared with other jobs (load ~4), torch 2.13, kornia 0.9.0, one thread, median of 31 calls
