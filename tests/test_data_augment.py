@@ -7,10 +7,11 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from vitkit.data import AugmentConfig, EvalTransform, RandAugment, TrainAugment, smooth_one_hot
+from vitkit.data import AugmentConfig, EvalTransform, Normalize, RandAugment, TrainAugment, smooth_one_hot
 from vitkit.data import augment as A
 
 HALF = (0.5, 0.5, 0.5)
+PAIRS = torch.arange(16) ^ 1  # Mixup/CutMix partners: adjacent images of the (shuffled) global batch
 PLAIN = {"crop": "none", "hflip": False, "randaugment_n": 0, "mixup": 0.0, "cutmix": 0.0, "random_erasing": 0.0}
 
 
@@ -93,10 +94,10 @@ def test_cutmix_targets_match_the_pasted_area():
     torch.manual_seed(0)
     x, targets = TrainAugment(config, 32, (0, 0, 0), (1, 1, 1), 10)(images, labels)
     original = (x * 255 - images.float()).abs().amax(1) < 1e-3
-    partner = (x * 255 - images.flip(0).float()).abs().amax(1) < 1e-3
-    assert (original | partner).all()
+    partner = (x * 255 - images[PAIRS].float()).abs().amax(1) < 1e-3
+    assert (original | partner).all() and not original.all()
     kept = original[0].float().mean()
-    assert torch.isclose(targets[0, labels[0]], kept, atol=1e-5)  # labels 0 and 5 differ
+    assert torch.isclose(targets[0, labels[0]], kept, atol=1e-5)  # labels 0 and 1 differ
 
 
 def test_mixup_blends_images_and_targets_alike():
@@ -104,7 +105,8 @@ def test_mixup_blends_images_and_targets_alike():
     config = AugmentConfig(**{**PLAIN, "mixup": 0.8}, label_smoothing=0.0)
     x, targets = TrainAugment(config, 32, (0, 0, 0), (1, 1, 1), 10)(images, labels)
     lam = targets[0, labels[0]]
-    assert torch.allclose(x * 255, lam * images.float() + (1 - lam) * images.flip(0).float(), atol=1e-3)
+    assert torch.allclose(x * 255, lam * images.float() + (1 - lam) * images[PAIRS].float(), atol=1e-3)
+    assert torch.allclose(targets, lam * smooth_one_hot(labels, 10) + (1 - lam) * smooth_one_hot(labels[PAIRS], 10))
 
 
 def test_mix_prob_zero_leaves_batch_unmixed():
@@ -186,3 +188,57 @@ def test_bad_augment_config_messages():
         AugmentConfig(crop="center")
     with pytest.raises(ValueError, match="0 <= m <= 30"):
         AugmentConfig(randaugment_m=31)
+
+
+@pytest.mark.parametrize("crop", ["rrc", "pad"])
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_global_batch_is_the_concatenation_of_the_rank_shares(crop, world_size):
+    """Each rank's share of step s, augmented with its rank set, is that share of the one-process batch."""
+    images, labels = batch(16, size=37)
+    augment = TrainAugment(AugmentConfig(crop=crop, random_erasing=0.5), 32, HALF, HALF, 10, seed=3)
+    whole = augment(images, labels, step=5)
+    share = 16 // world_size
+    parts = [
+        augment(images[r * share : (r + 1) * share], labels[r * share : (r + 1) * share], 5, r, world_size)
+        for r in range(world_size)
+    ]
+    for got, expected in zip((torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])), whole, strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)  # bit-exact on this CPU
+    assert not torch.equal(whole[1], smooth_one_hot(labels, 10, 0.1))  # the batch was mixed
+
+
+def test_the_stream_is_a_function_of_seed_and_step_alone():
+    images, labels = batch()
+    augment = TrainAugment(AugmentConfig(), 32, HALF, HALF, 10, seed=1)
+    first = augment(images, labels, step=7)
+    torch.manual_seed(123)  # the global RNG plays no part
+    again = augment(images, labels, step=7)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(augment(images, labels, step=8)[0], first[0])
+    assert not torch.equal(TrainAugment(AugmentConfig(), 32, HALF, HALF, 10, seed=2)(images, labels, 7)[0], first[0])
+
+
+def test_mix_partners_stay_in_the_share():
+    assert A.mix_partners(0, 6).tolist() == [1, 0, 3, 2, 5, 4]
+    assert A.mix_partners(4, 4).tolist() == [1, 0, 3, 2]  # global 4..7: 4<->5, 6<->7
+    assert A.mix_partners(0, 5).tolist() == [1, 0, 3, 2, 4]  # the last of an odd batch keeps itself
+    assert A.mix_partners(3, 3).tolist() == [0, 2, 1]  # global 3's partner (2) is on another rank
+
+
+def test_normalize_checks_the_channels():
+    images = torch.rand(2, 4, 8, 8)
+    norm = Normalize((0.1, 0.2, 0.3, 0.4), (0.5, 0.5, 0.5, 0.5))
+    assert torch.allclose(norm.inverse(norm(images)), images, atol=1e-6)
+    with pytest.raises(ValueError, match="do not have the 3 channels"):
+        Normalize(HALF, HALF)(images)
+    with pytest.raises(ValueError, match="one value per channel"):
+        Normalize(HALF, (0.5, 0.5))
+    gray = TrainAugment(AugmentConfig(**PLAIN), 16, (0.5,), (0.5,), 10)  # one channel end to end
+    x, _ = gray(torch.zeros(2, 1, 16, 16, dtype=torch.uint8), torch.zeros(2, dtype=torch.long))
+    assert x.shape == (2, 1, 16, 16) and torch.all(x == -1)
+
+
+def test_grayscale_is_pil_luma():
+    image, x = pil_and_tensor()
+    expected = torch.from_numpy(np.array(image.convert("L"))).float() / 255
+    assert torch.allclose(A.grayscale(x)[0, 0], expected, atol=1 / 255)

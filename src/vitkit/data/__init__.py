@@ -5,6 +5,7 @@ from vitkit.data.config import AugmentConfig, DataConfig
 from vitkit.data.datasets import load_dataset
 from vitkit.data.decode import BadImageError, SkippedFile, decode_image, load_images
 from vitkit.data.loader import BatchLoader, epoch_order, make_loader, num_batches
+from vitkit.data.normalize import Normalize
 from vitkit.data.sources import DatasetSplits, FileSource, ImageSource, TensorSource
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "EvalTransform",
     "FileSource",
     "ImageSource",
+    "Normalize",
     "RandAugment",
     "SkippedFile",
     "TensorSource",

@@ -26,7 +26,7 @@ def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int) -> torch.Tensor
     """The index order of one epoch: a permutation seeded by (seed, epoch) alone, or 0..n-1 without shuffling."""
     if not shuffle:
         return torch.arange(n)
-    # A private generator: the order never depends on, or disturbs, the global RNG the augmentations draw from.
+    # A private generator: the order never depends on, or disturbs, the global RNG (dropout draws from it).
     # Its seed hashes (seed, epoch) to 32 bits, all torch's CPU generator uses (seed * 2**32 + epoch would
     # drop the seed).
     digest = hashlib.sha256(f"vitkit-epoch-order:{seed}:{epoch}".encode()).digest()
@@ -68,7 +68,10 @@ class BatchLoader:
         return num_batches(self.source, self.batch_size, self.drop_last)
 
     def batch_indices(self) -> list[torch.Tensor]:
-        """The index tensor of every batch still to come (this rank's contiguous share of each global batch)."""
+        """The index tensor of every batch still to come (this rank's contiguous share of each global batch).
+
+        Contiguous shares are what TrainAugment's rank slicing assumes: rank r holds images r * B/N .. (r+1) * B/N - 1.
+        """
         size, share = self.batch_size, self.batch_size // self.world_size
         batches = [self.order[b * size : (b + 1) * size] for b in range(self.start_batch, len(self))]
         if self.world_size == 1:

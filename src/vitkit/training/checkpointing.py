@@ -148,7 +148,7 @@ class CheckpointWriter:
         run_state = RunState.from_dict(state)
         progress = run_state.progress
         if self.runtime.dist.enabled:
-            # Each rank draws its own augmentations; a run resumed on another world size cannot replay them.
+            # Each rank draws its own dropout; augmentation has its own (seed, step) stream (data/augment.py).
             seed_everything(rank_seed(self.config.run.seed, self.runtime.dist.rank, progress.step))
         else:
             restore_rng(state["rng"])

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitkit.configs import knob
+from vitkit.data.normalize import channel_values
 from vitkit.errors import UsageError
 from vitkit.inference.device import autocast
 from vitkit.inference.evaluate import eval_batches
@@ -135,8 +136,8 @@ class MaskedPatchPrediction(Objective):
         outputs = {"mean3bit": COLOURS, "4x4": 16 * COLOURS, "l2": in_chans * patch_size[0] * patch_size[1]}
         self.head = nn.Linear(dim, outputs[target])
         nn.init.trunc_normal_(self.mask_token, std=0.02)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", channel_values(mean), persistent=False)
+        self.register_buffer("std", channel_values(std), persistent=False)
 
     def forward(self, model: nn.Module, batch: Batch) -> StepOutput:
         """Corrupt, encode, predict the corrupted patches' targets; loss and accuracy over those patches."""

@@ -126,7 +126,7 @@ def seed_everything(seed: int) -> None:
 
 
 def rank_seed(seed: int, rank: int, step: int = 0) -> int:
-    """The seed of one torchrun rank's own random draws (augmentations), from the run's seed and position."""
+    """The seed of one torchrun rank's own random draws (dropout, stochastic depth), from the seed and position."""
     return seed + 7919 * rank + step
 
 

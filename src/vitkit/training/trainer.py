@@ -180,7 +180,7 @@ def create_trainer(
     forward_model = torch.compile(model) if runtime.compile else model
     step_module = distributed.wrap(ObjectiveStep(forward_model, objective), runtime, objective.find_unused_parameters)
     if runtime.dist.enabled:
-        seed_everything(rank_seed(config.run.seed, runtime.dist.rank))  # same weights everywhere, own augmentations
+        seed_everything(rank_seed(config.run.seed, runtime.dist.rank))  # same weights everywhere, own dropout
     optimizer = build_optimizer(model, objective, config.optim)
     if config.optim.ema_decay > 0 and runtime.distributed == "fsdp":
         raise UsageError("optim.ema_decay needs the whole model on every rank; it cannot be used with FSDP")
@@ -224,7 +224,8 @@ def create_trainer(
     )
     num_classes, mean, std = len(data.class_names), config.data.mean, config.data.std
     for size in {trainer.resolution(0), config.data.img_size}:
-        trainer.augment[size] = TrainAugment(config.augment, size, mean, std, num_classes).to(runtime.device)
+        augment = TrainAugment(config.augment, size, mean, std, num_classes, seed=config.run.seed)
+        trainer.augment[size] = augment.to(runtime.device)
     trainer.eval_transform = EvalTransform(config.data.img_size, mean, std).to(runtime.device)
     if resume:
         trainer.state = checkpoints.restore(optimizer=optimizer, scaler=trainer.scaler, ema=ema, objective=objective)
@@ -294,7 +295,8 @@ def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progress
         except StopIteration:
             break
         loaded = time.perf_counter()
-        inputs, targets = trainer.augment[trainer.resolution(state.epoch, state.step)](images, labels)
+        augment = trainer.augment[trainer.resolution(state.epoch, state.step)]
+        inputs, targets = augment(images, labels, state.step, runtime.dist.rank, runtime.dist.world_size)
         augmented = time.perf_counter()
         lr = learning_rate(state.step, cfg.optim, trainer.warmup, trainer.total_steps, trainer.schedule_anchor)
         set_learning_rate(trainer.optimizer, lr)
