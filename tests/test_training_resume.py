@@ -23,6 +23,12 @@ ARGS = [
     "--ema-decay", "0.9", "--dropout", "0.1", "--drop-path", "0.1", "--crop", "pad", "--hflip",
     "--randaugment-n", "1", "--mixup", "0.8", "--cutmix", "1.0", "--random-erasing", "0.25", "--no-progress",
 ]  # fmt: skip
+# The efficiency levers (docs/efficiency.md): a tokenizer stem, Muon + AdamW, patch dropout, mimetic init,
+# multi-crop TTA. Muon's momentum and patch dropout's draws must resume exactly too.
+LEVERS = [
+    "--model", "cct2+Mini/4", "--optimizer", "muon", "--patch-drop", "0.25", "--attn-init", "mimetic",
+    "--eval-tta", "multicrop",
+]  # fmt: skip
 TIMEOUT_S = 300
 
 
@@ -49,10 +55,12 @@ def finish(process: subprocess.Popen) -> str:
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_is_bit_identical(tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [[], LEVERS], ids=["defaults", "levers"])
+def test_sigkill_then_resume_is_bit_identical(tmp_path: Path, extra: list[str]) -> None:
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    reference = vitkit(*ARGS, "--out", str(straight), tmp_path=tmp_path)
-    victim = vitkit(*ARGS, "--out", str(killed), tmp_path=tmp_path)
+    args = [*ARGS, *extra]
+    reference = vitkit(*args, "--out", str(straight), tmp_path=tmp_path)
+    victim = vitkit(*args, "--out", str(killed), tmp_path=tmp_path)
     deadline = time.monotonic() + TIMEOUT_S
     while checkpoint_step(killed) < 5 and victim.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
