@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "their average)",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--backend", choices=("torch", "onnxruntime"), help="default: onnxruntime for a .onnx file, else torch"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,15 +57,21 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    result, checkpoint, data, prep = evaluate_checkpoint(
-        args.checkpoint,
-        args.data,
-        split=args.split,
-        batch_size=args.batch_size,
-        device=args.device,
-        precision=args.precision,
-        heads=args.heads,
-    )
+    if (args.backend or ("onnxruntime" if args.checkpoint.lower().endswith(".onnx") else "torch")) == "onnxruntime":
+        from vitkit.export import evaluate_onnx  # an exported .onnx file, with the preprocessing of its metadata
+
+        evaluation = evaluate_onnx(args.checkpoint, args.data, split=args.split, batch_size=args.batch_size)
+    else:
+        evaluation = evaluate_checkpoint(
+            args.checkpoint,
+            args.data,
+            split=args.split,
+            batch_size=args.batch_size,
+            device=args.device,
+            precision=args.precision,
+            heads=args.heads,
+        )
+    result, checkpoint, data, prep = evaluation
     out = Path(args.out) if args.out else default_out(args.checkpoint, checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     report = {

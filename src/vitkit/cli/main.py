@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "fewshot": "vitkit.cli.fewshot",
     "eval": "vitkit.cli.evaluate",
     "predict": "vitkit.cli.predict",
+    "export": "vitkit.cli.export",
 }
 
 

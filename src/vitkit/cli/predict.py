@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="labels per image (default 5)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--json", action="store_true", help="print JSON: predictions and errors")
+    parser.add_argument(
+        "--backend", choices=("torch", "onnxruntime"), help="default: onnxruntime for a .onnx file, else torch"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +34,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
-    predictions, skipped, checkpoint = predict_files(args.checkpoint, args.images, top_k=args.top_k, device=args.device)
+    if (args.backend or ("onnxruntime" if args.checkpoint.lower().endswith(".onnx") else "torch")) == "onnxruntime":
+        from vitkit.export import predict_onnx  # the same output format, from an exported .onnx file
+
+        predictions, skipped, checkpoint = predict_onnx(args.checkpoint, args.images, top_k=args.top_k)
+    else:
+        predictions, skipped, checkpoint = predict_files(
+            args.checkpoint, args.images, top_k=args.top_k, device=args.device
+        )
     if args.json:
         report = {
             "checkpoint": str(checkpoint),

@@ -232,7 +232,7 @@ class VisionTransformer(Model):
         if posemb is not None and not covers_prefix:
             tokens = tokens + posemb.to(tokens.dtype)
         prefix = [token for token in (self.cls_token, self.dist_token) if token is not None]  # x_class (, x_dist)
-        tokens = torch.cat([token.expand(len(tokens), -1, -1).to(tokens.dtype) for token in prefix] + [tokens], 1)
+        tokens = torch.cat([token.expand(tokens.shape[0], -1, -1).to(tokens.dtype) for token in prefix] + [tokens], 1)
         if posemb is not None and covers_prefix:
             tokens = tokens + posemb.to(tokens.dtype)
         tokens = drop_patches(tokens, self.num_prefix_tokens, self.config.patch_drop, self.training)

@@ -1,0 +1,98 @@
+"""Export a checkpoint for deployment: ONNX with its preprocessing in the metadata, optionally int8.
+
+CKPT is anything vitkit loads (run directory, checkpoint directory, weights file, hub id). The batch is dynamic;
+the resolution is fixed (E_pos resampled once for --img-size) unless --dynamic-size. The metadata (resolution,
+crop, mean/std, class names, source hash, vitkit version) goes into the file and a config.json beside it, so
+`vitkit predict model.onnx IMAGE` and `vitkit eval model.onnx --data DIR` prepare inputs the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vitkit.errors import UsageError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `vitkit export`."""
+    parser.add_argument(
+        "checkpoint", metavar="CKPT", help="run directory, checkpoint directory, weights file or hub id"
+    )
+    parser.add_argument("--format", choices=("onnx",), default="onnx", help="output format (default onnx)")
+    parser.add_argument("--out", metavar="FILE", default="model.onnx", help="output file (default model.onnx)")
+    parser.add_argument("--img-size", type=int, help="input side in pixels (default: the checkpoint's)")
+    parser.add_argument("--dynamic-size", action="store_true", help="also make the (square) input side dynamic")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    parser.add_argument(
+        "--include-preprocessing", action="store_true", help="take uint8 RGB images; normalise inside the graph"
+    )
+    parser.add_argument("--quantize", choices=("dynamic", "static"), help="also write an int8 FILE.int8.onnx")
+    parser.add_argument("--calibration-data", metavar="DIR", help="images for --quantize static")
+    parser.add_argument("--calibration-images", type=int, default=128, help="calibration images (default 128)")
+    parser.add_argument("--val-data", metavar="DIR", help="report fp32 vs int8 accuracy on these labelled images")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export, optionally quantise, and print what was written."""
+    from vitkit.export import export_onnx, quantize_onnx
+
+    if args.calibration_images < 1:
+        raise UsageError(f"--calibration-images must be >= 1, got {args.calibration_images}")
+    if args.quantize == "static" and not args.calibration_data:
+        raise UsageError("--quantize static needs --calibration-data DIR (a folder of images)")
+    out, meta = export_onnx(
+        args.checkpoint,
+        args.out,
+        img_size=args.img_size,
+        dynamic_size=args.dynamic_size,
+        opset=args.opset,
+        include_preprocessing=args.include_preprocessing,
+    )
+    print(f"{out}: {meta.architecture} at {meta.img_size}px, input {meta.input}, outputs {', '.join(meta.outputs)}")
+    if not args.quantize:
+        return 0
+    calibration = None
+    if args.quantize == "static":
+        calibration = calibration_batches(Path(args.calibration_data), out, args.calibration_images)
+    int8 = quantize_onnx(out, out.with_suffix(".int8.onnx"), args.quantize, calibration)
+    print(f"{int8}: int8 ({args.quantize})")
+    if args.val_data:
+        report_accuracy(out, int8, args.val_data)
+    return 0
+
+
+def calibration_batches(folder: Path, model_path: Path, count: int, batch: int = 16):
+    """Batches of up to `count` images of `folder` (spread over its sorted files), prepared as the model says."""
+    import numpy as np
+
+    from vitkit.data import load_images
+    from vitkit.data.decode import is_image_name
+    from vitkit.export import read_metadata
+
+    if not folder.is_dir():
+        raise UsageError(f"--calibration-data {folder} is not a folder of images")
+    files = sorted(str(p) for p in folder.rglob("*") if is_image_name(p))
+    if not files:
+        raise UsageError(f"--calibration-data {folder} holds no image files")
+    chosen = files[:: max(1, len(files) // count)][:count]
+    meta = read_metadata(model_path)
+    for start in range(0, len(chosen), batch):
+        images, _, _ = load_images(chosen[start : start + batch], meta.img_size, meta.mean, meta.std)
+        if meta.input == "uint8":
+            mean, std = np.array(meta.mean).reshape(1, 3, 1, 1), np.array(meta.std).reshape(1, 3, 1, 1)
+            yield np.round((images.numpy() * std + mean) * 255).clip(0, 255).astype(np.uint8)
+        else:
+            yield images.numpy()
+
+
+def report_accuracy(fp32: Path, int8: Path, data: str) -> None:
+    """Print top-1 of both files on `data` and how often their top-1 agrees."""
+    from vitkit.export import evaluate_onnx
+
+    base, quantized = evaluate_onnx(fp32, data).result, evaluate_onnx(int8, data).result
+    agree = (base.logits.argmax(1) == quantized.logits.argmax(1)).float().mean().item() * 100
+    print(
+        f"top-1 fp32 {base.top1:.2f}%  int8 {quantized.top1:.2f}%  change {quantized.top1 - base.top1:+.2f} points  "
+        f"agreement {agree:.2f}% ({base.images} images)"
+    )

@@ -1,0 +1,140 @@
+"""What travels with an exported file: preprocessing, class names, outputs and provenance.
+
+Stored twice, with the same content: in the ONNX model's metadata_props (string -> string, each value
+JSON) under the keys below, and in a config.json beside the file, so any runtime can read it.
+
+    vitkit.img_size        int      side of the square input the graph takes (a --dynamic-size graph: its default)
+    vitkit.mean, .std      [3 floats]  per-channel normalisation of pixels in [0, 1]
+    vitkit.crop_fraction   float    images are resized so their shorter side is round(img_size / crop_fraction),
+                                    then centre-cropped to img_size (vitkit's load_images / EvalTransform)
+    vitkit.input           "float" (normalised NCHW float32) | "uint8" (NCHW uint8 RGB; normalised in the graph)
+    vitkit.class_names     [str] | null
+    vitkit.outputs         [str]    graph outputs in order; the first is the logits used for prediction
+    vitkit.dynamic_size    bool
+    vitkit.precision       "fp32" | "int8-dynamic" | "int8-static"
+    vitkit.architecture, vitkit.model   the source model's architecture and config
+    vitkit.source, vitkit.source_sha256, vitkit.version   where the weights came from and who exported them
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vitkit.errors import MissingPathError, UsageError
+
+PREFIX = "vitkit."
+REQUIRED = ("img_size", "mean", "std", "input")  # what inference cannot run without
+CONFIG_NAME = "config.json"
+INPUTS = ("float", "uint8")
+
+
+@dataclass
+class ExportMetadata:
+    """The preprocessing and provenance of an exported model (see the module docstring for each key)."""
+
+    img_size: int
+    mean: list[float]
+    std: list[float]
+    input: str = "float"
+    crop_fraction: float = 0.875
+    class_names: list[str] | None = None
+    outputs: list[str] = field(default_factory=lambda: ["logits"])
+    dynamic_size: bool = False
+    precision: str = "fp32"
+    architecture: str = ""
+    model: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    source_sha256: str = ""
+    version: str = ""
+
+    def to_props(self) -> dict[str, str]:
+        """As ONNX metadata_props: "vitkit.<key>" -> JSON text."""
+        return {PREFIX + key: json.dumps(value) for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str) -> ExportMetadata:
+        """From plain keys (config.json, or metadata_props without the prefix), checked."""
+        missing = [key for key in REQUIRED if values.get(key) is None]
+        if missing:
+            raise UsageError(
+                f"{where} has no vitkit metadata for {', '.join(PREFIX + key for key in missing)}: export it with "
+                f"`vitkit export CKPT --format onnx`, or write a {CONFIG_NAME} beside it holding "
+                '{"img_size": 224, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "input": "float"} '
+                "(the model's own values)"
+            )
+        known = {key: values[key] for key in cls.__dataclass_fields__ if key in values}
+        meta = cls(**known)
+        meta.check(where)
+        return meta
+
+    def check(self, where: str) -> None:
+        """Refuse values inference would misread."""
+        if not isinstance(self.img_size, int) or isinstance(self.img_size, bool) or self.img_size <= 0:
+            raise UsageError(f"{where}: vitkit.img_size must be a positive integer, got {self.img_size!r}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or len(value) != 3 or not all(isinstance(v, (int, float)) for v in value):
+                raise UsageError(f"{where}: vitkit.{name} must be three numbers (one per RGB channel), got {value!r}")
+        if min(self.std) <= 0:
+            raise UsageError(f"{where}: vitkit.std must be positive, got {self.std!r}")
+        if self.input not in INPUTS:
+            raise UsageError(f"{where}: vitkit.input must be one of {', '.join(INPUTS)}, got {self.input!r}")
+
+
+def read_metadata(path: str | Path) -> ExportMetadata:
+    """The vitkit metadata of an .onnx file: its metadata_props, else the config.json beside it."""
+    from vitkit.export.deps import require
+
+    onnx = require("onnx")
+    path = Path(path)
+    if not path.is_file():
+        raise MissingPathError(f"ONNX file {path} not found; create one with `vitkit export CKPT --out {path}`")
+    model = onnx.load(str(path), load_external_data=False)
+    props = {p.key.removeprefix(PREFIX): p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
+    if props:
+        try:
+            values = {key: json.loads(value) for key, value in props.items()}
+        except json.JSONDecodeError as error:
+            raise UsageError(
+                f"{path}: a vitkit.* metadata value is not JSON ({error}); export the file again"
+            ) from error
+        return ExportMetadata.from_dict(values, str(path))
+    beside = path.parent / CONFIG_NAME
+    if beside.is_file():
+        try:
+            values = json.loads(beside.read_text())
+        except json.JSONDecodeError as error:
+            raise UsageError(f"{beside} is not valid JSON ({error})") from error
+        return ExportMetadata.from_dict(values if isinstance(values, dict) else {}, f"{path} (and {beside})")
+    return ExportMetadata.from_dict({}, str(path))
+
+
+def write_metadata(onnx_path: str | Path, meta: ExportMetadata) -> None:
+    """Put `meta` into the file's metadata_props (replacing vitkit's keys) and write config.json beside it."""
+    from vitkit.export.deps import require
+
+    onnx = require("onnx")
+    onnx_path = Path(onnx_path)
+    model = onnx.load(str(onnx_path))
+    kept = [p for p in model.metadata_props if not p.key.startswith(PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in kept}, **meta.to_props()})
+    onnx.save(model, str(onnx_path))
+    (onnx_path.parent / CONFIG_NAME).write_text(json.dumps(asdict(meta), indent=2) + "\n")
+
+
+def source_sha256(path: Path) -> str:
+    """SHA-256 of a checkpoint: the file, or a directory's files in name order (weights and config)."""
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,68 @@
+"""ONNX Runtime int8 quantisation of an exported model: MatMul/Gemm weights per output channel.
+
+"dynamic" quantises weights ahead and activations at run time; "static" writes QDQ nodes whose activation
+ranges are calibrated on images. Convolutions are left in fp32 (a hybrid's stem, a ViT's patch embedding):
+dynamic int8 convolutions are the known way to wreck a hybrid, and they are a small share of a ViT's time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from vitkit.errors import UsageError
+from vitkit.export.deps import require
+from vitkit.export.metadata import read_metadata, write_metadata
+
+MODES = ("dynamic", "static")
+
+
+def quantize_onnx(
+    fp32_path: str | Path, out: str | Path, mode: str, calibration: Iterator[np.ndarray] | None = None
+) -> Path:
+    """Write the int8 version of the exported `fp32_path` to `out`, with its metadata; returns `out`."""
+    if mode not in MODES:
+        raise UsageError(f"--quantize must be one of {', '.join(MODES)}, got {mode!r}")
+    require("onnxruntime")
+    from onnxruntime import quantization as q
+
+    meta = read_metadata(fp32_path)
+    prepared = Path(out).with_suffix(".prep.onnx")
+    q.quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    ops = ["MatMul", "Gemm"]
+    if mode == "dynamic":
+        q.quantize_dynamic(
+            str(prepared), str(out), per_channel=True, weight_type=q.QuantType.QInt8, op_types_to_quantize=ops
+        )
+    else:
+        if calibration is None:
+            raise UsageError("--quantize static needs calibration images: give --calibration-data DIR")
+        q.quantize_static(
+            str(prepared),
+            str(out),
+            Calibration(calibration),
+            quant_format=q.QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=q.QuantType.QInt8,
+            weight_type=q.QuantType.QInt8,
+            op_types_to_quantize=ops,
+            extra_options={"ActivationSymmetric": True},
+        )
+    prepared.unlink(missing_ok=True)
+    write_metadata(out, dataclasses.replace(meta, precision=f"int8-{mode}"))
+    return Path(out)
+
+
+class Calibration:
+    """ONNX Runtime's CalibrationDataReader over batches of model inputs."""
+
+    def __init__(self, batches: Iterator[np.ndarray], input_name: str = "images") -> None:
+        self.batches, self.input_name = iter(batches), input_name
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        """The next input feed, or None when done."""
+        batch = next(self.batches, None)
+        return None if batch is None else {self.input_name: batch}
