@@ -29,6 +29,8 @@ FAMILIES = {
     "deit": ("mu/4", 16, {**TINY, "distilled": True}),
     "hybrid-cifar": ("C20+mu/4", 32, TINY),
     "hybrid-r26": ("R26+mu/16", 32, TINY),
+    "tokenizer-cct2": ("cct2+Mini/4", 32, TINY),
+    "tokenizer-conv2": ("conv2+Mini/4", 32, TINY),
     "resnet20": ("resnet20", 32, {"num_classes": 5}),
     "vgg8": ("vgg8", 32, {"num_classes": 5}),
 }
