@@ -57,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if (args.backend or ("onnxruntime" if args.checkpoint.lower().endswith(".onnx") else "torch")) == "onnxruntime":
+    from vitkit.export.runtime import uses_onnxruntime
+
+    if uses_onnxruntime(args.backend, args.checkpoint):
         from vitkit.export import evaluate_onnx  # an exported .onnx file, with the preprocessing of its metadata
 
         evaluation = evaluate_onnx(args.checkpoint, args.data, split=args.split, batch_size=args.batch_size)

@@ -34,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
-    if (args.backend or ("onnxruntime" if args.checkpoint.lower().endswith(".onnx") else "torch")) == "onnxruntime":
+    from vitkit.export.runtime import uses_onnxruntime
+
+    if uses_onnxruntime(args.backend, args.checkpoint):
         from vitkit.export import predict_onnx  # the same output format, from an exported .onnx file
 
         predictions, skipped, checkpoint = predict_onnx(args.checkpoint, args.images, top_k=args.top_k)

@@ -72,37 +72,29 @@ def is_onnx(source: str | Path) -> bool:
     return str(source).lower().endswith(".onnx")
 
 
+def uses_onnxruntime(backend: str | None, source: str | Path) -> bool:
+    """The `--backend` of predict and eval: as given, else ONNX Runtime for a .onnx file and torch otherwise."""
+    return (backend or ("onnxruntime" if is_onnx(source) else "torch")) == "onnxruntime"
+
+
 def predict_onnx(path: str | Path, images: list[str], *, top_k: int = 5):
     """`vitkit.inference.predict_files` for an .onnx file: the same predictions, skipped files and path."""
-    from vitkit.inference import Prediction, predict_logits
+    from vitkit.inference.predict import top_predictions
 
-    loaded = load_onnx(path)
-    logits, good, skipped = predict_logits(loaded, images)
-    names = loaded.preprocessing.class_names or [str(i) for i in range(loaded.model.config.num_classes)]
-    top = logits.softmax(dim=1).topk(max(1, min(top_k, len(names))), dim=1)
-    predictions = [
-        Prediction(file, [names[i] for i in indices], values)
-        for file, values, indices in zip(good, top.values.tolist(), top.indices.tolist(), strict=True)
-    ]
-    return predictions, skipped, loaded.path
+    return top_predictions(load_onnx(path), images, top_k)
 
 
 def evaluate_onnx(path: str | Path, data_path: str | Path, *, split: str | None = None, batch_size: int = 256):
     """`vitkit.inference.evaluate_checkpoint` for an .onnx file on `data_path` (an exported file has no run data)."""
-    from vitkit.data import load_dataset
     from vitkit.data.augment import EvalTransform
     from vitkit.errors import UsageError
-    from vitkit.inference import Evaluation, check_class_names, evaluate, select_eval_data
+    from vitkit.inference import Evaluation, evaluate
+    from vitkit.inference.evaluate import images_to_evaluate
 
     if data_path is None:
         raise UsageError(f"{path} is an exported model without its training data: give the images with --data DIR")
     model, prep, checkpoint, device = load_onnx(path)
-    config, data = select_eval_data(prep, data_path, split)
-    splits = load_dataset(config)
-    check_class_names(model, splits.class_names, checkpoint, config.path)
-    images = splits.whole() if data.split == "all" else getattr(splits, data.split)
-    if len(images) == 0:
-        raise UsageError(f"nothing to evaluate: {data.description} holds no images")
+    images, data = images_to_evaluate(model, prep, checkpoint, data_path, split)
     transform = EvalTransform(prep.img_size, prep.mean, prep.std)
     result = evaluate(model, images, transform, batch_size=batch_size, device=device, keep_logits=True)
     return Evaluation(result, checkpoint, data, prep)

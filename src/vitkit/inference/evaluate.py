@@ -235,13 +235,7 @@ def evaluate_checkpoint(
         raise UsageError(f"--precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
     model, prep, checkpoint, target = load_for_inference(source, device)
     require_head(model, checkpoint)
-    config, data = select_eval_data(prep, data_path, split)
-    splits = load_dataset(config)
-    check_class_names(model, splits.class_names, checkpoint, config.path)
-    images = splits.whole() if data.split == "all" else getattr(splits, data.split)
-    del splits  # the whole of an in-memory dataset is a joined copy: release the two splits before evaluating
-    if len(images) == 0:
-        raise UsageError(f"nothing to evaluate: {data.description} holds no images")
+    images, data = images_to_evaluate(model, prep, checkpoint, data_path, split)
     transform = EvalTransform(prep.img_size, prep.mean, prep.std).to(target)
     result = evaluate(
         model,
@@ -254,6 +248,20 @@ def evaluate_checkpoint(
         heads=heads,
     )
     return Evaluation(result, checkpoint, data, prep)
+
+
+def images_to_evaluate(
+    model: torch.nn.Module, prep: Preprocessing, checkpoint: Path | str, data_path: str | Path | None, split: str | None
+) -> tuple[ImageSource, EvalData]:
+    """The images `evaluate_checkpoint` scores (see `select_eval_data`), their classes checked against the model's."""
+    config, data = select_eval_data(prep, data_path, split)
+    splits = load_dataset(config)
+    check_class_names(model, splits.class_names, checkpoint, config.path)
+    # The whole of an in-memory dataset is a joined copy; returning only it lets the two splits be released.
+    images = splits.whole() if data.split == "all" else getattr(splits, data.split)
+    if len(images) == 0:
+        raise UsageError(f"nothing to evaluate: {data.description} holds no images")
+    return images, data
 
 
 def select_eval_data(

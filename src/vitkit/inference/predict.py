@@ -68,7 +68,13 @@ def predict_files(
     source: str | Path, images: list[str], *, top_k: int = 5, device: str = "auto"
 ) -> tuple[list[Prediction], list[SkippedFile], Path]:
     """Classify image files with a checkpoint; files that cannot be read are returned with the reason."""
-    loaded = load_for_inference(source, device)
+    return top_predictions(load_for_inference(source, device), images, top_k)
+
+
+def top_predictions(
+    loaded: LoadedModel, images: list[str], top_k: int = 5
+) -> tuple[list[Prediction], list[SkippedFile], Path]:
+    """The `top_k` classes of each readable image under a loaded model (a checkpoint's or an exported file's)."""
     logits, good, skipped = predict_logits(loaded, images)
     names = loaded.preprocessing.class_names or [str(i) for i in range(loaded.model.config.num_classes)]
     top = logits.softmax(dim=1).topk(max(1, min(top_k, len(names))), dim=1)
