@@ -3,6 +3,8 @@
 #   benchmarks/levers_ablation.sh [OUT_DIR] [EPOCHS]      (default runs/levers, 5 epochs; ~30 min a pair here)
 # Then the 30-minute recipe beside the CCT repository's CPU recommendation (needs ../shared/tools):
 #   benchmarks/levers_ablation.sh OUT_DIR EPOCHS final30
+# CCT_EPOCHS (default 11) sets the CCT script's epochs: choose them so that it ends near 30 minutes on your CPU
+# (11 on the 2-core Zen 5 and Xeon AMX machines; 2 on a 2-core Zen 3, at ~15 min an epoch on one thread).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/levers}; epochs=${2:-5}; phase=${3:-ablation}
@@ -25,7 +27,7 @@ else
   site=$(PYTHON=.venv/bin/python ../shared/tools/timm-site.sh)
   CCT_TRAIN=../shared/data/cifar10/train CCT_TEST=../shared/data/cifar10/val PYTHONPATH=$site \
     .venv/bin/python ../shared/tools/cct/run_cct.py --dataset cifar10 --model cct_2 --conv-size 3 --conv-layers 2 \
-    --epochs 11 --warmup 1 --print-freq 50 --workers 1 --checkpoint-path "$out/cct.pth" unused \
+    --epochs "${CCT_EPOCHS:-11}" --warmup 1 --print-freq 50 --workers 1 --checkpoint-path "$out/cct.pth" unused \
     > "$out/final30_cct.log" 2>&1 &
   wait
 fi

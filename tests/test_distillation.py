@@ -293,7 +293,7 @@ FRESH = [arg for arg in TINY if arg != "--distilled"]  # the same student, not a
 
 def test_old_flat_distill_keys_translate_into_the_section(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     recipe = tmp_path / "old.yaml"
-    recipe.write_text("objective:\n  teacher: runs/t\n  distill: soft\n  distill_alpha: 0.3\n  distill_tau: 2\n")
+    recipe.write_text("model:\n  pool: token\nobjective:\n  teacher: runs/t\n  distill: soft\n  distill_alpha: 0.3\n  distill_tau: 2\n")
     config = load_config(recipe)
     assert config.objective.name == "distill"
     assert config.objective.settings == DistillSettings(teacher="runs/t", kind="soft", alpha=0.3, tau=2.0)
@@ -307,7 +307,9 @@ def test_old_flat_distill_keys_translate_into_the_section(tmp_path: Path, caplog
 
 
 def test_a_teacher_means_distillation_and_no_other_objective() -> None:
-    assert load_config(None, {"objective.distill.teacher": "t"}).objective.name == "distill"
+    assert load_config(None, {"model.pool": "token", "objective.distill.teacher": "t"}).objective.name == "distill"
+    with pytest.raises(ValueError, match=r"needs a class token beside it, and the student Mini/4 pools with 'gap'"):
+        load_config(None, {"objective.distill.teacher": "t"})  # the default student pools by GAP
     with pytest.raises(ValueError, match=r"objective.distill.teacher is for objective 'distill', not 'mpp'"):
         load_config(None, {"objective.name": "mpp", "objective.distill.teacher": "t"})
     with pytest.raises(ValueError, match=r"unknown key objective.distil; valid keys of 'objective': name, distill"):
@@ -322,7 +324,7 @@ def test_fresh_student_gets_the_distillation_token(
     config = load_config(None, flags)
     assert config.model.overrides == {"distilled": True}  # what `--model Ti/4 --teacher t --distill hard` trains
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("objective:\n  distill:\n    teacher: t\n")
+    recipe.write_text("model:\n  name: Ti/4\nobjective:\n  distill:\n    teacher: t\n")
     assert load_config(recipe).model.overrides["distilled"] is True
     assert "distilled" not in load_config(recipe, {"model.pretrained": "ckpt"}).model.overrides  # flags decide
     assert load_config(recipe, {"objective.distill.token": "cls"}).model.overrides.get("distilled") is None

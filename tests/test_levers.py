@@ -10,7 +10,7 @@ from torch import nn
 
 from vitkit.models.mimetic import mimetic_init_
 from vitkit.models.tokenizers import CCTTokenizer, EarlyConvStem, build_tokenizer, tokenizer_layers
-from vitkit.training.muon import MuonAdamW, is_hidden_matrix
+from vitkit.training.muon import Muon, MuonAdamW, is_hidden_matrix, orthogonalise
 
 
 class TinyBlocks(nn.Module):
@@ -49,7 +49,51 @@ def test_muon_owns_the_block_matrices_and_adamw_the_rest():
     adam = {id(p) for g in optimizer.adamw.param_groups for p in g["params"]}
     assert muon == {id(model.blocks[0][0].weight), id(model.blocks[0][2].weight)}
     assert adam == {id(p) for p in model.parameters()} - muon
-    assert optimizer.muon.param_groups[0]["adjust_lr_fn"] == "match_rms_adamw"
+
+
+@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_muon_in_bf16_is_torchs_muon_with_match_rms_adamw(nesterov):
+    torch.manual_seed(0)
+    ours, theirs = nn.Linear(16, 24, bias=False), nn.Linear(16, 24, bias=False)
+    theirs.load_state_dict(ours.state_dict())
+    mine = Muon(ours.parameters(), lr=0.02, weight_decay=0.1, nesterov=nesterov, ns_dtype=torch.bfloat16)
+    reference = torch.optim.Muon(
+        theirs.parameters(), lr=0.02, weight_decay=0.1, nesterov=nesterov, adjust_lr_fn="match_rms_adamw"
+    )
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x = torch.randn(5, 16, generator=generator)
+        for model, optimizer in ((ours, mine), (theirs, reference)):
+            model(x).square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    torch.testing.assert_close(ours.weight, theirs.weight, rtol=0, atol=0)
+    assert mine.state_dict()["state"][0].keys() == reference.state_dict()["state"][0].keys()  # same layout
+
+
+@pytest.mark.parametrize("shape", [(8, 32), (32, 8)])
+def test_newton_schulz_brings_every_singular_value_near_one_in_either_dtype(shape):
+    update = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    for dtype in (torch.float32, torch.bfloat16):
+        out = orthogonalise(update, dtype)
+        assert out.dtype == dtype and out.shape == update.shape
+        singular = torch.linalg.svdvals(out.float())
+        assert singular.min() > 0.5 and singular.max() < 1.3, singular  # the quintic's US'V^T, S' in ~(0.6, 1.2)
+    fp32, bf16 = orthogonalise(update, torch.float32), orthogonalise(update, torch.bfloat16).float()
+    assert (fp32 - bf16).abs().max() < 0.05  # one iteration, two precisions
+
+
+def test_newton_schulz_runs_in_bf16_only_where_the_run_computes_in_bf16():
+    import vitkit
+    from vitkit.training.config import OptimConfig
+    from vitkit.training.optim import build_optimizer
+
+    model = vitkit.create_model("mu/4", img_size=16, num_classes=3, depth=1)
+    config = OptimConfig(optimizer="muon")
+    assert build_optimizer(model, None, config, "bf16").muon.ns_dtype == torch.bfloat16
+    assert build_optimizer(model, None, config, "fp32").muon.ns_dtype == torch.float32
+    assert build_optimizer(model, None, config).muon.ns_dtype == torch.float32
 
 
 def test_a_learning_rate_set_on_the_groups_reaches_both_halves():

@@ -170,7 +170,8 @@ def test_old_run_config_objective_keys_translate(tmp_path: Path) -> None:
     assert load_config(old) == TrainConfig()  # only defaults of other objectives: nothing kept
     old = write(tmp_path, OLD_OBJECTIVE.format(name="mpp", target="4x4", teacher="null", kind="null"))
     assert load_config(old).to_dict()["objective"] == {"name": "mpp", "mpp": {"target": "4x4", "corrupt": 0.5}}
-    old = write(tmp_path, OLD_OBJECTIVE.format(name="distill", target="mean3bit", teacher="runs/t", kind="soft"))
+    distill = OLD_OBJECTIVE.format(name="distill", target="mean3bit", teacher="runs/t", kind="soft")
+    old = write(tmp_path, "model:\n  pool: token\n" + distill)  # a distillation token needs a class token
     section = load_config(old).to_dict()["objective"]
     assert section["name"] == "distill" and set(section) == {"name", "distill"}
     assert section["distill"] == {"teacher": "runs/t", "kind": "soft", "alpha": 0.5, "tau": 1.0, "token": "dist"}

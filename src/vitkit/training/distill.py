@@ -41,6 +41,7 @@ from vitkit.errors import UsageError
 from vitkit.inference import Preprocessing, evaluate, load_for_inference
 from vitkit.inference.evaluate import check_class_names
 from vitkit.models import Model, labels_of
+from vitkit.models.registry import model_config
 from vitkit.training.config import ObjectiveSettings, TrainConfig
 from vitkit.training.objectives import Batch, BuildContext, Objective, StepOutput, Validation, ValidationContext
 
@@ -112,6 +113,13 @@ class DistillSettings(ObjectiveSettings):
         model = config.model
         if self.token != "dist" or model.pretrained or "distilled" in model.overrides:
             return config
+        pool = getattr(model_config(model.name, **model.overrides), "pool", "token")
+        if pool != "token":
+            raise UsageError(
+                f"distillation through DeiT's distillation token needs a class token beside it, and the student "
+                f"{model.name} pools with {pool!r}: add --pool token (recipe: model.pool: token), or distil through "
+                "the class head with --distill-token cls"
+            )
         log.info(
             "distillation: the student %s is built from scratch, so it gets DeiT's distillation token "
             "(model.distilled: true; --distill-token cls distils through the class head instead)",

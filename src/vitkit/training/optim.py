@@ -62,13 +62,18 @@ def parameter_layers(model: Model, blocks: nn.ModuleList | list) -> dict[nn.Para
     return layers
 
 
-def build_optimizer(model: Model, objective: nn.Module | None, config: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW (decoupled weight decay) or SGD with momentum, over the trainable parameters of model and objective."""
+def build_optimizer(
+    model: Model, objective: nn.Module | None, config: OptimConfig, precision: str = "fp32"
+) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay), SGD with momentum or Muon + AdamW, over the trainable parameters of model
+    and objective. `precision` is the run's compute precision: Muon's Newton-Schulz iteration runs in bf16 only
+    where the run does (where bf16 was measured fast or asked for), else in fp32."""
     groups = parameter_groups(model, config.weight_decay, objective, config.layer_decay)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     if config.optimizer == "muon":
-        return MuonAdamW(groups, hidden_matrices(model, clean_name), lr=config.lr, betas=config.betas)
+        ns_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        return MuonAdamW(groups, hidden_matrices(model, clean_name), lr=config.lr, betas=config.betas, ns_dtype=ns_dtype)
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
 
 

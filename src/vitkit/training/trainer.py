@@ -177,11 +177,14 @@ def create_trainer(
     if resume and runtime.attention == "auto":
         runtime.attention = checkpointing.recorded_attention(run_dir) or "auto"
     runtime.choose_attention_for(model, config.run.batch_size // (config.run.grad_accum * runtime.dist.world_size))
-    forward_model = torch.compile(model) if runtime.compile else model
-    step_module = distributed.wrap(ObjectiveStep(forward_model, objective), runtime, objective.find_unused_parameters)
+    step_module = distributed.wrap(ObjectiveStep(model, objective), runtime, objective.find_unused_parameters)
+    if runtime.compile:
+        # The whole step, not model.forward: objectives that call forward_features (distillation, masked patches)
+        # and their losses are compiled too. Compiled outside DDP/FSDP, as torch's DDPOptimizer expects.
+        step_module = torch.compile(step_module)
     if runtime.dist.enabled:
         seed_everything(rank_seed(config.run.seed, runtime.dist.rank))  # same weights everywhere, own dropout
-    optimizer = build_optimizer(model, objective, config.optim)
+    optimizer = build_optimizer(model, objective, config.optim, runtime.precision)
     if config.optim.ema_decay > 0 and runtime.distributed == "fsdp":
         raise UsageError("optim.ema_decay needs the whole model on every rank; it cannot be used with FSDP")
     ema = ModelEma(model, config.optim.ema_decay) if config.optim.ema_decay > 0 else None
