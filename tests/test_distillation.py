@@ -293,7 +293,8 @@ FRESH = [arg for arg in TINY if arg != "--distilled"]  # the same student, not a
 
 def test_old_flat_distill_keys_translate_into_the_section(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     recipe = tmp_path / "old.yaml"
-    recipe.write_text("model:\n  pool: token\nobjective:\n  teacher: runs/t\n  distill: soft\n  distill_alpha: 0.3\n  distill_tau: 2\n")
+    flat = "objective:\n  teacher: runs/t\n  distill: soft\n  distill_alpha: 0.3\n  distill_tau: 2\n"
+    recipe.write_text("model:\n  pool: token\n" + flat)
     config = load_config(recipe)
     assert config.objective.name == "distill"
     assert config.objective.settings == DistillSettings(teacher="runs/t", kind="soft", alpha=0.3, tau=2.0)

@@ -73,7 +73,8 @@ def build_optimizer(
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     if config.optimizer == "muon":
         ns_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        return MuonAdamW(groups, hidden_matrices(model, clean_name), lr=config.lr, betas=config.betas, ns_dtype=ns_dtype)
+        hidden = hidden_matrices(model, clean_name)
+        return MuonAdamW(groups, hidden, lr=config.lr, betas=config.betas, ns_dtype=ns_dtype)
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
 
 
