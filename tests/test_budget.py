@@ -7,41 +7,67 @@ import pytest
 from vitkit.training.budget import BudgetClock, ScheduleAnchor, plan_steps
 
 
-def simulate(budget_s, step_s, steps_per_epoch, *, epoch_end_s=3.0, first_epoch_extra=0.6, low=None, share=0.0):
-    """Run a fake loop: steps cost `step_s[resolution]` (x (1 + extra) in the first epoch), ends cost epoch_end_s."""
+def simulate(
+    budget_s, step_s, steps_per_epoch, *, epoch_end_s=3.0, first_epoch_extra=0.6, low=None, share=0.0, load=None
+):
+    """Run a fake loop as the trainer does: steps cost `step_s[resolution]` (x (1 + extra) in the first epoch, x
+    `load(epoch)` when given: other jobs on the machine), ends cost epoch_end_s; a plan after every epoch, the
+    out-of-time stop after every step. Returns the elapsed time, the steps and the plans' totals."""
     clock, elapsed, step, total, switch = BudgetClock(), 0.0, 0, 10**9, 0
-    first = True
+    epoch, totals = 0, []
     while step < total:
         times = []
         for _ in range(steps_per_epoch):
             if step >= total:
                 break
-            size = low if (low and step < switch) or (low and first) else 32
-            cost = step_s[size] * ((1 + first_epoch_extra) if first else 1.0)
+            size = low if (low and step < switch) or (low and epoch == 0) else 32
+            cost = step_s[size] * ((1 + first_epoch_extra) if epoch == 0 else 1.0) * (load(epoch) if load else 1.0)
             elapsed, step = elapsed + cost, step + 1
             times.append(cost)
+            if clock.out_of_time(elapsed, budget_s):
+                total = step
+                break
         elapsed += epoch_end_s
         clock.observe_epoch(size, times, epoch_end_s)
-        if first and low:
+        if epoch == 0 and low:
             switch = 10**9
-        first = False
+        epoch += 1
+        if step >= total:
+            break
         plan = plan_steps(
             clock, budget_s=budget_s, elapsed_s=elapsed, step=step, steps_per_epoch=steps_per_epoch,
             max_steps=10**6, full_size=32, low_size=low, low_share=share, switch_step=switch,
         )  # fmt: skip
         total, switch = plan.total_steps, plan.switch_step
-    return elapsed, step
+        totals.append(total)
+    return elapsed, step, totals
 
 
 @pytest.mark.parametrize("step_s", [0.05, 0.13, 0.4])
 def test_a_budgeted_run_ends_within_two_percent_and_never_past(step_s):
-    elapsed, steps = simulate(600.0, {32: step_s}, steps_per_epoch=100)
+    elapsed, steps, _ = simulate(600.0, {32: step_s}, steps_per_epoch=100)
     assert 0.98 * 600 <= elapsed <= 600, elapsed
 
 
 def test_progressive_resizing_spends_its_share_at_low_resolution():
-    elapsed, _ = simulate(900.0, {16: 0.03, 32: 0.1}, steps_per_epoch=100, low=16, share=0.6)
+    elapsed, _, _ = simulate(900.0, {16: 0.03, 32: 0.1}, steps_per_epoch=100, low=16, share=0.6)
     assert 0.98 * 900 <= elapsed <= 900, elapsed
+
+
+def test_one_slow_epoch_does_not_shorten_the_plan():
+    steady = simulate(1200.0, {32: 0.1}, steps_per_epoch=100)
+    spiked = simulate(1200.0, {32: 0.1}, steps_per_epoch=100, load=lambda epoch: 3.0 if epoch == 4 else 1.0)
+    # The plans made after the slow epoch 5 lose only the 200 steps' worth of time it took (20 s at 0.1 s a step):
+    # its step time is outvoted by the epochs before it (planning from it alone, 0.3 s, would halve the rest).
+    lost = [a - b for a, b in zip(steady[2][4:6], spiked[2][4:6], strict=True)]
+    assert all(0 <= steps <= 200 for steps in lost), (spiked[2], steady[2])
+    assert 0.98 * 1200 <= spiked[0] <= 1200, spiked[0]
+
+
+@pytest.mark.parametrize("slow_from", [3, 8])
+def test_a_machine_that_slows_down_for_good_still_ends_within_the_budget(slow_from):
+    elapsed, _, _ = simulate(1200.0, {32: 0.1}, steps_per_epoch=100, load=lambda e: 2.0 if e >= slow_from else 1.0)
+    assert 0.97 * 1200 <= elapsed <= 1200, elapsed
 
 
 def test_the_plan_stops_at_the_recipes_epochs():

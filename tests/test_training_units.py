@@ -150,6 +150,7 @@ def test_time_budget_cuts_the_epochs(tmp_path: Path) -> None:
     )
     summary = train(config, tmp_path / "run", progress_bar=False)
     assert summary["epochs"] == summary["planned_epochs"] == 1
+    assert summary["steps"] == 1  # out of time after its first step: the epoch stops there, then validates once
     state = torch.load(tmp_path / "run" / "checkpoints" / "last" / "training_state.pt", weights_only=True)
     assert state["progress"]["planned_epochs"] == 1
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "finished"

@@ -11,6 +11,11 @@ With progressive resizing the low-resolution phase is a share of the budget (`ru
 step is planned the same way. Until a resolution has been measured its step time is estimated from the other's,
 scaled by the token count.
 
+A step time is the median of the last three epochs' steady-state means at that resolution, so one epoch slowed
+by another job on the machine does not shorten the plan (and with it the decay) while a lasting change is
+followed within two epochs. Should the machine slow down within the last epoch, `out_of_time` stops the epoch
+when what is left of the budget no longer covers the epoch's end.
+
 The learning-rate schedule follows the plan without jumps: `ScheduleAnchor` re-fits the rest of the decay to the
 new length from the step and the progress at which the plan changed.
 """
@@ -18,36 +23,53 @@ new length from the step and the progress at which the plan changed.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass, field
 
 MARGIN = 0.99  # plan for 99% of the budget: the last validation and checkpoint must fit too
 WARMUP_SHARE = 0.1  # the share of a resolution's first epoch left out of its steady-state step time
+RECENT_EPOCHS = 3  # a step time is the median of this many latest epochs' means
 
 
 @dataclass
 class BudgetClock:
     """What the planner has measured so far (saved with the run state, so a resumed run keeps planning)."""
 
-    step_s: dict[int, float] = field(default_factory=dict)  # steady-state seconds per step, by resolution
+    step_s: dict[int, float] = field(default_factory=dict)  # the planning step time by resolution (median of recent)
     epoch_end_s: float = 0.0  # seconds of the last epoch's end: validation, checkpoints, curves
+    recent_s: dict[int, list[float]] = field(default_factory=dict)  # the latest epochs' steady means, by resolution
 
     def to_dict(self) -> dict:
         """Plain values for the training state."""
-        return {"step_s": {str(k): v for k, v in self.step_s.items()}, "epoch_end_s": self.epoch_end_s}
+        return {
+            "step_s": {str(k): v for k, v in self.step_s.items()},
+            "epoch_end_s": self.epoch_end_s,
+            "recent_s": {str(k): v for k, v in self.recent_s.items()},
+        }
 
     @classmethod
     def from_dict(cls, data: dict | None) -> BudgetClock:
         """Rebuild from `to_dict` (an absent entry, from an older run, starts unmeasured)."""
         data = data or {}
-        return cls({int(k): float(v) for k, v in (data.get("step_s") or {}).items()}, float(data.get("epoch_end_s", 0)))
+        step_s = {int(k): float(v) for k, v in (data.get("step_s") or {}).items()}
+        recent = {int(k): [float(x) for x in v] for k, v in (data.get("recent_s") or {}).items()}
+        for size, seconds in step_s.items():
+            recent.setdefault(size, [seconds])  # a run saved before `recent_s` existed
+        return cls(step_s, float(data.get("epoch_end_s", 0)), recent)
 
     def observe_epoch(self, resolution: int, step_times: list[float], epoch_end_s: float) -> None:
         """Record an epoch's per-step times at `resolution` and the time its end took."""
         if step_times:
             skip = math.ceil(len(step_times) * WARMUP_SHARE) if resolution not in self.step_s else 0
             steady = step_times[skip:] or step_times
-            self.step_s[resolution] = sum(steady) / len(steady)
+            recent = (self.recent_s.get(resolution, []) + [sum(steady) / len(steady)])[-RECENT_EPOCHS:]
+            self.recent_s[resolution] = recent
+            self.step_s[resolution] = statistics.median(recent)
         self.epoch_end_s = epoch_end_s
+
+    def out_of_time(self, elapsed_s: float, budget_s: float) -> bool:
+        """Whether a run at `elapsed_s` must stop training now for its last epoch end to fit in `budget_s`."""
+        return elapsed_s + self.epoch_end_s >= budget_s
 
     def step_time(self, resolution: int) -> float | None:
         """Measured seconds per step at `resolution`, else estimated from another resolution by token count."""

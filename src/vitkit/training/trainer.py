@@ -291,6 +291,8 @@ def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progress
     )  # fmt: skip
     batches = iter(loader)
     trainer.step_times = []
+    budget_s = cfg.run.time_budget_min * 60
+    budget = BudgetClock.from_dict(state.budget_clock) if budget_s > 0 else None
     while state.step < trainer.total_steps:  # run.steps may end the last epoch early
         start = time.perf_counter()
         try:
@@ -319,6 +321,11 @@ def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progress
         if metrics is not None:
             metrics.write("step", epoch=state.epoch + 1, step=state.step, time_s=clock.now(), **row)
         reporter.update(state.step, state.epoch + 1, state.planned_epochs, row)
+        if budget is not None and budget.out_of_time(clock.now(), budget_s):
+            # Slower than planned: stop here so that the last validation and checkpoint still fit in the budget.
+            state.planned_steps, state.planned_epochs = state.step, state.epoch + 1
+            reporter.message(f"time budget {cfg.run.time_budget_min:g} min: stopping at step {state.step}")
+            break
         if cfg.run.save_every and state.step % cfg.run.save_every == 0 and state.batch < trainer.steps_per_epoch:
             checkpoint(trainer, metrics, clock)
 
