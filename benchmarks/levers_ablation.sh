@@ -4,7 +4,7 @@
 # Then the 30-minute recipe beside the CCT repository's CPU recommendation (needs ../shared/tools):
 #   benchmarks/levers_ablation.sh OUT_DIR EPOCHS final30
 # CCT_EPOCHS (default 11) sets the CCT script's epochs: choose them so that it ends near 30 minutes on your CPU
-# (11 on the 2-core Zen 5 and Xeon AMX machines; 2 on a 2-core Zen 3, at ~15 min an epoch on one thread).
+# (11 on the 2-core Zen 5 and Xeon AMX machines; 4 on a 2-core Zen 3, ~7 min an epoch on one thread).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/levers}; epochs=${2:-5}; phase=${3:-ablation}

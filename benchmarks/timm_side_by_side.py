@@ -94,9 +94,9 @@ def main() -> None:
     args = parse_args()
     if not (TOOLS / "timm-site.sh").is_file():
         raise SystemExit(f"{TOOLS}/timm-site.sh not found: this benchmark needs ../shared/tools")
-    site = subprocess.run(
-        [str(TOOLS / "timm-site.sh")], check=True, capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable}
-    ).stdout.strip().splitlines()[-1]
+    env = {**os.environ, "PYTHON": sys.executable}
+    built = subprocess.run([str(TOOLS / "timm-site.sh")], check=True, capture_output=True, text=True, env=env)
+    site = built.stdout.strip().splitlines()[-1]
     with tempfile.TemporaryDirectory() as scratch:
         data = split_folder(Path(args.data), Path(scratch) / "data")
         results = []
