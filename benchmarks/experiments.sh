@@ -106,7 +106,7 @@ fewshot_pretrained() { random_init && fewshot random_init imagenette_sup mpp; }
 fewshot_scratch() { fewshot scratch_10pct; }
 
 # Issue 11: DeiT on CIFAR-10, the 60-min recipe's ViT with a class token, 8 epochs (equal student steps).
-DEIT=(--config recipes/cifar10_60min.yaml --pool token --epochs 8 --time-budget-min 0 --no-compile)
+DEIT=(--config recipes/cifar10_patchify_60min.yaml --pool token --epochs 8 --time-budget-min 0 --no-compile)
 deit_plain() { $VITKIT train "${DEIT[@]}" "${COMMON[@]}" --out $EXP/deit_plain; }
 STUDENT=(--distilled --teacher runs/cifar10_teacher)  # DeiT's distillation token and head, the vgg8 teacher
 deit_hard() { $VITKIT train "${DEIT[@]}" "${STUDENT[@]}" --distill hard "${COMMON[@]}" --out $EXP/deit_hard; }
@@ -115,7 +115,7 @@ deit_soft() {
 }
 
 # Hybrid (CIFAR ResNet stem, 8x8 grid of its features) against the pure ViT with 4x4 patches, same 12 minutes.
-HYBRID_TIME=(--config recipes/cifar10_60min.yaml --epochs 100 --time-budget-min 12 --no-compile)
+HYBRID_TIME=(--config recipes/cifar10_patchify_60min.yaml --epochs 100 --time-budget-min 12 --no-compile)
 hybrid() { $VITKIT train "${HYBRID_TIME[@]}" --model C20+Mini/4 "${VIT_BODY[@]}" "${COMMON[@]}" --out $EXP/hybrid_c20; }
 pure() { $VITKIT train "${HYBRID_TIME[@]}" --model Mini/4 "${VIT_BODY[@]}" "${COMMON[@]}" --out $EXP/pure_vit; }
 

@@ -13,7 +13,7 @@ VITKIT=${VITKIT:-.venv/bin/vitkit}
 BODY="--hidden-dim 192 --depth 4 --num-heads 3 --mlp-dim 384 --pool gap --posemb learned"
 arm() {  # arm NAME FLAGS...: one run of the 30-minute recipe's data and schedule at full resolution
   local name=$1; shift
-  $VITKIT train --config recipes/cifar10_30min.yaml --low-res-epochs 0 --epochs "$epochs" --threads 1 \
+  $VITKIT train --config recipes/cifar10_patchify_30min.yaml --low-res-epochs 0 --epochs "$epochs" --threads 1 \
     --attention math --no-progress --out "$out/$name" --overwrite "$@" > "$out/$name.log" 2>&1
 }
 mkdir -p "$out"
@@ -22,7 +22,7 @@ if [ "$phase" = ablation ]; then
   arm muon --model Mini/4 $BODY --optimizer muon & arm cct2 --model cct2+Mini/4 $BODY & wait
   arm cct2_muon --model cct2+Mini/4 $BODY --optimizer muon & arm conv2_muon --model conv2+Mini/4 $BODY --optimizer muon & wait
 else
-  $VITKIT train --config recipes/cifar10_cct_30min.yaml --threads 1 --attention math --no-progress \
+  $VITKIT train --config recipes/cifar10_30min.yaml --threads 1 --attention math --no-progress \
     --out "$out/final30_vitkit" --overwrite > "$out/final30_vitkit.log" 2>&1 &
   site=$(PYTHON=.venv/bin/python ../shared/tools/timm-site.sh)
   CCT_TRAIN=../shared/data/cifar10/train CCT_TEST=../shared/data/cifar10/val PYTHONPATH=$site \

@@ -40,7 +40,7 @@ def main(root: Path, out: Path) -> None:
     if (vitkit_run / "metrics.csv").exists():
         rows = epoch_rows(vitkit_run)
         by_time.plot([r["minutes"] for r in rows], [r["top1"] for r in rows], marker="o",
-                     label="vitkit recipes/cifar10_cct_30min.yaml")  # fmt: skip
+                     label="vitkit recipes/cifar10_30min.yaml")  # fmt: skip
     cct_log = root / "final30_cct.log"
     if cct_log.exists():
         points = [CCT_EPOCH.match(line) for line in cct_log.read_text().splitlines()]
