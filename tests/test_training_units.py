@@ -156,6 +156,32 @@ def test_time_budget_cuts_the_epochs(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "finished"
 
 
+def test_a_longer_plan_after_an_epoch_cut_short_trains_its_steps(tmp_path: Path, monkeypatch) -> None:
+    from vitkit.training import trainer as trainer_module
+    from vitkit.training.budget import Plan
+
+    # 5 steps an epoch; epoch 2 is cut at step 7, then 2 more steps fit: still within 2 epochs' worth of steps.
+    plans = iter([Plan(7, 0), Plan(9, 0), Plan(9, 0)])
+    monkeypatch.setattr(trainer_module, "plan_steps", lambda *args, **kwargs: next(plans))
+    config = load_config(
+        overrides={
+            "data.limit_per_class": 5,
+            "data.img_size": 8,
+            "model.name": "mu/4",
+            "model.hidden_dim": 16,
+            "model.depth": 1,
+            "model.num_heads": 2,
+            "model.mlp_dim": 16,
+            "run.epochs": 5,
+            "run.batch_size": 8,
+            "run.time_budget_min": 60,
+            "runtime.precision": "fp32",
+        }  # fmt: skip
+    )
+    summary = train(config, tmp_path / "run", progress_bar=False)
+    assert summary["steps"] == 9 and summary["epochs"] == 3  # 5 + 2 (cut) + 2 more in one more epoch
+
+
 def test_progressive_resizing_trains_low_then_full_resolution(tmp_path: Path) -> None:
     overrides = {"data.limit_per_class": 5, "data.img_size": 16, "model.name": "mu/4", "model.hidden_dim": 16,
                  "model.depth": 1, "model.num_heads": 2, "model.mlp_dim": 16, "model.posemb": "learned",

@@ -483,7 +483,9 @@ def plan_for_budget(
         anchor = trainer.schedule_anchor.moved_to(progress.step, trainer.warmup, old_total)
         progress.schedule_anchor = anchor.to_dict()
         progress.planned_steps, progress.switch_step = plan.total_steps, plan.switch_step
-        progress.planned_epochs = max(progress.epoch, math.ceil(plan.total_steps / trainer.steps_per_epoch))
+        # An epoch cut short by the last plan leaves its steps to one more (partial) epoch when the new plan is longer.
+        more = progress.epoch + 1 if plan.total_steps > progress.step else progress.epoch
+        progress.planned_epochs = max(more, math.ceil(plan.total_steps / trainer.steps_per_epoch))
         reporter.set_total(trainer.total_steps)
         trainer.save_last()
     left = (plan.total_steps - progress.step) * (budget.step_time(trainer.config.data.img_size) or 0.0)
