@@ -201,11 +201,51 @@ def test_differing_train_and_val_classes_are_a_clear_error(tmp_path):
         load_dataset(config(tmp_path / "data", tmp_path))
 
 
-def test_train_without_val_is_a_clear_error(tmp_path):
+def test_train_without_a_held_out_folder_is_a_clear_error(tmp_path):
     make_folder(tmp_path / "data" / "train", {"cat": 2, "dog": 2})
-    make_folder(tmp_path / "data" / "test", {"cat": 2, "dog": 2})
-    with pytest.raises(ValueError, match="has a train/ folder but no val/ folder.*rename test/ or valid/ to val/"):
+    make_folder(tmp_path / "data" / "holdout", {"cat": 2, "dog": 2})
+    with pytest.raises(ValueError, match=r"has a train/ folder but no held-out folder .*--val-split NAME"):
         load_dataset(config(tmp_path / "data", tmp_path))
+    splits = load_dataset(config(tmp_path / "data", tmp_path, val_split="holdout"))  # named: used as it is
+    assert (len(splits.train), len(splits.val)) == (4, 4)
+
+
+@pytest.mark.parametrize("held_out", ["valid", "validation", "test"])
+def test_the_usual_held_out_names_are_accepted_and_said(tmp_path, held_out, caplog):
+    make_folder(tmp_path / "data" / "train", {"cat": 3, "dog": 3})
+    make_folder(tmp_path / "data" / held_out, {"cat": 1, "dog": 2})
+    caplog.set_level("INFO", logger="vitkit.data")
+    splits = load_dataset(config(tmp_path / "data", tmp_path))
+    assert (len(splits.train), len(splits.val)) == (6, 3) and splits.val.labels.tolist() == [0, 1, 1]
+    assert f"validating on {held_out}/" in caplog.text
+
+
+def test_a_validation_folder_is_preferred_over_test_and_the_log_says_test_is_left_out(tmp_path, caplog):
+    make_folder(tmp_path / "data" / "train", {"cat": 3, "dog": 3})
+    make_folder(tmp_path / "data" / "valid", {"cat": 2, "dog": 2})  # a Roboflow export: train/ valid/ test/
+    make_folder(tmp_path / "data" / "test", {"cat": 1, "dog": 1})
+    caplog.set_level("INFO", logger="vitkit.data")
+    assert len(load_dataset(config(tmp_path / "data", tmp_path)).val) == 4
+    assert "validating on valid/" in caplog.text and "(test/ is left out)" in caplog.text
+    assert len(load_dataset(config(tmp_path / "data", tmp_path, val_split="test")).val) == 2
+
+
+def test_two_validation_folders_are_ambiguous(tmp_path):
+    for name in ("train", "val", "valid"):
+        make_folder(tmp_path / "data" / name, {"cat": 2, "dog": 2})
+    with pytest.raises(ValueError, match=r"several held-out folders \(val/, valid/\); .*--val-split NAME"):
+        load_dataset(config(tmp_path / "data", tmp_path))
+
+
+def test_named_splits_that_do_not_exist_are_a_clear_error(tmp_path):
+    make_folder(tmp_path / "data" / "training", {"cat": 2, "dog": 2})
+    make_folder(tmp_path / "data" / "val", {"cat": 2, "dog": 2})
+    with pytest.raises(ValueError, match=r"--val-split dev: .* has no folder dev/ \(it has: training, val\)"):
+        load_dataset(config(tmp_path / "data", tmp_path, train_split="training", val_split="dev"))
+    with pytest.raises(ValueError, match=r"--train-split train: .* has no folder train/"):
+        load_dataset(config(tmp_path / "data", tmp_path, train_split="train"))
+    splits = load_dataset(config(tmp_path / "data", tmp_path, train_split="training"))
+    assert (len(splits.train), len(splits.val)) == (4, 4)
 
 
 def test_missing_path_is_a_clear_error(tmp_path):

@@ -27,6 +27,10 @@ class DataConfig:
     train_fraction: float = knob(
         1.0, "keep a seeded, stratified share of each class's training images (0.1: 10% of the labels); val stays whole"
     )
+    train_split: str | None = knob(None, "a pre-split folder's training sub-folder (default train/)")
+    val_split: str | None = knob(
+        None, "a pre-split folder's held-out sub-folder (default: the one of val/, valid/, validation/, test/ it has)"
+    )
 
     def __post_init__(self) -> None:
         if self.img_size <= 0:

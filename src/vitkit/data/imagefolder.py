@@ -33,17 +33,53 @@ logger = logging.getLogger("vitkit.data")
 _CHUNK = 256  # files per worker task: large enough to amortise inter-process transfer, small enough to balance
 
 
-def has_split_folders(root: Path) -> bool:
-    """True when `root` holds train/ and val/ folders (used as they are instead of a seeded split).
+HELD_OUT_NAMES = ("val", "valid", "validation", "test")  # what exports call the held-out split (HF imagefolder too)
+VALIDATION_NAMES = HELD_OUT_NAMES[:3]  # preferred over test/ when both exist (Roboflow: train/ valid/ test/)
 
-    A train/ without val/ is refused: read as a class folder, it would silently become a class named "train".
+
+def resolve_split_dirs(
+    root: Path, train_split: str | None = None, val_split: str | None = None
+) -> tuple[Path, Path] | None:
+    """The (train, held-out) folders of a pre-split ImageFolder at `root`, or None when it is not pre-split.
+
+    The held-out folder is `val_split` when given, else the one of val/, valid/, validation/ that exists, else
+    test/ (said in the log; a test/ beside a validation folder is left out and the log says so). More than one
+    validation-named folder is refused: which one is meant cannot be guessed. A train/ with no held-out folder is
+    refused too: read as a class folder it would silently become a class named "train".
     """
-    if (root / "train").is_dir() and not (root / "val").is_dir():
+    present = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    train_name = train_split or "train"
+    if train_split is not None or val_split is not None:
+        for kind, name in (("train", train_name), ("val", val_split)):
+            if name is not None and name not in present:
+                raise UsageError(
+                    f"--{kind}-split {name}: {root} has no folder {name}/ (it has: {', '.join(present) or 'none'})"
+                )
+    if train_name not in present:
+        return None
+    if val_split is not None:
+        return root / train_name, root / val_split
+    validation = [n for n in VALIDATION_NAMES if n in present]
+    if len(validation) > 1:
         raise UsageError(
-            f"{root} has a train/ folder but no val/ folder; vitkit uses train/ and val/ as they are (rename "
-            f"test/ or valid/ to val/), or give {root / 'train'} as the path to split it by val_fraction"
+            f"{root} has several held-out folders ({', '.join(f'{n}/' for n in validation)}); say which one to "
+            f"validate on with --val-split NAME (recipe: data.val_split)"
         )
-    return (root / "train").is_dir() and (root / "val").is_dir()
+    held_out = validation or [n for n in HELD_OUT_NAMES[3:] if n in present]
+    if not held_out:
+        raise UsageError(
+            f"{root} has a {train_name}/ folder but no held-out folder ({', '.join(f'{n}/' for n in HELD_OUT_NAMES)}); "
+            f"name yours with --val-split NAME, or give {root / train_name} as the path to split it by val_fraction"
+        )
+    if held_out[0] != "val":
+        left_out = " (test/ is left out)" if "test" in present and held_out[0] != "test" else ""
+        logger.info("%s: validating on %s/, the held-out folder it has%s", root, held_out[0], left_out)
+    return root / train_name, root / held_out[0]
+
+
+def has_split_folders(root: Path) -> bool:
+    """True when `root` holds a train folder and a held-out one (`resolve_split_dirs` with the default names)."""
+    return resolve_split_dirs(root) is not None
 
 
 FLAT_CLASS = "images"  # the one class of a flat folder of unlabelled images
@@ -96,14 +132,14 @@ def _walk(directory: str) -> list[os.DirEntry]:
     return found
 
 
-def check_same_classes(train: Sequence[str], val: Sequence[str], root: Path) -> None:
-    """Raise a UsageError naming the classes that only one of train/ and val/ has."""
+def check_same_classes(train: Sequence[str], val: Sequence[str], train_dir: Path, val_dir: Path) -> None:
+    """Raise a UsageError naming the classes that only one of the train and held-out folders has."""
     if list(train) != list(val):
         only_train = sorted(set(train) - set(val))
         only_val = sorted(set(val) - set(train))
         raise UsageError(
-            f"{root}/train and {root}/val have different class folders (only in train: {only_train}; only in val: "
-            f"{only_val}); both need the same class sub-folders so labels mean the same thing in each"
+            f"{train_dir} and {val_dir} have different class folders (only in {train_dir.name}: {only_train}; only in "
+            f"{val_dir.name}: {only_val}); both need the same class sub-folders so labels mean the same thing in each"
         )
 
 
@@ -177,12 +213,14 @@ def parallel_chunks(fn: Callable[..., Any], items: Sequence[str], num_workers: i
 def load_imagefolder(root: Path, config: DataConfig) -> tuple[DatasetSplits, bool]:
     """Load an ImageFolder dataset; returns the splits and whether the decoded images came from the cache."""
     skipped: list[SkippedFile] = []
-    if has_split_folders(root):
-        train_files, train_skipped = scan_classes(root / "train", config.limit_per_class)
-        val_files, val_skipped = scan_classes(root / "val", config.limit_per_class)
-        check_same_classes(list(train_files), list(val_files), root)
+    split_dirs = resolve_split_dirs(root, config.train_split, config.val_split)
+    if split_dirs is not None:
+        train_dir, val_dir = split_dirs
+        train_files, train_skipped = scan_classes(train_dir, config.limit_per_class)
+        val_files, val_skipped = scan_classes(val_dir, config.limit_per_class)
+        check_same_classes(list(train_files), list(val_files), train_dir, val_dir)
         skipped += train_skipped + val_skipped
-        groups = [(root / "train", train_files, 0), (root / "val", val_files, 1)]
+        groups = [(train_dir, train_files, 0), (val_dir, val_files, 1)]
     else:
         files, skipped = scan_classes(root, config.limit_per_class)
         groups = [(root, files, -1)]
