@@ -79,6 +79,17 @@ def test_eval_reports_accuracy_per_class_and_confusion(run_dir: Path, capsys: py
     assert "top-1" in text and "per-class accuracy" in text and "confusion matrix:" in text
 
 
+def test_eval_with_test_time_augmentation(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    from vitkit.inference import evaluate_checkpoint
+
+    assert main(["eval", str(run_dir), "--tta", "multicrop", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    direct = evaluate_checkpoint(run_dir, tta="multicrop", keep_logits=True).result
+    assert report["tta"] == "multicrop" and report["top1"] == pytest.approx(direct.top1)
+    plain = evaluate_checkpoint(run_dir, keep_logits=True).result
+    assert plain.logits.shape == direct.logits.shape and not torch.allclose(plain.logits, direct.logits)
+
+
 def test_eval_refuses_other_classes(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     for name in ("cat", "dog"):
         for split in ("train", "val"):

@@ -45,6 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also score each head on its own (DeiT: the class and the distillation head; the default output is "
         "their average)",
     )
+    parser.add_argument(
+        "--tta",
+        choices=("none", "flip", "multicrop"),
+        default="none",
+        help="test-time augmentation: average the logits of each image and its mirror (flip), or of six views, "
+        "the image and its mirror each also shifted one pixel up-left and down-right (multicrop, airbench's)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
         "--backend", choices=("torch", "onnxruntime"), help="default: onnxruntime for a .onnx file, else torch"
@@ -62,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if uses_onnxruntime(args.backend, args.checkpoint):
         from vitkit.export import evaluate_onnx  # an exported .onnx file, with the preprocessing of its metadata
 
+        if args.tta != "none":
+            raise UsageError("--tta is for PyTorch checkpoints; an ONNX model is evaluated on its single view")
         evaluation = evaluate_onnx(args.checkpoint, args.data, split=args.split, batch_size=args.batch_size)
     else:
         evaluation = evaluate_checkpoint(
@@ -72,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             precision=args.precision,
             heads=args.heads,
+            tta=args.tta,
         )
     result, checkpoint, data, prep = evaluation
     out = Path(args.out) if args.out else default_out(args.checkpoint, checkpoint)
@@ -82,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         "split": data.split,
         "evaluated": f"{result.images} images: {data.description}",
         "preprocessing": prep.to_dict(),
+        "tta": args.tta,
         **result.to_dict(),
     }
     png = plot_confusion(result, out / f"confusion_{data.split}.png", title=f"{checkpoint} ({data.split})")

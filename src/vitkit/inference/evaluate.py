@@ -224,12 +224,13 @@ def evaluate_checkpoint(
     precision: str | None = None,
     keep_logits: bool = False,
     heads: bool = False,
+    tta: str = "none",
 ) -> Evaluation:
     """Top-1/top-5/per-class accuracy of a checkpoint on `data_path` (default: the data it was trained on).
 
     Which images: see `select_eval_data`. The run's own data is split as in training (same validation
     fraction and seed), so its val split is the held-out set the run reported. `heads` also scores each
-    head of a DeiT-style model on its own (`result.heads`).
+    head of a DeiT-style model on its own (`result.heads`). `tta` averages test-time views (none, flip, multicrop).
     """
     if precision is not None and precision not in INFERENCE_PRECISIONS:
         raise UsageError(f"--precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
@@ -246,6 +247,7 @@ def evaluate_checkpoint(
         precision=precision or prep.precision,
         keep_logits=keep_logits,
         heads=heads,
+        tta=tta,
     )
     return Evaluation(result, checkpoint, data, prep)
 
