@@ -19,6 +19,7 @@ from vitkit.training.state import (
     Progress,
     RunState,
     Scores,
+    StreamPosition,
     Timers,
     load_training_state,
 )
@@ -29,9 +30,12 @@ TINY = {"data.limit_per_class": 4, "data.img_size": 8, "model.name": "mu/4", "mo
         "optim.warmup_steps": 2}  # fmt: skip
 
 
+VERSION_3_SECTIONS = ("progress", "scores", "timers", "log")  # version 4 added "stream"
+
+
 def as_version_2(state: dict) -> dict:
     """The same training state as vitkit wrote it before the run state was split: one flat "progress" dict."""
-    flat = {key: value for name in SECTIONS for key, value in state[name].items()}
+    flat = {key: value for name in VERSION_3_SECTIONS for key, value in state[name].items()}
     rest = {key: value for key, value in state.items() if key not in SECTIONS}
     return {**rest, "version": 2, "progress": flat}
 
@@ -44,7 +48,7 @@ def test_run_state_sections_round_trip() -> None:
         log=LogPosition(metrics_rows=14),
     )
     saved = state.to_dict()
-    assert list(saved) == ["progress", "scores", "timers", "log"] and saved["progress"]["step"] == 11
+    assert list(saved) == ["progress", "scores", "timers", "log", "stream"] and saved["progress"]["step"] == 11
     assert RunState.from_dict(saved) == state
 
 
@@ -64,7 +68,7 @@ def test_a_version_2_training_state_resumes_exactly(tmp_path: Path, monkeypatch:
             train(load_config(overrides=TINY), tmp_path / "old", progress_bar=False)
     state_file = tmp_path / "old" / "checkpoints" / "last" / STATE_FILE
     current = torch.load(state_file, weights_only=True)
-    assert current["version"] == 3 and current["progress"]["epoch"] == 1
+    assert current["version"] == 4 and current["progress"]["epoch"] == 1
     torch.save(as_version_2(current), state_file)
     assert load_training_state(state_file)["scores"] == current["scores"]
     resumed = train(None, tmp_path / "old", resume=True, progress_bar=False)
@@ -73,6 +77,15 @@ def test_a_version_2_training_state_resumes_exactly(tmp_path: Path, monkeypatch:
         a = load_file(tmp_path / "straight" / "checkpoints" / name / "model.safetensors")
         b = load_file(tmp_path / "old" / "checkpoints" / name / "model.safetensors")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_a_version_3_training_state_gets_an_empty_stream_position(tmp_path: Path) -> None:
+    state = RunState(progress=Progress(epoch=1, batch=2, step=5)).to_dict()
+    del state["stream"]
+    torch.save({"version": 3, **state}, tmp_path / STATE_FILE)
+    loaded = load_training_state(tmp_path / STATE_FILE)
+    assert loaded["version"] == 4 and RunState.from_dict(loaded).stream == StreamPosition()
+    assert RunState.from_dict(loaded).progress.batch == 2
 
 
 def test_a_state_of_another_version_is_refused(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "eval": "vitkit.cli.evaluate",
     "predict": "vitkit.cli.predict",
     "export": "vitkit.cli.export",
+    "data": "vitkit.cli.data",
 }
 
 

@@ -14,7 +14,11 @@ CROPS = ("rrc", "pad", "none")
 class DataConfig:
     """Where the images are, the resolution the model sees, and how they are split, normalised and cached."""
 
-    path: str = knob("digits", "'digits', an ImageFolder directory, or a CIFAR-10/100 python folder or .tar.gz")
+    path: str = knob(
+        "digits",
+        "'digits', an ImageFolder directory, a CIFAR-10/100 python folder or .tar.gz, or a packed shard directory "
+        "(local or an fsspec URL such as s3://bucket/shards)",
+    )
     img_size: int = knob(32, "model input resolution")
     val_fraction: float = knob(0.1, "held-out share (seeded, stratified) when the data has no val/ split")
     seed: int = knob(0, "seed of the train/val split")
@@ -31,6 +35,7 @@ class DataConfig:
     val_split: str | None = knob(
         None, "a pre-split folder's held-out sub-folder (default: the one of val/, valid/, validation/, test/ it has)"
     )
+    shard_window: int = knob(4, "packed shards (vitkit data pack): samples are shuffled within windows of this many shards")
 
     def __post_init__(self) -> None:
         if self.img_size <= 0:
@@ -41,6 +46,8 @@ class DataConfig:
             raise UsageError(f"mean and std need 3 values each with std > 0, got mean={self.mean} std={self.std}")
         if self.limit_per_class is not None and self.limit_per_class <= 0:
             raise UsageError(f"limit_per_class must be positive or None, got {self.limit_per_class}")
+        if self.shard_window < 1:
+            raise UsageError(f"shard_window must be at least 1 shard, got {self.shard_window}")
         if not 0.0 < self.train_fraction <= 1.0:
             raise UsageError(f"train_fraction must be in (0, 1], got {self.train_fraction}; 0.1 keeps 10% of labels")
 

@@ -12,6 +12,8 @@ from vitkit.data.cifar import find_cifar, load_cifar
 from vitkit.data.config import DataConfig
 from vitkit.data.decode import report_skipped
 from vitkit.data.imagefolder import load_imagefolder, stratified_draw, stratified_split
+from vitkit.data.shards.format import shard_root
+from vitkit.data.shards.source import load_shards
 from vitkit.data.sources import DatasetSplits, TensorSource, subset_source
 from vitkit.errors import UsageError
 
@@ -37,6 +39,8 @@ def load_dataset(config: DataConfig) -> DatasetSplits:
 def _load_splits(config: DataConfig) -> DatasetSplits:
     if config.path == "digits":
         return load_digits(config)
+    if shard_root(config.path) is not None:  # a directory (or URL) of packed shards: `vitkit data pack`
+        return load_shards(config, shard_root(config.path))
     path = Path(config.path).expanduser()
     if not path.exists():
         raise UsageError(

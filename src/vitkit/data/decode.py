@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
@@ -40,8 +41,24 @@ class SkippedFile:
 def decode_image(path: str | os.PathLike) -> Image.Image:
     """Open `path` as an upright RGB image, raising BadImageError(reason) for anything that is not a usable image."""
     try:
-        if os.path.getsize(path) == 0:
-            raise BadImageError("zero-byte file")
+        empty = os.path.getsize(path) == 0
+    except OSError as error:
+        raise BadImageError(f"unreadable or truncated: {error}") from None
+    if empty:
+        raise BadImageError("zero-byte file")
+    return _decode(path)
+
+
+def decode_bytes(data: bytes) -> Image.Image:
+    """`decode_image` for a file's encoded bytes held in memory (a sample of a tar shard)."""
+    if not data:
+        raise BadImageError("zero-byte file")
+    return _decode(io.BytesIO(data))
+
+
+def _decode(path: str | os.PathLike | io.BytesIO) -> Image.Image:
+    """The one decoding rule behind `decode_image` and `decode_bytes`."""
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:

@@ -6,9 +6,9 @@ import hashlib
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from vitkit.data.sources import FileSource, ImageSource, TensorSource
+from vitkit.data.sources import ImageSource, TensorSource
 from vitkit.errors import UsageError
 
 PREFETCH_BATCHES = 4  # per streaming worker: enough decoded batches queued that the training loop never waits
@@ -59,13 +59,13 @@ class BatchLoader:
         self.source, self.batch_size, self.order = source, batch_size, order
         self.rank, self.world_size = rank, world_size
         self.drop_last, self.device, self.num_workers = drop_last, device, num_workers
-        total = num_batches(source, batch_size, drop_last)
+        total = num_batches(len(order), batch_size, drop_last)
         if not 0 <= start_batch <= total:
             raise UsageError(f"start_batch {start_batch} is outside this epoch's {total} batches")
         self.start_batch = start_batch
 
     def __len__(self) -> int:
-        return num_batches(self.source, self.batch_size, self.drop_last)
+        return num_batches(len(self.order), self.batch_size, self.drop_last)
 
     def batch_indices(self) -> list[torch.Tensor]:
         """The index tensor of every batch still to come (this rank's contiguous share of each global batch).
@@ -100,10 +100,13 @@ class BatchLoader:
             self.source,
             batch_sampler=[b.tolist() for b in self.batch_indices()],
             num_workers=self.num_workers,
+            collate_fn=getattr(self.source, "collate", None),  # a ShardSource's batches also list replaced samples
             pin_memory=cuda,
             prefetch_factor=PREFETCH_BATCHES if self.num_workers > 0 else None,
         )
-        for x, y in loader:
+        for x, y, *replaced in loader:
+            if replaced:
+                self.source.note_skipped(replaced[0])
             yield x.to(self.device, non_blocking=cuda), y.to(self.device, non_blocking=cuda)
 
 
@@ -127,10 +130,37 @@ def make_loader(
     the source's own setting, DataConfig.num_workers) with prefetching. With `world_size` > 1 each rank gets
     its contiguous share of every (global) batch of the same order.
     """
-    if not isinstance(source, (TensorSource, FileSource)):
-        raise TypeError(f"make_loader needs a TensorSource or FileSource, got {type(source).__name__}")
+    if not isinstance(source, (TensorSource, Dataset)):
+        raise TypeError(f"make_loader needs a TensorSource or a streaming source, got {type(source).__name__}")
     workers = getattr(source, "num_workers", 0) if num_workers is None else num_workers
-    order = epoch_order(len(source), shuffle=shuffle, seed=seed, epoch=epoch)
+    if shuffle and hasattr(source, "epoch_order"):  # a source with its own (seed, epoch) order: shard windows
+        order = source.epoch_order(seed, epoch)
+    else:
+        order = epoch_order(len(source), shuffle=shuffle, seed=seed, epoch=epoch)
     return BatchLoader(
         source, batch_size, order, start_batch, drop_last, torch.device(device), workers, rank, world_size
     )
+
+
+def rank_rows(n: int, rank: int, world_size: int) -> tuple[torch.Tensor, int]:
+    """Rank `rank`'s contiguous part of 0..n-1 for evaluation, padded to ceil(n / world_size) rows, and how many of
+    them are real (the rest repeat the last row and must not be counted).
+
+    Every row is real on exactly one rank, and every rank has the same number of rows, so the same number of
+    batches (FSDP needs every rank in each forward).
+    """
+    share = -(-n // world_size)
+    start, stop = min(rank * share, n), min((rank + 1) * share, n)
+    rows = torch.arange(start, stop)
+    if len(rows) < share:
+        rows = torch.cat([rows, torch.full((share - len(rows),), max(n - 1, 0), dtype=torch.int64)])
+    return rows, stop - start
+
+
+def eval_loader(
+    source: ImageSource, batch_size: int, *, rank: int, world_size: int, device: str | torch.device = "cpu"
+) -> tuple[BatchLoader, int]:
+    """The loader of rank `rank`'s part of `source` in order (`rank_rows`) and how many of its rows are real."""
+    rows, real = rank_rows(len(source), rank, world_size)
+    workers = getattr(source, "num_workers", 0)
+    return BatchLoader(source, batch_size, rows, 0, False, torch.device(device), workers), real

@@ -121,6 +121,8 @@ def concat_sources(first: ImageSource, second: ImageSource) -> ImageSource:
             f"and {second.num_classes} at {second.size}px); they must come from one dataset"
         )
     labels = torch.cat([first.labels, second.labels])
+    if hasattr(first, "concat") and type(first) is type(second):  # a source that joins itself (ShardSource)
+        return first.concat(second)
     if isinstance(first, TensorSource) and isinstance(second, TensorSource):
         return TensorSource(torch.cat([first.images, second.images]), labels, first.class_names)
     if isinstance(first, FileSource) and isinstance(second, FileSource):
@@ -132,6 +134,8 @@ def subset_source(source: ImageSource, rows: torch.Tensor) -> ImageSource:
     """The images of `source` at `rows` (an int64 index tensor), in that order, held the same way."""
     if isinstance(source, TensorSource):
         return TensorSource(source.images[rows], source.labels[rows], source.class_names)
+    if hasattr(source, "subset"):  # a source that subsets itself (ShardSource)
+        return source.subset(rows)
     if isinstance(source, FileSource):
         paths = [source.paths[i] for i in rows.tolist()]
         return FileSource(paths, source.labels[rows], source.class_names, source.size, source.num_workers)

@@ -16,8 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from vitkit.data import DataConfig, EvalTransform, ImageSource, load_dataset, make_loader
+from vitkit.data.loader import eval_loader
 from vitkit.data.cifar import find_cifar
 from vitkit.data.imagefolder import has_split_folders
+from vitkit.data.shards.format import read_index, shard_root
 from vitkit.errors import UsageError
 from vitkit.inference.device import INFERENCE_PRECISIONS, autocast
 from vitkit.inference.loading import Preprocessing, load_for_inference, require_head
@@ -79,23 +81,31 @@ def evaluate(
     keep_logits: bool = False,
     tta: str = "none",
     heads: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> EvalResult:
     """Run `model` over every image of `source` once, in order, under the given precision.
 
     `tta` averages the logits of test-time views of each image (`vitkit.inference.tta`: none, flip, multicrop).
     `heads` also scores each head of a ViT on its own (DeiT's class and distillation heads) in the same pass, in
-    `EvalResult.heads`.
+    `EvalResult.heads`. With `world_size` > 1 (called on every rank of a torchrun job) each rank scores its own
+    contiguous part of `source` and the counts are summed over the ranks: every image is counted once.
     """
+    if keep_logits and world_size > 1:
+        raise UsageError("keep_logits needs the whole source on one process; call evaluate with world_size=1")
     num_classes = len(source.class_names)
     tallies: dict[str, Tally] = {}
     kept = []
-    for inputs, labels in eval_batches(model, source, transform, batch_size, device):
+    for inputs, labels in eval_batches(model, source, transform, batch_size, device, rank, world_size):
         with autocast(precision, device):
             outputs = tta_logits(lambda view: head_logits(model, view, heads), inputs, tta)
         if keep_logits:
             kept.append(outputs[AVERAGE].cpu())
         for name, logits in outputs.items():
             tallies.setdefault(name, Tally(num_classes, device)).add(logits, labels)
+    if world_size > 1:
+        for name in sorted(tallies):  # the same order on every rank
+            tallies[name].all_reduce()
     average = tallies.pop(AVERAGE, None) or Tally(num_classes, device)
     result = average.result(source)
     result.heads = {name: tally.result(source) for name, tally in tallies.items()}
@@ -105,17 +115,35 @@ def evaluate(
 
 
 def eval_batches(
-    model: torch.nn.Module, source: ImageSource, transform: EvalTransform, batch_size: int, device: torch.device
+    model: torch.nn.Module,
+    source: ImageSource,
+    transform: EvalTransform,
+    batch_size: int,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The evaluation loop every evaluation shares: (inputs, labels) of every image of `source` once, in order,
     transformed on `device`, with `model` in eval mode until the loop ends (its mode is restored then).
 
-    The caller runs the model under `autocast` and `torch.no_grad` (as `evaluate` and the objectives' `validate`).
+    With `world_size` > 1, only rank `rank`'s contiguous part (`vitkit.data.loader.rank_rows`), padded so every
+    rank runs the same number of batches; padding rows carry the label -1 and must not be counted (`Tally` skips
+    them). The caller runs the model under `autocast` and `torch.no_grad` (as `evaluate` and the objectives'
+    `validate`).
     """
     was_training = model.training
     model.eval()
+    if world_size > 1:
+        loader, real = eval_loader(source, batch_size, rank=rank, world_size=world_size, device=device)
+    else:
+        loader, real = make_loader(source, batch_size, shuffle=False, seed=0, epoch=0, device=device), len(source)
+    seen = 0
     try:
-        for images, labels in make_loader(source, batch_size, shuffle=False, seed=0, epoch=0, device=device):
+        for images, labels in loader:
+            if seen + len(labels) > real:
+                labels = labels.clone()
+                labels[max(0, real - seen) :] = -1
+            seen += len(labels)
             yield transform(images), labels
     finally:
         model.train(was_training)
@@ -147,11 +175,21 @@ class Tally:
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
 
     def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """Count one batch."""
+        """Count one batch (rows labelled -1 are padding of a distributed evaluation and are not counted)."""
         num_classes = self.confusion.shape[0]
+        if labels.numel() and int(labels.min()) < 0:
+            keep = labels >= 0
+            logits, labels = logits[keep], labels[keep]
         self.loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
         self.top5_hits += (logits.topk(min(5, num_classes), dim=1).indices == labels[:, None]).any(1).sum()
         self.confusion.view(-1).index_add_(0, labels * num_classes + logits.argmax(1), torch.ones_like(labels))
+
+    def all_reduce(self) -> None:
+        """Sum the counts of every rank of the process group (each rank counted its own images)."""
+        import torch.distributed as dist
+
+        for tensor in (self.confusion, self.top5_hits, self.loss_sum):
+            dist.all_reduce(tensor)
 
     def result(self, source: ImageSource) -> EvalResult:
         """The accuracies (%) and mean loss over every image of `source`."""
@@ -339,6 +377,8 @@ def data_config(recorded: dict[str, Any], **values: Any) -> DataConfig:
 
 def has_own_split(path: str) -> bool:
     """Whether a dataset comes split: train/ and val/ folders, or CIFAR's train and test files."""
+    if shard_root(path) is not None:
+        return "val" in read_index(shard_root(path))[0].splits
     if path == "digits" or not Path(path).exists():
         return False
     return find_cifar(path) is not None or (Path(path).is_dir() and has_split_folders(Path(path)))

@@ -258,6 +258,7 @@ class Distillation(Objective):
         result = evaluate(
             model, context.source, context.transform, batch_size=context.batch_size, device=context.device,
             precision=context.precision, tta=self.eval_tta, heads=self.token == "dist",
+            rank=context.rank, world_size=context.world_size,
         )  # fmt: skip
         values = {"top1": result.top1, "top5": result.top5, "loss": result.loss}
         values.update({f"top1_{name}": head.top1 for name, head in result.heads.items()})

@@ -77,6 +77,8 @@ class ValidationContext:
     batch_size: int
     device: torch.device
     precision: str  # the run's resolved precision: "bf16", "fp16" or "fp32"
+    rank: int = 0  # under torchrun: this process's rank, and how many there are; an objective that
+    world_size: int = 1  # passes them to `evaluate` scores each image on one rank only (the counts are summed)
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,7 @@ class Supervised(Objective):
         result = evaluate(
             model, context.source, context.transform, batch_size=context.batch_size, device=context.device,
             precision=context.precision, tta=self.eval_tta,
+            rank=context.rank, world_size=context.world_size,
         )  # fmt: skip
         return Validation({"top1": result.top1, "top5": result.top5, "loss": result.loss}, result.images)
 

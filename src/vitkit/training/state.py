@@ -12,7 +12,8 @@ import torch
 from vitkit.errors import UsageError
 
 STATE_FILE = "training_state.pt"
-STATE_VERSION = 3  # 3: the run state in four sections; 2 (one flat "progress" dict) is translated on load
+# 4: a fifth section, the stream position; 3 (four sections) and 2 (one flat "progress" dict) are translated on load
+STATE_VERSION = 4
 
 
 @dataclass
@@ -60,7 +61,27 @@ class LogPosition:
     metrics_rows: int = 0
 
 
-SECTIONS: dict[str, type] = {"progress": Progress, "scores": Scores, "timers": Timers, "log": LogPosition}
+@dataclass
+class StreamPosition:
+    """Where a streamed source's global sample order stands (packed shards, `vitkit.data.shards`).
+
+    The order is a function of (seed, epoch) over the data the index describes, so these numbers are the whole
+    reader state: a resumed run reads on from `offset` exactly, on any world size with the same global batch.
+    """
+
+    seed: int = 0  # the order's seed (run.seed)
+    epoch: int = 0  # the epoch whose order is being read
+    offset: int = 0  # samples of that order already trained on, over all ranks (batches x the global batch)
+    index: str = ""  # sha256 of the shard index the order is drawn over ("" for other sources)
+
+
+SECTIONS: dict[str, type] = {
+    "progress": Progress,
+    "scores": Scores,
+    "timers": Timers,
+    "log": LogPosition,
+    "stream": StreamPosition,
+}
 
 
 @dataclass
@@ -71,6 +92,7 @@ class RunState:
     scores: Scores = field(default_factory=Scores)
     timers: Timers = field(default_factory=Timers)
     log: LogPosition = field(default_factory=LogPosition)
+    stream: StreamPosition = field(default_factory=StreamPosition)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """One plain dict per section, safe for `torch.load(weights_only=True)`."""
@@ -83,16 +105,20 @@ class RunState:
 
 
 def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
-    """A version-2 training state in the current layout: its flat "progress" dict split into the four sections."""
-    if state.get("version") != 2:
-        return state
-    flat = dict(state["progress"])
-    sections = {
-        name: {f: flat.pop(f) for f in section.__dataclass_fields__ if f in flat} for name, section in SECTIONS.items()
-    }
-    if flat:
-        raise UsageError(f"the version-2 training state has unknown progress fields {sorted(flat)}")
-    return {**state, **sections, "version": STATE_VERSION}
+    """An older training state in the current layout: version 2's flat "progress" dict split into the sections,
+    and versions 2 and 3 given the stream section (no streamed source: a folder's position is progress.batch)."""
+    if state.get("version") == 2:
+        flat = dict(state["progress"])
+        sections = {
+            name: {f: flat.pop(f) for f in section.__dataclass_fields__ if f in flat}
+            for name, section in SECTIONS.items()
+        }
+        if flat:
+            raise UsageError(f"the version-2 training state has unknown progress fields {sorted(flat)}")
+        state = {**state, **sections, "version": 3}
+    if state.get("version") == 3:
+        state = {**state, "stream": asdict(StreamPosition()), "version": STATE_VERSION}
+    return state
 
 
 def capture_rng() -> dict[str, Any]:
@@ -148,7 +174,7 @@ def training_state(
     """The object saved as `training_state.pt` next to the weights of checkpoints/last."""
     return {
         "version": STATE_VERSION,
-        **run_state.to_dict(),  # progress, scores, timers, log
+        **run_state.to_dict(),  # progress, scores, timers, log, stream
         "optimizer": optimizer_state,
         "scaler": scaler.state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
@@ -159,10 +185,10 @@ def training_state(
 
 
 def load_training_state(path: Any) -> dict[str, Any]:
-    """Read `training_state.pt` (version 2 or 3, in the current layout), refusing anything else with a clear message."""
+    """Read `training_state.pt` (version 2 to 4, in the current layout), refusing anything else with a clear message."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("version") not in (2, STATE_VERSION):
+    if not isinstance(state, dict) or state.get("version") not in (2, 3, STATE_VERSION):
         raise UsageError(
-            f"{path} is not a vitkit training state (version 2 or {STATE_VERSION}); the run cannot be resumed"
+            f"{path} is not a vitkit training state (version 2 to {STATE_VERSION}); the run cannot be resumed"
         )
     return upgrade_state(state)

@@ -47,7 +47,7 @@ from vitkit.training.progress import ProgressReporter, format_duration
 from vitkit.training.report import RunRecord
 from vitkit.training.rundir import check_run_dir, prepare_run_dir, resume_config
 from vitkit.training.runtime import Runtime, make_scaler
-from vitkit.training.state import Progress, RunState, rank_seed, seed_everything
+from vitkit.training.state import Progress, RunState, StreamPosition, rank_seed, seed_everything
 
 
 class TrainingDiverged(RuntimeError):
@@ -97,6 +97,7 @@ class Trainer:
 
     def save_last(self) -> None:
         """Write checkpoints/last with everything this session would need to resume."""
+        self.state.stream = stream_position(self)
         self.checkpoints.save_last(
             self.state, optimizer=self.optimizer, scaler=self.scaler, ema=self.ema, objective=self.objective
         )
@@ -232,7 +233,33 @@ def create_trainer(
     trainer.eval_transform = EvalTransform(config.data.img_size, mean, std).to(runtime.device)
     if resume:
         trainer.state = checkpoints.restore(optimizer=optimizer, scaler=trainer.scaler, ema=ema, objective=objective)
+        check_stream(trainer)
     return trainer
+
+
+def stream_position(trainer: Trainer) -> StreamPosition:
+    """Where the training order stands: (seed, epoch, global offset) and the identity of the packed data."""
+    progress = trainer.state.progress
+    offset = progress.batch * trainer.config.run.batch_size
+    return StreamPosition(trainer.config.run.seed, progress.epoch, offset, getattr(trainer.data.train, "digest", ""))
+
+
+def check_stream(trainer: Trainer) -> None:
+    """A resumed run over packed shards must read the same data in the same global batches, or it is refused."""
+    saved, now = trainer.state.stream, stream_position(trainer)
+    if not saved.index:
+        return  # not a streamed source (or a state from before version 4): progress.batch is the position
+    if saved.index != now.index:
+        raise UsageError(
+            f"{trainer.config.data.path} is not the packed data this run started on (its index differs), so its "
+            "sample order cannot be resumed; point --data at the original shards, or start a new run"
+        )
+    if saved.offset != now.offset or saved.seed != now.seed:
+        raise UsageError(
+            f"the checkpoint stands {saved.offset} samples into epoch {saved.epoch + 1} of seed {saved.seed}, which "
+            f"global batches of {trainer.config.run.batch_size} with seed {now.seed} cannot continue exactly; resume "
+            "with the run's own --batch-size and --seed (any number of processes)"
+        )
 
 
 def run(trainer: Trainer, progress_bar: bool | None = None) -> dict[str, Any]:
@@ -251,6 +278,8 @@ def run(trainer: Trainer, progress_bar: bool | None = None) -> dict[str, Any]:
         warmup=trainer.warmup,
         total_steps=trainer.total_steps,
     )
+    if hasattr(trainer.data.train, "describe"):  # packed shards: how the epoch is cut and shared (drop or pad)
+        reporter.message(trainer.data.train.describe(run_cfg.batch_size, trainer.runtime.dist.world_size))
     try:
         while state.epoch < state.planned_epochs:
             resolution = trainer.resolution(state.epoch, state.step)
@@ -442,7 +471,7 @@ def validate(trainer: Trainer, model: nn.Module) -> Validation:
     with runtime.attention_kernel():
         context = ValidationContext(
             trainer.data.val, trainer.eval_transform, cfg.run.eval_batch_size or cfg.run.batch_size, runtime.device,
-            runtime.precision,
+            runtime.precision, runtime.dist.rank, runtime.dist.world_size,
         )  # fmt: skip
         result = trainer.objective.validate(model, context)
     if sharded:
