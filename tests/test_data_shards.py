@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_data_sources import write_cifar10
 
+from test_data_sources import write_cifar10
 from vitkit.cli.main import main
 from vitkit.data import DataConfig, load_dataset, make_loader
 from vitkit.data.imagefolder import decode_chunk
@@ -147,9 +147,13 @@ def test_resuming_at_a_batch_on_another_world_size_keeps_the_sequence(packed: Pa
     first = [make_loader(train, 12, shuffle=True, seed=5, epoch=2, drop_last=True, rank=r, world_size=2)
              for r in range(2)]  # fmt: skip
     head = [ids_of(x) for loader in first for x, _ in list(loader)[:2]]  # 2 batches on 2 ranks...
-    rest = [ids_of(x) for r in range(4) for x, _ in list(make_loader(
-        train, 12, shuffle=True, seed=5, epoch=2, start_batch=2, drop_last=True, rank=r, world_size=4
-    ))]  # fmt: skip  ...then the rest on 4
+    rest = [
+        ids_of(x)
+        for r in range(4)
+        for x, _ in list(
+            make_loader(train, 12, shuffle=True, seed=5, epoch=2, start_batch=2, drop_last=True, rank=r, world_size=4)
+        )
+    ]  # fmt: skip  ...then the rest on 4
     sequence = head[0] + head[2] + head[1] + head[3]
     sequence += [i for b in range(3) for r in range(4) for i in rest[r * 3 + b]]
     assert sequence == whole

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_data_shards import make_folder, pack
-from test_training_world_size import free_port
 
 import vitkit
+from test_data_shards import make_folder, pack
+from test_training_world_size import free_port
 
 TESTS = Path(__file__).resolve().parent
 TOLERANCE = 1e-6  # the rounding of the gradient all-reduce (3e-8 measured on folders, tests/test_training_world_size)
@@ -78,6 +78,7 @@ def test_every_sample_once_over_ranks_and_workers_and_any_world_size(shards: Pat
         assert sequence == expected, nproc
 
 
+# The default (DeiT) augmentation; 5 steps per epoch, a checkpoint every 3 steps.
 ARGS = [
     "--img-size", "8", "--model", "mu/4", "--hidden-dim", "16", "--depth", "1", "--num-heads", "2",
     "--mlp-dim", "32", "--batch-size", "12", "--epochs", "2", "--save-every", "3", "--precision", "fp32",
@@ -85,7 +86,7 @@ ARGS = [
     "--num-workers", "2", "--no-progress", "--objective", "shard_helpers:DyingSupervised",
     "--crop", "rrc", "--hflip", "--randaugment-n", "2", "--mixup", "0.8", "--cutmix", "1.0",
     "--random-erasing", "0.25", "--label-smoothing", "0.1",
-]  # fmt: skip  the default (DeiT) augmentation; 5 steps per epoch, a checkpoint every 3 steps
+]  # fmt: skip
 
 
 def train_args(shards: Path, out: Path) -> list[str]:

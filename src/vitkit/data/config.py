@@ -35,7 +35,9 @@ class DataConfig:
     val_split: str | None = knob(
         None, "a pre-split folder's held-out sub-folder (default: the one of val/, valid/, validation/, test/ it has)"
     )
-    shard_window: int = knob(4, "packed shards (vitkit data pack): samples are shuffled within windows of this many shards")
+    shard_window: int = knob(
+        4, "packed shards (vitkit data pack): samples are shuffled within windows of this many shards"
+    )
 
     def __post_init__(self) -> None:
         if self.img_size <= 0:

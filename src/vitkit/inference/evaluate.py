@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from vitkit.data import DataConfig, EvalTransform, ImageSource, load_dataset, make_loader
-from vitkit.data.loader import eval_loader
 from vitkit.data.cifar import find_cifar
 from vitkit.data.imagefolder import has_split_folders
+from vitkit.data.loader import eval_loader
 from vitkit.data.shards.format import read_index, shard_root
 from vitkit.errors import UsageError
 from vitkit.inference.device import INFERENCE_PRECISIONS, autocast

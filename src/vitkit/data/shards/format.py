@@ -90,7 +90,7 @@ class ShardIndex:
         except ValueError as error:
             raise UsageError(f"{where} is not valid JSON ({error}); re-run `vitkit data pack`") from None
         if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise UsageError(f"{where} is not a vitkit shard index (no \"format\": \"{FORMAT}\")")
+            raise UsageError(f'{where} is not a vitkit shard index (no "format": "{FORMAT}")')
         if document.get("version") != VERSION:
             raise UsageError(
                 f"{where} is shard index version {document.get('version')}; this vitkit reads version {VERSION}"
@@ -135,10 +135,7 @@ def read_bytes(path: str) -> bytes:
 def shard_root(path: str) -> str | None:
     """The shard directory `path` names (the directory, or its index file), or None when it holds no shard index."""
     path = str(path)
-    if path.endswith(INDEX_FILE):
-        root = path[: -len(INDEX_FILE)].rstrip("/") or "."
-    else:
-        root = path
+    root = (path[: -len(INDEX_FILE)].rstrip("/") or ".") if path.endswith(INDEX_FILE) else path
     if is_url(path):
         try:
             fs, inner = filesystem(join(root, INDEX_FILE))
@@ -160,9 +157,7 @@ def read_index(root: str) -> tuple[ShardIndex, dict[str, dict[str, np.ndarray]],
             "packing; pack it again"
         )
     with np.load(io.BytesIO(table_raw), allow_pickle=False) as archive:
-        tables = {
-            split: {column: archive[f"{split}/{column}"] for column in TABLE_COLUMNS} for split in index.splits
-        }
+        tables = {split: {column: archive[f"{split}/{column}"] for column in TABLE_COLUMNS} for split in index.splits}
     for split, table in tables.items():
         if len(table["label"]) != index.splits[split].samples:
             raise UsageError(f"{root}: the {split} table has {len(table['label'])} rows, the index counts "

@@ -27,7 +27,7 @@ from PIL import Image
 
 from vitkit.data.cifar import find_cifar, load_cifar
 from vitkit.data.decode import SkippedFile
-from vitkit.data.imagefolder import has_split_folders, read_header, scan_classes, stratified_split
+from vitkit.data.imagefolder import read_header, resolve_split_dirs, scan_classes, stratified_split
 from vitkit.data.shards.format import ShardIndex, ShardInfo, SplitIndex, parse_size, sha256_of, write_index
 from vitkit.errors import MissingPathError, UsageError
 
@@ -137,8 +137,10 @@ def _collect(
         return data.class_names, items, {split: [] for split in splits}, cifar[1]
     if not source.is_dir():
         raise UsageError(f"{source} is a file but not a CIFAR python archive; give a folder of class sub-folders")
-    if has_split_folders(source):
-        found = {split: _folder_items(source, source / split) for split in splits}
+    split_dirs = resolve_split_dirs(source)  # train/ beside val/, valid/, validation/ or test/, as training reads
+    if split_dirs is not None:
+        folders = dict(zip(("train", "val"), split_dirs, strict=True))
+        found = {split: _folder_items(source, folders[split]) for split in splits}
         names = [found[split][0] for split in splits]
         if any(n != names[0] for n in names):
             raise UsageError(f"{source}/train and {source}/val have different class folders; they must match")

@@ -139,7 +139,8 @@ class ShardSource(ImageSource, Dataset):
             paths = [filesystem(join(self.root, self.shards[s].name))[1] for s in shard.tolist()]
             blobs = fs.cat_ranges(paths, offset.tolist(), (offset + size).tolist())
         else:
-            blobs = [os.pread(self._handle(s), n, o) for s, o, n in zip(shard.tolist(), offset.tolist(), size.tolist())]
+            triples = zip(shard.tolist(), offset.tolist(), size.tolist(), strict=True)
+            blobs = [os.pread(self._handle(s), n, o) for s, o, n in triples]
         for row, blob, wanted in zip(rows, blobs, size.tolist(), strict=True):
             if len(blob) != wanted:
                 raise UsageError(self._truncated(int(row), len(blob), wanted))
@@ -211,7 +212,7 @@ def check_shards(root: str, shards: Sequence[ShardInfo]) -> None:
 
 
 def _listed_sizes(root: str) -> dict[str, int] | None:
-    """{name: bytes} of a URL directory from one listing ({} when it cannot be listed, e.g. plain https); None locally."""
+    """{name: bytes} of a URL directory from one listing ({} when it cannot be listed: plain https); None locally."""
     if not is_url(root):
         return None
     try:
