@@ -52,6 +52,9 @@ def main() -> None:
     files = {
         "ORT fp32": fp32,
         "ORT int8 dynamic": quantize_onnx(fp32, out / "model.int8-dynamic.onnx", "dynamic"),
+        "ORT int8 dynamic, 8-bit weights": quantize_onnx(
+            fp32, out / "model.int8-dynamic-full.onnx", "dynamic", reduce_range=False
+        ),
         "ORT int8 static (QDQ)": quantize_onnx(
             fp32,
             out / "model.int8-static.onnx",

@@ -28,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--include-preprocessing", action="store_true", help="take uint8 RGB images; normalise inside the graph"
     )
     parser.add_argument("--quantize", choices=("dynamic", "static"), help="also write an int8 FILE.int8.onnx")
+    parser.add_argument(
+        "--full-range-int8",
+        action="store_true",
+        help="8-bit weights instead of 7 (only for CPUs with VNNI/AMX: others saturate; see docs/export.md)",
+    )
     parser.add_argument("--calibration-data", metavar="DIR", help="images for --quantize static")
     parser.add_argument("--calibration-images", type=int, default=128, help="calibration images (default 128)")
     parser.add_argument("--val-data", metavar="DIR", help="report fp32 vs int8 accuracy on these labelled images")
@@ -55,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
     calibration = None
     if args.quantize == "static":
         calibration = calibration_batches(Path(args.calibration_data), out, args.calibration_images)
-    int8 = quantize_onnx(out, out.with_suffix(".int8.onnx"), args.quantize, calibration)
-    print(f"{int8}: int8 ({args.quantize})")
+    int8 = quantize_onnx(out, out.with_suffix(".int8.onnx"), args.quantize, calibration, not args.full_range_int8)
+    bits = "8-bit" if args.full_range_int8 else "7-bit"
+    print(f"{int8}: int8 ({args.quantize}, {bits} weights)")
     if args.val_data:
         report_accuracy(out, int8, args.val_data)
     return 0
