@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The levers of docs/efficiency.md, each against one baseline at equal epochs, two runs at a time on 1 thread each.
 #   benchmarks/levers_ablation.sh [OUT_DIR] [EPOCHS]      (default runs/levers, 5 epochs; ~30 min a pair here)
+# Patch dropout (keep half the patch tokens in training) against the baseline, started together:
+#   benchmarks/levers_ablation.sh OUT_DIR EPOCHS patchdrop
 # Then the 30-minute recipe beside the CCT repository's CPU recommendation (needs ../shared/tools):
 #   benchmarks/levers_ablation.sh OUT_DIR EPOCHS final30
 # CCT_EPOCHS (default 11) sets the CCT script's epochs: choose them so that it ends near 30 minutes on your CPU
@@ -21,6 +23,8 @@ if [ "$phase" = ablation ]; then
   arm base --model Mini/4 $BODY & arm mimetic --model Mini/4 $BODY --attn-init mimetic & wait
   arm muon --model Mini/4 $BODY --optimizer muon & arm cct2 --model cct2+Mini/4 $BODY & wait
   arm cct2_muon --model cct2+Mini/4 $BODY --optimizer muon & arm conv2_muon --model conv2+Mini/4 $BODY --optimizer muon & wait
+elif [ "$phase" = patchdrop ]; then
+  arm base --model Mini/4 $BODY & arm patchdrop --model Mini/4 $BODY --patch-drop 0.5 & wait
 else
   $VITKIT train --config recipes/cifar10_30min.yaml --threads 1 --attention math --no-progress \
     --out "$out/final30_vitkit" --overwrite > "$out/final30_vitkit.log" 2>&1 &
