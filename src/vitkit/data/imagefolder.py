@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -171,12 +172,13 @@ def stored_size(sizes: np.ndarray, img_size: int) -> int:
     return target
 
 
-def read_header(path: str) -> tuple[int, int] | str:
-    """(width, height) from the file header, or the reason the file is unusable (no pixel decoding)."""
+def read_header(path: str | bytes) -> tuple[int, int] | str:
+    """(width, height) from the header of a file (or of its encoded bytes), or the reason it is unusable (no pixel
+    decoding)."""
     try:
-        if os.path.getsize(path) == 0:
+        if (len(path) if isinstance(path, bytes) else os.path.getsize(path)) == 0:
             return "zero-byte file"
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as image:
             width, height = image.size
         check_pixels(width, height)
     except BadImageError as error:
