@@ -63,7 +63,7 @@ logger = logging.getLogger("vitkit.data")
 PREFIX = "hf:"
 SHUFFLE_BUFFER = 10_000  # samples in a stream's shuffle buffer (datasets' own default is 1,000)
 PEEK = 64  # images of a stream whose sizes choose its stored size
-LABEL_NAMES = ("label", "labels")  # an int column of these names is the label column when no ClassLabel is
+LABEL_NAMES = ("label", "labels")  # an int column so named is the label column when no ClassLabel is
 _HUB_NAME = re.compile(r"[\w][\w.-]*(/[\w][\w.-]*)?")  # NAME or OWNER/NAME, as the Hub spells them
 _SPLIT_NAME = re.compile(r"[\w][\w.-]*")
 Blob = dict[str, Any]  # an Image feature's undecoded value: {"bytes": bytes | None, "path": str | None}
@@ -81,7 +81,10 @@ def parse_hf_path(path: str) -> tuple[str, str | None]:
     if head and _SPLIT_NAME.fullmatch(tail):
         return head, tail
     if not location:
-        raise UsageError("--data hf: needs a dataset: hf:DIR (saved or imagefolder), hf:OWNER/NAME, and :SPLIT")
+        raise UsageError(
+            "--data hf: names no dataset; give hf:DIR (saved with save_to_disk, or an imagefolder directory) or "
+            "hf:OWNER/NAME (the Hub), optionally followed by :SPLIT"
+        )
     return location, None
 
 
@@ -118,7 +121,10 @@ def has_own_split(path: str) -> bool:
     if only is not None:
         return False
     names = list(open_splits(location, DataConfig(path=path))[0])
-    chosen = choose_splits(names, None, None, path, "split")
+    try:
+        chosen = choose_splits(names, None, None, path, "split")
+    except UsageError:  # several validation splits: it has its own, the run's --val-split says which
+        return True
     return chosen is not None and chosen[1] is not None
 
 
