@@ -20,7 +20,7 @@ datasets.disable_progress_bars()
 from test_data_shards import CLASSES, id_image, ids_of  # noqa: E402
 from test_data_shards_distributed import ARGS, environment, max_difference  # noqa: E402
 from vitkit.cli.main import main  # noqa: E402
-from vitkit.data import DataConfig, load_dataset, make_loader  # noqa: E402
+from vitkit.data import DataConfig, TensorSource, load_dataset, make_loader  # noqa: E402
 from vitkit.data.hf import HFSource, HFStreamSource, parse_hf_path  # noqa: E402
 from vitkit.data.imagefolder import decode_chunk  # noqa: E402
 from vitkit.data.loader import eval_loader  # noqa: E402
@@ -63,11 +63,13 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_saved_dataset_gives_its_classes_splits_and_labels(dataset: Path) -> None:
-    splits = load(dataset)
-    assert splits.class_names == list(CLASSES) and (len(splits.train), len(splits.val)) == (60, 15)
-    assert isinstance(splits.train, HFSource) and splits.image_size == 8
-    images, labels = next(iter(make_loader(splits.val, 15, shuffle=False, seed=0, epoch=0)))
-    assert ids_of(images) == list(range(60, 75)) and labels.tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    streamed, in_memory = load(dataset, max_memory_gb=0), load(dataset)
+    for splits in (streamed, in_memory):
+        assert splits.class_names == list(CLASSES) and (len(splits.train), len(splits.val)) == (60, 15)
+        images, labels = next(iter(make_loader(splits.val, 15, shuffle=False, seed=0, epoch=0)))
+        assert ids_of(images) == list(range(60, 75)) and labels.tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    assert isinstance(streamed.train, HFSource) and isinstance(in_memory.train, TensorSource)
+    assert streamed.image_size == in_memory.image_size == 8
     one = load(f"hf:{dataset}:train")  # one split, held out by val_fraction as a folder without split folders
     assert (len(one.train), len(one.val)) == (54, 6)
     assert len(load(dataset, limit_per_class=3).train) == 9 and len(load(dataset, train_fraction=0.5).train) == 30
@@ -87,8 +89,8 @@ def test_pixels_equal_the_folder_sources_and_imagefolder_is_read_too(tmp_path: P
     rows = {"image": [{"bytes": p.read_bytes(), "path": None} for p, _ in files], "label": [n for _, n in files]}
     datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "saved"))
     folder = load_dataset(DataConfig(path=str(root), img_size=16, num_workers=0))
-    for path in (tmp_path / "saved", root):  # a saved Dataset (no splits), an imagefolder directory
-        whole = load(path, img_size=16, num_workers=0).whole()
+    for path, memory in ((tmp_path / "saved", 0), (tmp_path / "saved", 4), (root, 0)):  # saved, imagefolder
+        whole = load(path, img_size=16, num_workers=0, max_memory_gb=memory).whole()
         assert whole.size == folder.image_size == 18 and whole.class_names == ["a", "b"]
         images, labels = next(iter(make_loader(whole, len(whole), shuffle=False, seed=0, epoch=0)))
         order = sorted(range(len(files)), key=lambda i: int(labels[i]))  # both read a, then b
@@ -98,7 +100,7 @@ def test_pixels_equal_the_folder_sources_and_imagefolder_is_read_too(tmp_path: P
 
 
 def test_every_row_once_per_epoch_and_a_resumed_epoch_continues_it(dataset: Path) -> None:
-    train = load(dataset).train
+    train = load(dataset, max_memory_gb=0).train
     whole = ids_of(torch.cat([x for x, _ in make_loader(train, 12, shuffle=True, seed=3, epoch=1, drop_last=True)]))
     assert sorted(whole) == list(range(60))
     rest = make_loader(train, 12, shuffle=True, seed=3, epoch=1, start_batch=2, drop_last=True, num_workers=2)
@@ -117,8 +119,11 @@ def test_bad_rows_are_replaced_counted_and_reported(tmp_path: Path) -> None:
     datasets.Dataset.from_dict({"image": images, "label": [0, 1, 0, 1, 0, 1]}, features=features).save_to_disk(
         str(tmp_path / "bad")
     )
+    with pytest.warns(UserWarning, match=r"skipped 2 unusable file\(s\): .*train\[2\] \(not an image.*train\[4\]"):
+        in_memory = load(tmp_path / "bad", val_fraction=0.4)  # the truncated body found when decoding once
+    assert len(in_memory.train) + len(in_memory.val) == 4
     with pytest.warns(UserWarning, match=r"skipped 1 unusable file\(s\): .*train\[2\] \(not an image"):
-        splits = load(tmp_path / "bad", val_fraction=0.4)
+        splits = load(tmp_path / "bad", val_fraction=0.4, max_memory_gb=0)
     assert splits.class_names == ["0", "1"] and len(splits.train) + len(splits.val) == 5
     assert [s.path for s in splits.skipped] == [f"hf:{tmp_path / 'bad'}:train[2]"]
     whole = splits.whole()
@@ -148,7 +153,19 @@ def test_a_stream_is_read_in_its_epoch_order_and_resumes_at_its_offset(dataset: 
 
 def test_training_on_hf_resumes_as_if_never_interrupted(dataset: Path, tmp_path: Path) -> None:
     def train(out: Path, **env: str) -> subprocess.CompletedProcess:
-        argv = [sys.executable, "-m", "vitkit", "train", "--data", f"hf:{dataset}", *ARGS, "--out", str(out)]
+        argv = [
+            sys.executable,
+            "-m",
+            "vitkit",
+            "train",
+            "--data",
+            f"hf:{dataset}",
+            "--max-memory-gb",
+            "0",
+            *ARGS,
+            "--out",
+            str(out),
+        ]
         return subprocess.run(argv, capture_output=True, text=True, timeout=300, env=environment(tmp_path, **env))
 
     straight, out = tmp_path / "straight", tmp_path / "killed"

@@ -10,11 +10,13 @@ column is the one `Image` feature and the label column the one `ClassLabel` (its
 int column named label or labels (classes "0".."K-1"), else none (one class: unlabelled images for pre-training);
 `--image-column` / `--label-column` name them.
 
-Order and resume. A saved or imagefolder dataset is map-style: `HFSource` is an indexed source like a streamed folder
-or packed shards. The loader draws the same (seed, epoch) permutation as for every other source, DataLoader workers
-decode whole batches (the encoded bytes, or the file an imagefolder row points to, decoded by
-`vitkit.data.decode` to the stored size chosen as for folders), and a checkpoint's batch resumes the epoch exactly:
-`datasets` is used for storage and indexing only, since vitkit's own sampler already resumes exactly.
+Order and resume. A saved or imagefolder dataset is map-style and read as a folder is: every image decoded by
+`vitkit.data.decode` (its encoded bytes, or the file an imagefolder row points to) to the stored size chosen as for
+folders; held in memory (decoded once by `num_workers` processes, cached under a key of the dataset's fingerprint)
+when it fits under `max_memory_gb`, else `HFSource`, an indexed source like a streamed folder or packed shards, whose
+DataLoader workers decode whole batches. Either way the loader draws the same (seed, epoch) permutation as for every
+other source and a checkpoint's batch resumes the epoch exactly: `datasets` is used for storage and indexing only,
+since vitkit's own sampler already resumes exactly.
 
 A Hub dataset is streamed (`IterableDataset`), which has no random access, and `datasets`' own resume
 (`IterableDataset.state_dict`) loses the shuffle buffer, so it is not exact. `HFStreamSource` therefore keeps its
@@ -55,7 +57,7 @@ from vitkit.data.imagefolder import (
     stored_size,
     stratified_split,
 )
-from vitkit.data.sources import DatasetSplits, ImageSource
+from vitkit.data.sources import DatasetSplits, ImageSource, TensorSource, subset_source
 from vitkit.errors import MissingPathError, UsageError
 
 logger = logging.getLogger("vitkit.data")
@@ -368,13 +370,24 @@ def _indexed_splits(
     if not any(len(k) for k in kept.values()):
         raise UsageError(f"{config.path}: no decodable image in {', '.join(wanted)}")
     size = stored_size(np.array(sizes, dtype=np.int64).reshape(-1, 2), config.img_size)
+    # As for folders: held in memory, decoded once and cached, when the decoded images fit under max_memory_gb.
+    in_memory = sum(len(k) for k in kept.values()) * 3 * size * size <= config.max_memory_gb * 2**30
+    decoded, hits = {}, []
+    for n in wanted if in_memory else ():
+        decoded[n], failed, hit = _decoded(parts[n], kept[n], image, size, config, splits[n])
+        skipped += [SkippedFile(f"{where[n]}[{row}]", reason) for row, reason in failed.items()]
+        kept[n] = np.array([row for row in kept[n].tolist() if row not in failed], dtype=np.int64)
+        hits.append(hit)
 
-    def source(n: str) -> HFSource:
+    def source(n: str) -> ImageSource:
         rows = kept[n]
+        labelled = torch.from_numpy(labels[n][rows].astype(np.int64))
+        if in_memory:
+            return TensorSource(decoded[n], labelled, class_names)
         table = {"part": np.zeros(len(rows), dtype=np.int64), "row": rows.astype(np.int64)}
         return HFSource(
-            [parts[n]], table, torch.from_numpy(labels[n][rows].astype(np.int64)), class_names, size,
-            names=[where[n]], image_column=image, num_workers=config.num_workers, skipped=skipped,
+            [parts[n]], table, labelled, class_names, size, names=[where[n]], image_column=image,
+            num_workers=config.num_workers, skipped=skipped,
         )  # fmt: skip
 
     train = source(train_name)
@@ -382,13 +395,45 @@ def _indexed_splits(
         val = source(val_name)
     else:
         train_rows, val_rows = stratified_split(train.labels, config.val_fraction, config.seed)
-        train, val = train.subset(train_rows), train.subset(val_rows)
+        train, val = subset_source(train, train_rows), subset_source(train, val_rows)
     decode.report_skipped(skipped, config.path)
+    how = ("in memory, " + ("cache hit" if all(hits) else "decoded")) if in_memory else "streamed by decode workers"
     logger.info(
-        "%s: %d train / %d val rows (%s), stored at %dpx", config.path, len(train), len(val),
-        f"splits {train_name} and {val_name}" if val_name else f"{train_name} held out by val_fraction", size,
+        "%s: %d train / %d val rows (%s), stored at %dpx (%s)", config.path, len(train), len(val),
+        f"splits {train_name} and {val_name}" if val_name else f"{train_name} held out by val_fraction", size, how,
     )  # fmt: skip
     return DatasetSplits(train, val, class_names, skipped)
+
+
+def _decoded(
+    part: Any, rows: np.ndarray, image: str, size: int, config: DataConfig, original: Any
+) -> tuple[torch.Tensor, dict[int, str], bool]:
+    """uint8 images of `rows` that decode, {row: reason} of those that do not, and whether they came from the cache
+    (keyed by the dataset's fingerprint, the rows and the stored size)."""
+    fingerprint = getattr(original, "_fingerprint", None)
+    params = {"source": "hf-images", "column": image, "size": size, "max_pixels": decode.MAX_IMAGE_PIXELS}
+    params["rows"] = hashlib.sha256(rows.astype(np.int64).tobytes()).hexdigest()
+    key = content_key([(str(fingerprint), len(part), 0)], params) if fingerprint else None
+    location = cache_path(cache_root(config.cache_dir), "images", key) if key else None
+    entry = load_entry(location) if location else None
+    if entry is not None:
+        return entry["images"], entry["bad"], True
+    chunks = parallel_chunks(_decode_chunk, rows.tolist(), config.num_workers, part, image, size)
+    images = torch.cat([c[0] for c in chunks]) if chunks else torch.empty(0, 3, size, size, dtype=torch.uint8)
+    bad = {row: reason for c in chunks for row, reason in c[1].items()}
+    if location:
+        save_entry(location, {"images": images, "bad": bad})
+    return images, bad, False
+
+
+def _decode_chunk(rows: Sequence[int], part: Any, image: str, size: int) -> tuple[torch.Tensor, dict[int, str]]:
+    good, bad = [], {}
+    for row, value in zip(rows, part[list(rows)][image], strict=True):
+        try:
+            good.append(decode_blob(blob_of(value), size))
+        except BadImageError as error:
+            bad[int(row)] = str(error)
+    return (torch.stack(good) if good else torch.empty(0, 3, size, size, dtype=torch.uint8)), bad
 
 
 def _labels(dataset: Any, label: str | None) -> np.ndarray:
