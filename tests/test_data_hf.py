@@ -210,3 +210,25 @@ def test_errors_say_what_to_do(dataset: Path, tmp_path: Path) -> None:
         load(named, label_column="species")
     with pytest.raises(UsageError, match="--label-column kind: .* has no such column"):
         load(named, label_column="kind")
+
+
+def test_a_hub_name_is_streamed(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = datasets.load_from_disk(str(dataset))
+
+    def hub(name: str, streaming: bool = False) -> datasets.IterableDatasetDict:  # what the Hub would give
+        assert name == "owner/name" and streaming
+        streams = {}
+        for split, part in base.items():
+            streams[split] = part.to_iterable_dataset(num_shards=2)
+            streams[split].info.splits = datasets.SplitDict()
+            streams[split].info.splits.add(datasets.SplitInfo(name=split, num_examples=len(part)))
+        return datasets.IterableDatasetDict(streams)
+
+    monkeypatch.setattr(datasets, "load_dataset", hub)
+    splits = load("hf:owner/name", num_workers=0)
+    assert isinstance(splits.train, HFStreamSource) and splits.class_names == list(CLASSES)
+    assert (len(splits.train), len(splits.val), splits.image_size) == (60, 15, 8)
+    images, labels = next(iter(make_loader(splits.val, 15, shuffle=False, seed=0, epoch=0)))
+    assert ids_of(images) == list(range(60, 75)) and labels.tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    with pytest.raises(UsageError, match="streamed, so it needs a held-out split of its own"):
+        load("hf:owner/name:train")

@@ -635,7 +635,8 @@ def _stream_splits(
             f"{config.path} is streamed, so it needs a held-out split of its own and cannot be subset "
             "(limit_per_class, train_fraction); download it with save_to_disk and give that directory"
         )
-    first = [blob_of(e[image]) for e in splits[train_name].take(PEEK)]
+    undecoded = splits[train_name].select_columns([image]).cast_column(image, _datasets().Image(decode=False))
+    first = [blob_of(example[image]) for example in undecoded.take(PEEK)]
     size = stored_size(
         np.array([h for h in map(read_header, first) if not isinstance(h, str)], np.int64).reshape(-1, 2),
         config.img_size,
