@@ -13,7 +13,8 @@ Per dataset, the folder (train and val) is packed once with `vitkit data pack` i
   same work the shards do;
 * shards: the packed shards (`ShardSource`);
 * folder, in memory: what `vitkit train` does with a folder whose decoded split fits `max_memory_gb` (both do here):
-  decoded once into the cache, memory-mapped, no decoding in the loop (the ceiling: augmentation alone).
+  decoded once into the cache, memory-mapped, no decoding in the loop (the ceiling: augmentation alone);
+* with `--hf`, hf: saved, streamed: the same images saved as a Hugging Face dataset (`--data hf:DIR`, `HFSource`).
 
 A cold pass first drops every file of the arm from the page cache (`posix_fadvise(DONTNEED)` on each image file,
 shard or cache entry; no root needed), a warm pass then reads the same epoch's images again. The arms alternate
@@ -80,6 +81,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=None, help="per timed pass (default: per dataset)")
     parser.add_argument("--train-steps", type=int, default=None, help="of each data-wait run (default: per dataset)")
     parser.add_argument("--no-train", action="store_true", help="skip the data-wait runs")
+    parser.add_argument("--hf", action="store_true", help="add the same images as a saved Hugging Face dataset")
     return parser.parse_args()
 
 
@@ -131,7 +133,27 @@ def timed_pass(config: DataConfig, augment: TrainAugment, images: int, epoch: in
     return seen / (time.perf_counter() - start)
 
 
-def loader_rows(name: str, folder: Path, shards: Path, cache: Path, rounds: int, images: int, batch: int) -> list[str]:
+def save_as_hf_once(folder: Path, out: Path) -> float | None:
+    """The folder's train/ and val/ as a Hugging Face DatasetDict (encoded bytes, ClassLabel) saved to `out`."""
+    if (out / "dataset_dict.json").exists():
+        return None
+    import datasets
+
+    start = time.perf_counter()
+    classes = sorted(p.name for p in (folder / "train").iterdir() if p.is_dir())
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classes)})
+    parts = {}
+    for split in ("train", "val"):
+        files = [(f, label) for label, c in enumerate(classes) for f in sorted((folder / split / c).iterdir())]
+        rows = {"image": [{"bytes": f.read_bytes(), "path": None} for f, _ in files], "label": [y for _, y in files]}
+        parts[split] = datasets.Dataset.from_dict(rows, features=features)
+    datasets.DatasetDict(parts).save_to_disk(str(out))
+    return time.perf_counter() - start
+
+
+def loader_rows(
+    name: str, folder: Path, shards: Path, hf: Path | None, cache: Path, rounds: int, images: int, batch: int
+) -> list[str]:
     setting = SETTINGS[name]
     norm = IMAGENET_NORM if name.startswith("imagenette") else {}
     common = {"img_size": setting.img_size, "cache_dir": str(cache), "num_workers": 2, **norm}
@@ -140,6 +162,8 @@ def loader_rows(name: str, folder: Path, shards: Path, cache: Path, rounds: int,
         "shards": (DataConfig(path=str(shards), **common), files_under(shards)),
         "folder, in memory": (DataConfig(path=str(folder), **common), files_under(cache)),
     }
+    if hf is not None:
+        arms["hf: saved, streamed"] = (DataConfig(path=f"hf:{hf}", max_memory_gb=0.0, **common), files_under(hf))
     for config, _ in arms.values():
         load_dataset(config)  # header index, decode cache: built once, outside the timing
     classes = len(load_dataset(arms["shards"][0]).class_names)
@@ -205,7 +229,11 @@ def main() -> None:
             packing.append(f"{name}: packed in {seconds:.0f} s")
             print(f"  {packing[-1]}", flush=True)
         images = args.images or SETTINGS[name].images
-        loader += loader_rows(name, folder, shards, cache, args.rounds, images, args.batch_size)
+        hf = scratch / "hf" / name if args.hf else None
+        seconds = save_as_hf_once(folder, hf) if hf else None
+        if seconds is not None:
+            packing.append(f"{name}: saved as a Hugging Face dataset in {seconds:.0f} s")
+        loader += loader_rows(name, folder, shards, hf, cache, args.rounds, images, args.batch_size)
         if not args.no_train:
             steps = args.train_steps or SETTINGS[name].steps
             waits += data_wait_rows(name, folder, shards, cache, scratch, steps, args.batch_size)
