@@ -635,6 +635,7 @@ def _stream_splits(
             f"{config.path} is streamed, so it needs a held-out split of its own and cannot be subset "
             "(limit_per_class, train_fraction); download it with save_to_disk and give that directory"
         )
+    skipped: list[SkippedFile] = []  # one list: the run's skipped_files, filled while streaming
     undecoded = splits[train_name].select_columns([image]).cast_column(image, _datasets().Image(decode=False))
     first = [blob_of(example[image]) for example in undecoded.take(PEEK)]
     size = stored_size(
@@ -643,8 +644,8 @@ def _stream_splits(
     )
 
     def source(n: str) -> HFStreamSource:
-        info = getattr(splits[n], "info", None)
-        length = getattr((info.splits or {}).get(n), "num_examples", None) if info and info.splits else None
+        sizes = getattr(getattr(splits[n], "info", None), "splits", None) or {}  # the Hub's dataset_info
+        length = getattr(sizes.get(n), "num_examples", None)
         if not length:
             raise UsageError(
                 f"{config.path}: the Hub's metadata does not say how many examples split '{n}' has, which the "
@@ -652,9 +653,9 @@ def _stream_splits(
             )
         return HFStreamSource(
             splits[n], length, class_names or [FLAT_CLASS], size, name=where[n], image_column=image,
-            label_column=label, num_workers=config.num_workers,
+            label_column=label, num_workers=config.num_workers, skipped=skipped,
         )  # fmt: skip
 
     train, val = source(train_name), source(val_name)
     logger.info("%s: streaming %d train / %d val samples, stored at %dpx", config.path, len(train), len(val), size)
-    return DatasetSplits(train, val, train.class_names, [])
+    return DatasetSplits(train, val, train.class_names, skipped)
