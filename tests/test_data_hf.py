@@ -151,6 +151,7 @@ def test_a_stream_is_read_in_its_epoch_order_and_resumes_at_its_offset(dataset: 
         train.subset(torch.arange(3))
 
 
+@pytest.mark.slow
 def test_training_on_hf_resumes_as_if_never_interrupted(dataset: Path, tmp_path: Path) -> None:
     def train(out: Path, **env: str) -> subprocess.CompletedProcess:
         argv = [
