@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -98,6 +99,7 @@ def pack_once(folder: Path, out: Path, cache: Path) -> float | None:
     """Pack `folder`'s train split into `out` (seconds taken; None when `out` was packed by an earlier run)."""
     if (out / "vitkit-shards.json").exists():
         return None
+    shutil.rmtree(out, ignore_errors=True)  # a packing cut short (the scratch directory is this script's own)
     start = time.perf_counter()
     vitkit("data", "pack", str(folder), "--out", str(out), cache=cache)
     return time.perf_counter() - start
