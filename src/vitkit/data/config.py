@@ -16,8 +16,9 @@ class DataConfig:
 
     path: str = knob(
         "digits",
-        "'digits', an ImageFolder directory, a CIFAR-10/100 python folder or .tar.gz, or a packed shard directory "
-        "(local or an fsspec URL such as s3://bucket/shards)",
+        "'digits', an ImageFolder directory, a CIFAR-10/100 python folder or .tar.gz, a packed shard directory "
+        "(local or an fsspec URL such as s3://bucket/shards), or hf:PATH_OR_NAME[:SPLIT] (a Hugging Face dataset: "
+        "saved with save_to_disk, an imagefolder directory, or a Hub name, streamed)",
     )
     img_size: int = knob(32, "model input resolution")
     val_fraction: float = knob(0.1, "held-out share (seeded, stratified) when the data has no val/ split")
@@ -34,6 +35,10 @@ class DataConfig:
     train_split: str | None = knob(None, "a pre-split folder's training sub-folder (default train/)")
     val_split: str | None = knob(
         None, "a pre-split folder's held-out sub-folder (default: the one of val/, valid/, validation/, test/ it has)"
+    )
+    image_column: str | None = knob(None, "hf: datasets: the image column (default: the one Image feature)")
+    label_column: str | None = knob(
+        None, "hf: datasets: the label column (default: the one ClassLabel feature, else an int column named label)"
     )
     shard_window: int = knob(
         4, "packed shards (vitkit data pack): samples are shuffled within windows of this many shards"

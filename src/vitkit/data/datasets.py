@@ -1,4 +1,5 @@
-"""`load_dataset`: one entry point that recognises ImageFolder, CIFAR-10/100 and scikit-learn's digits."""
+"""`load_dataset`: one entry point that recognises ImageFolder, CIFAR-10/100, packed shards, Hugging Face datasets and
+scikit-learn's digits."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from vitkit.data.cifar import find_cifar, load_cifar
 from vitkit.data.config import DataConfig
 from vitkit.data.decode import report_skipped
+from vitkit.data.hf import is_hf_path, load_hf
 from vitkit.data.imagefolder import load_imagefolder, stratified_draw, stratified_split
 from vitkit.data.shards.format import shard_root
 from vitkit.data.shards.source import load_shards
@@ -21,7 +23,8 @@ logger = logging.getLogger("vitkit.data")
 
 
 def load_dataset(config: DataConfig) -> DatasetSplits:
-    """Load the dataset `config.path` names: "digits", a CIFAR pickle folder or .tar.gz, or an ImageFolder.
+    """Load the dataset `config.path` names: "digits", a CIFAR pickle folder or .tar.gz, packed shards, `hf:...`, or an
+    ImageFolder.
 
     With `config.train_fraction` < 1 only that seeded, stratified share of each class's training images is
     kept (a label-scarce experiment); the val split stays whole.
@@ -39,6 +42,8 @@ def load_dataset(config: DataConfig) -> DatasetSplits:
 def _load_splits(config: DataConfig) -> DatasetSplits:
     if config.path == "digits":
         return load_digits(config)
+    if is_hf_path(config.path):  # hf:PATH_OR_NAME[:SPLIT]: a Hugging Face dataset
+        return load_hf(config)
     if shard_root(config.path) is not None:  # a directory (or URL) of packed shards: `vitkit data pack`
         return load_shards(config, shard_root(config.path))
     path = Path(config.path).expanduser()

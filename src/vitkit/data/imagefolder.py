@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -42,39 +43,57 @@ def resolve_split_dirs(
 ) -> tuple[Path, Path] | None:
     """The (train, held-out) folders of a pre-split ImageFolder at `root`, or None when it is not pre-split.
 
-    The held-out folder is `val_split` when given, else the one of val/, valid/, validation/ that exists, else
-    test/ (said in the log; a test/ beside a validation folder is left out and the log says so). More than one
-    validation-named folder is refused: which one is meant cannot be guessed. A train/ with no held-out folder is
-    refused too: read as a class folder it would silently become a class named "train".
+    The held-out folder is chosen by `choose_splits`. A train/ with no held-out folder is refused: read as a class
+    folder it would silently become a class named "train".
     """
     present = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    train_name = train_split or "train"
-    if train_split is not None or val_split is not None:
-        for kind, name in (("train", train_name), ("val", val_split)):
-            if name is not None and name not in present:
-                raise UsageError(
-                    f"--{kind}-split {name}: {root} has no folder {name}/ (it has: {', '.join(present) or 'none'})"
-                )
-    if train_name not in present:
+    chosen = choose_splits(present, train_split, val_split, str(root), "folder")
+    if chosen is None:
         return None
-    if val_split is not None:
-        return root / train_name, root / val_split
-    validation = [n for n in VALIDATION_NAMES if n in present]
-    if len(validation) > 1:
-        raise UsageError(
-            f"{root} has several held-out folders ({', '.join(f'{n}/' for n in validation)}); say which one to "
-            f"validate on with --val-split NAME (recipe: data.val_split)"
-        )
-    held_out = validation or [n for n in HELD_OUT_NAMES[3:] if n in present]
-    if not held_out:
+    train_name, held_out = chosen
+    if held_out is None:
         raise UsageError(
             f"{root} has a {train_name}/ folder but no held-out folder ({', '.join(f'{n}/' for n in HELD_OUT_NAMES)}); "
             f"name yours with --val-split NAME, or give {root / train_name} as the path to split it by val_fraction"
         )
+    return root / train_name, root / held_out
+
+
+def choose_splits(
+    present: Sequence[str], train_split: str | None, val_split: str | None, where: str, kind: str
+) -> tuple[str, str | None] | None:
+    """The (train, held-out) names among the splits `present` (folders, or a Hugging Face dataset's splits).
+
+    None when there is no train split; the held-out name is None when there is none. It is `val_split` when given,
+    else the one of val, valid, validation that exists, else test (said in the log; a test beside a validation
+    split is left out and the log says so). More than one validation name is refused: which one is meant cannot be
+    guessed. `kind` ("folder" or "split") words the messages.
+    """
+    shown = (lambda name: f"{name}/") if kind == "folder" else (lambda name: f"'{name}'")  # noqa: E731
+    train_name = train_split or "train"
+    named = (("train", train_name), ("val", val_split)) if train_split or val_split else ()
+    for flag, name in named:
+        if name is not None and name not in present:
+            raise UsageError(
+                f"--{flag}-split {name}: {where} has no {kind} {shown(name)} (it has: {', '.join(present) or 'none'})"
+            )
+    if train_name not in present:
+        return None
+    if val_split is not None:
+        return train_name, val_split
+    validation = [n for n in VALIDATION_NAMES if n in present]
+    if len(validation) > 1:
+        raise UsageError(
+            f"{where} has several held-out {kind}s ({', '.join(shown(n) for n in validation)}); say which one to "
+            f"validate on with --val-split NAME (recipe: data.val_split)"
+        )
+    held_out = validation or [n for n in HELD_OUT_NAMES[3:] if n in present]
+    if not held_out:
+        return train_name, None
     if held_out[0] != "val":
-        left_out = " (test/ is left out)" if "test" in present and held_out[0] != "test" else ""
-        logger.info("%s: validating on %s/, the held-out folder it has%s", root, held_out[0], left_out)
-    return root / train_name, root / held_out[0]
+        left_out = f" ({shown('test')} is left out)" if "test" in present and held_out[0] != "test" else ""
+        logger.info("%s: validating on %s, the held-out %s it has%s", where, shown(held_out[0]), kind, left_out)
+    return train_name, held_out[0]
 
 
 def has_split_folders(root: Path) -> bool:
@@ -153,12 +172,13 @@ def stored_size(sizes: np.ndarray, img_size: int) -> int:
     return target
 
 
-def read_header(path: str) -> tuple[int, int] | str:
-    """(width, height) from the file header, or the reason the file is unusable (no pixel decoding)."""
+def read_header(path: str | bytes) -> tuple[int, int] | str:
+    """(width, height) from the header of a file (or of its encoded bytes), or the reason it is unusable (no pixel
+    decoding)."""
     try:
-        if os.path.getsize(path) == 0:
+        if (len(path) if isinstance(path, bytes) else os.path.getsize(path)) == 0:
             return "zero-byte file"
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as image:
             width, height = image.size
         check_pixels(width, height)
     except BadImageError as error:

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 
 from vitkit.data import DataConfig, EvalTransform, ImageSource, load_dataset, make_loader
 from vitkit.data.cifar import find_cifar
+from vitkit.data.hf import has_own_split as hf_has_own_split
+from vitkit.data.hf import is_hf_path
 from vitkit.data.imagefolder import has_split_folders
 from vitkit.data.loader import eval_loader
 from vitkit.data.shards.format import read_index, shard_root
@@ -377,6 +379,8 @@ def data_config(recorded: dict[str, Any], **values: Any) -> DataConfig:
 
 def has_own_split(path: str) -> bool:
     """Whether a dataset comes split: train/ and val/ folders, or CIFAR's train and test files."""
+    if is_hf_path(path):
+        return hf_has_own_split(path)
     if shard_root(path) is not None:
         return "val" in read_index(shard_root(path))[0].splits
     if path == "digits" or not Path(path).exists():
