@@ -1,9 +1,12 @@
-"""Top-1 agreement and accuracy of a checkpoint in PyTorch vs its ONNX Runtime export (fp32, int8 dynamic/static).
+"""Top-1 agreement and accuracy of a checkpoint in PyTorch vs its exported files (ONNX Runtime fp32, int8
+dynamic/static; AOTInductor .pt2), optionally with a sweep of static int8 settings.
 
     OMP_NUM_THREADS=1 python benchmarks/export_accuracy.py CKPT --data DIR [--out DIR] [--calibration-images 128]
+        [--static-sweep] [--no-pt2]
 
 Every image of the data's val split (CIFAR: the test set) is classified by PyTorch eager fp32 and by each
-exported file; static int8 is calibrated on training images (never the val ones).
+exported file; static int8 is calibrated on training images (never the val ones). The files stay in --out for
+benchmarks/export_speed.py.
 """
 
 from __future__ import annotations
@@ -17,23 +20,42 @@ import numpy as np
 import torch
 
 from vitkit.data import load_dataset
-from vitkit.export import evaluate_onnx, export_onnx, quantize_onnx
+from vitkit.export import evaluate_exported, export_onnx, export_pt2, quantize_onnx
+from vitkit.export.quantize import StaticInt8
 from vitkit.inference import evaluate_checkpoint, select_eval_data
 
+# Static int8 settings tried (--static-sweep): name -> (settings, calibration images).
+SWEEP = {
+    "MinMax, 128 images (the earlier default)": (StaticInt8(), 128),
+    "MinMax, 1024 images": (StaticInt8(), 1024),
+    "Percentile 99.999, 1024 images": (StaticInt8(method="percentile"), 1024),
+    "Entropy, 1024 images": (StaticInt8(method="entropy"), 1024),
+    "MinMax, per-tensor weights": (StaticInt8(per_channel=False), 128),
+    "MinMax, uint8 asymmetric activations": (StaticInt8(symmetric_activations=False), 128),
+    "MinMax, attention MatMuls fp32": (StaticInt8(skip_attention=True), 128),
+    "MinMax, attention MatMuls + head fp32": (StaticInt8(skip_attention=True, skip_head=True), 128),
+    "Percentile, attention MatMuls fp32, 1024 images": (StaticInt8(method="percentile", skip_attention=True), 1024),
+    "Entropy, attention MatMuls + head fp32, 1024 images": (
+        StaticInt8(method="entropy", skip_attention=True, skip_head=True),
+        1024,
+    ),
+}
 
-def calibration(prep, data: str, count: int, batch: int = 16):
+
+def calibration(prep, data: str, count: int, batch: int = 16) -> list[np.ndarray]:
     """`count` training images (a seeded shuffle), normalised as the model expects, in batches."""
     from vitkit.data import EvalTransform, make_loader
 
     config, _ = select_eval_data(prep, data, "train")
     train = load_dataset(config).train
     transform = EvalTransform(prep.img_size, prep.mean, prep.std)
-    seen = 0
+    batches, seen = [], 0
     for images, _ in make_loader(train, batch, shuffle=True, seed=0, epoch=0, device=torch.device("cpu")):
         if seen >= count:
-            return
-        yield transform(images[: count - seen]).numpy()
-        seen += len(images)
+            break
+        batches.append(transform(images[: count - seen]).numpy())
+        seen += len(batches[-1])
+    return batches
 
 
 def main() -> None:
@@ -43,11 +65,15 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--out", default="/tmp/export_accuracy")
     parser.add_argument("--calibration-images", type=int, default=128)
+    parser.add_argument("--static-sweep", action="store_true", help="also every static int8 setting in SWEEP")
+    parser.add_argument("--no-pt2", action="store_true", help="skip the AOTInductor .pt2 (a C++ compile)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
     start = time.time()
     reference = evaluate_checkpoint(args.checkpoint, args.data, device="cpu", precision="fp32", keep_logits=True)
+    prep = reference.preprocessing
+    calibrations = {args.calibration_images: calibration(prep, args.data, args.calibration_images)}
     fp32, _ = export_onnx(args.checkpoint, out / "model.onnx")
     files = {
         "ORT fp32": fp32,
@@ -56,17 +82,31 @@ def main() -> None:
             fp32, out / "model.int8-dynamic-full.onnx", "dynamic", reduce_range=False
         ),
         "ORT int8 static (QDQ)": quantize_onnx(
+            fp32, out / "model.int8-static.onnx", "static", iter(calibrations[args.calibration_images])
+        ),
+        "ORT int8 static (QDQ), 8-bit weights": quantize_onnx(
             fp32,
-            out / "model.int8-static.onnx",
+            out / "model.int8-static-full.onnx",
             "static",
-            calibration(reference.preprocessing, args.data, args.calibration_images),
+            iter(calibrations[args.calibration_images]),
+            reduce_range=False,
         ),
     }
+    if not args.no_pt2:
+        files["AOTInductor .pt2 fp32"] = export_pt2(args.checkpoint, out / "pt2" / "model.pt2")[0]
+    if args.static_sweep:
+        for i, (name, (settings, count)) in enumerate(SWEEP.items()):
+            if count not in calibrations:
+                calibrations[count] = calibration(prep, args.data, count)
+            sweep = out / "sweep" / f"static{i}.onnx"
+            files[f"static sweep: {name}"] = quantize_onnx(
+                fp32, sweep, "static", iter(calibrations[count]), static=settings
+            )
     base = reference.result
     labels = base.logits.argmax(1)
     rows = [{"model": "PyTorch eager fp32", "top1": base.top1, "agreement": 100.0, "max_abs_logit_diff": 0.0}]
     for name, file in files.items():
-        result = evaluate_onnx(file, args.data, split=reference.data.split).result
+        result = evaluate_exported(file, args.data, split=reference.data.split).result
         rows.append(
             {
                 "model": name,

@@ -29,7 +29,8 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, torch
     path = vitkit.save(
         model, root / "ckpt", class_names=CLASSES, metadata={"data": {"img_size": 16, "mean": MEAN, "std": STD}}
     )
-    out, _ = export_pt2(path, root / "out" / "model.pt2")
+    out = root / "out" / "model.pt2"
+    assert main(["export", str(path), "--format", "pt2", "--out", str(out)]) == 0
     return path, out, model
 
 
