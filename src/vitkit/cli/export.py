@@ -15,7 +15,14 @@ from pathlib import Path
 from vitkit.errors import UsageError
 
 FORMATS = ("onnx", "pt2")
-ONNX_ONLY = {"dynamic_size": "--dynamic-size", "opset": "--opset", "quantize": "--quantize"}
+ONNX_ONLY = {
+    "dynamic_size": "--dynamic-size",
+    "opset": "--opset",
+    "quantize": "--quantize",
+    "full_range_int8": "--full-range-int8",
+    "calibration_data": "--calibration-data",
+    "val_data": "--val-data",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
