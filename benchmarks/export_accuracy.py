@@ -39,6 +39,18 @@ SWEEP = {
         StaticInt8(method="entropy", skip_attention=True, skip_head=True),
         1024,
     ),
+    "MinMax, uint8 activations, attention MatMuls fp32": (
+        StaticInt8(symmetric_activations=False, skip_attention=True),
+        128,
+    ),
+    "MinMax, uint8 activations, attention MatMuls + head fp32": (
+        StaticInt8(symmetric_activations=False, skip_attention=True, skip_head=True),
+        128,
+    ),
+    "Percentile, uint8 activations, attention MatMuls fp32, 1024 images": (
+        StaticInt8(method="percentile", symmetric_activations=False, skip_attention=True),
+        1024,
+    ),
 }
 
 
