@@ -223,3 +223,13 @@ def test_static_int8_can_keep_attention_and_head_in_fp32(tmp_path: Path) -> None
     assert np.abs(got - expected).max() < 0.1 * np.abs(expected).max()
     with pytest.raises(UsageError, match="calibration method"):
         quantize_onnx(out, tmp_path / "x.onnx", "static", iter([images.numpy()]), static=StaticInt8(method="mse"))
+
+
+def test_calibration_batches_are_recut_to_one_size() -> None:
+    from vitkit.export.quantize import Calibration
+
+    reader = Calibration(iter([np.zeros((16, 3, 4, 4), np.float32), np.ones((14, 3, 4, 4), np.float32)]))
+    sizes = []
+    while (feed := reader.get_next()) is not None:
+        sizes.append(len(feed["images"]))
+    assert sizes == [15, 15]  # the histogram calibrators stack batches: a short last one would fail

@@ -61,6 +61,7 @@ def quantize_onnx(
 
     meta = read_metadata(fp32_path)
     prepared = Path(out).with_suffix(".prep.onnx")
+    prepared.parent.mkdir(parents=True, exist_ok=True)
     q.quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
     ops = ["MatMul", "Gemm"]
     if mode == "dynamic":
@@ -133,10 +134,13 @@ def heads(graph) -> list:  # onnx.GraphProto -> [onnx.NodeProto]
 
 
 class Calibration:
-    """ONNX Runtime's CalibrationDataReader over batches of model inputs."""
+    """ONNX Runtime's CalibrationDataReader over model inputs, re-cut into batches of one size (at most 16): the
+    histogram calibrators (percentile, entropy) stack every batch's activations and refuse a short last batch."""
 
-    def __init__(self, batches: Iterator[np.ndarray], input_name: str = "images") -> None:
-        self.batches, self.input_name = iter(batches), input_name
+    def __init__(self, batches: Iterator[np.ndarray], input_name: str = "images", most: int = 16) -> None:
+        images = np.concatenate(list(batches))
+        size = max(d for d in range(1, most + 1) if len(images) % d == 0)
+        self.batches, self.input_name = iter(np.split(images, len(images) // size)), input_name
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         """The next input feed, or None when done."""
