@@ -1,6 +1,6 @@
 """`vitkit export --format pt2`: an AOTInductor package of a tiny ViT matches eager PyTorch, carries the metadata,
 and runs through predict; the errors users can hit. One compile for the module: 18 s with an empty inductor cache,
-12 s with a warm one (2 busy cores), so not marked slow."""
+12 s with a warm one (2 busy cores), so not marked slow; the --dynamic-size test compiles again and is."""
 
 from __future__ import annotations
 
@@ -93,3 +93,19 @@ def test_torch_without_aoti_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.delattr(torch._inductor, "aoti_compile_and_package")
     with pytest.raises(UsageError, match="aoti_compile_and_package missing from torch"):
         export_pt2("unused", tmp_path / "m.pt2")
+
+
+@pytest.mark.slow  # a second compile: 27 s on 2 busy cores
+def test_pt2_dynamic_size_matches_torch_at_two_resolutions(
+    package: tuple[Path, Path, torch.nn.Module], tmp_path: Path
+) -> None:
+    path, _, model = package
+    out, meta = export_pt2(path, tmp_path / "dynamic.pt2", dynamic_size=True)
+    assert meta.dynamic_size
+    compiled = Pt2Model(out)
+    for side in (16, 32):
+        for batch in (1, 4):
+            images = torch.randn(batch, 3, side, side)
+            with torch.no_grad():
+                expected = model(images).numpy()
+            np.testing.assert_allclose(compiled.run(images)[0], expected, atol=1e-4, rtol=0)

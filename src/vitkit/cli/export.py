@@ -2,7 +2,7 @@
 preprocessing in the metadata.
 
 CKPT is anything vitkit loads (run directory, checkpoint directory, weights file, hub id). The batch is dynamic;
-the resolution is fixed (E_pos resampled once for --img-size) unless --dynamic-size (ONNX only). The metadata
+the resolution is fixed (E_pos resampled once for --img-size) unless --dynamic-size. The metadata
 (resolution, crop, mean/std, class names, source hash, vitkit version) goes into the file and a config.json
 beside it, so `vitkit predict FILE IMAGE` and `vitkit eval FILE --data DIR` prepare inputs the same way.
 """
@@ -16,7 +16,6 @@ from vitkit.errors import UsageError
 
 FORMATS = ("onnx", "pt2")
 ONNX_ONLY = {
-    "dynamic_size": "--dynamic-size",
     "opset": "--opset",
     "quantize": "--quantize",
     "full_range_int8": "--full-range-int8",
@@ -38,9 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", metavar="FILE", help="output file (default model.onnx or model.pt2)")
     parser.add_argument("--img-size", type=int, help="input side in pixels (default: the checkpoint's)")
-    parser.add_argument(
-        "--dynamic-size", action="store_true", help="also make the (square) input side dynamic (onnx only)"
-    )
+    parser.add_argument("--dynamic-size", action="store_true", help="also make the (square) input side dynamic")
     parser.add_argument("--opset", type=int, help="ONNX opset (default 18)")
     parser.add_argument(
         "--include-preprocessing", action="store_true", help="take uint8 RGB images; normalise inside the graph"
@@ -73,7 +70,11 @@ def run(args: argparse.Namespace) -> int:
         if given:
             raise UsageError(f"{', '.join(given)}: ONNX only; drop it, or use --format onnx")
         out, meta = export_pt2(
-            args.checkpoint, out, img_size=args.img_size, include_preprocessing=args.include_preprocessing
+            args.checkpoint,
+            out,
+            img_size=args.img_size,
+            dynamic_size=args.dynamic_size,
+            include_preprocessing=args.include_preprocessing,
         )
         print(f"{out}: {meta.architecture} at {meta.img_size}px, input {meta.input}, AOTInductor package for this CPU")
         return 0

@@ -15,6 +15,9 @@ from vitkit.errors import UsageError
 from vitkit.export.metadata import ExportMetadata, source_sha256
 from vitkit.models import architecture_of
 
+MAX_BATCH = 1 << 16
+MAX_SIDE = 4096
+
 
 class Exportable(nn.Module):
     """The model as deployed: optional uint8 -> normalised input, then logits (and DeiT's two heads)."""
@@ -71,6 +74,22 @@ def deployable(
         version=vitkit.__version__,
     )
     return wrapper, meta
+
+
+def example_input(wrapper: Exportable, meta: ExportMetadata) -> tuple[torch.Tensor, dict[int, object]]:
+    """A batch to trace with and its dynamic axes: the batch (1 to MAX_BATCH), and for a dynamic size the square
+    side in multiples of the patch, traced at a side other than the native one so that the position-embedding
+    interpolation is recorded (at the native side the "same grid: skip" branch would be baked in)."""
+    patch = patch_size(wrapper.model)
+    side = meta.img_size + max(patch, 8) if meta.dynamic_size else meta.img_size
+    example = torch.zeros(2, 3, side, side)  # batch 2: an example batch of 1 would be specialised
+    if wrapper.uint8_input:
+        example = example.to(torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    if not meta.dynamic_size:
+        return example, {0: batch}
+    grid = torch.export.Dim("grid", min=max(1, 8 // patch), max=MAX_SIDE // patch)
+    return example, {0: batch, 2: patch * grid, 3: patch * grid}
 
 
 def patch_size(model: nn.Module) -> int:

@@ -8,17 +8,13 @@ native one so that the position-embedding interpolation is recorded, not a branc
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
 
-from vitkit.export.deployable import deployable, patch_size
+from vitkit.export.deployable import deployable, example_input
 from vitkit.export.deps import require
 from vitkit.export.metadata import ExportMetadata, write_metadata
-
-log = logging.getLogger("vitkit.export")
-MAX_SIDE = 4096
 
 
 def export_onnx(
@@ -33,16 +29,7 @@ def export_onnx(
     """Export the checkpoint `source` names to `out` (.onnx) with vitkit metadata; returns the path and metadata."""
     require("onnx"), require("onnxscript")
     wrapper, meta = deployable(source, img_size, include_preprocessing, dynamic_size)
-    size, patch = meta.img_size, patch_size(wrapper.model)
-    example_size = size + max(patch, 8) if dynamic_size else size
-    example = torch.zeros(2, 3, example_size, example_size)
-    if include_preprocessing:
-        example = example.to(torch.uint8)
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    axes: dict[int, object] = {0: batch}
-    if dynamic_size:
-        side = torch.export.Dim("grid", min=max(1, 8 // patch), max=MAX_SIDE // patch)
-        axes = {0: batch, 2: patch * side, 3: patch * side}
+    example, axes = example_input(wrapper, meta)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():

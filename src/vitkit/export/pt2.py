@@ -2,11 +2,11 @@
 
 `torch.export.export` with a dynamic batch, then `torch._inductor.aoti_compile_and_package`: the graph is
 compiled ahead of time to C++ kernels in a shared library inside the .pt2 zip, which `load_package` (and
-`vitkit predict`/`eval`) runs without Python model code. The resolution is fixed (E_pos resampled once, as for
-ONNX). The package holds machine code for the CPU it was compiled on (its instruction set, e.g. AVX-512/AMX)
-and needs libtorch at run time: it is for serving on the machine type that built it, not a portable format.
-The vitkit metadata goes into the package (AOTInductor's `aot_inductor.metadata`, read back with
-`get_metadata()`) and into a config.json beside it.
+`vitkit predict`/`eval`) runs without Python model code. The resolution is fixed (E_pos resampled once) unless
+`dynamic_size`, as for ONNX. The package holds machine code for the CPU it was compiled on (its instruction
+set, e.g. AVX-512/AMX) and needs libtorch at run time: it is for serving on the machine type that built it, not
+a portable format. The vitkit metadata goes into the package (AOTInductor's `aot_inductor.metadata`, read back
+with `get_metadata()`) and into a config.json beside it.
 """
 
 from __future__ import annotations
@@ -19,14 +19,17 @@ from typing import Any
 import torch
 
 from vitkit.errors import MissingPathError, UsageError
-from vitkit.export.deployable import deployable
+from vitkit.export.deployable import deployable, example_input
 from vitkit.export.metadata import ExportMetadata, write_config
-
-MAX_BATCH = 1 << 16
 
 
 def export_pt2(
-    source: str | Path, out: str | Path, *, img_size: int | None = None, include_preprocessing: bool = False
+    source: str | Path,
+    out: str | Path,
+    *,
+    img_size: int | None = None,
+    dynamic_size: bool = False,
+    include_preprocessing: bool = False,
 ) -> tuple[Path, ExportMetadata]:
     """Compile the checkpoint `source` names into the AOTInductor package `out` (.pt2); returns path, metadata."""
     inductor = aoti()
@@ -35,14 +38,11 @@ def export_pt2(
         raise UsageError(f"--format pt2 writes an AOTInductor package, whose name ends in .pt2; got --out {out}")
     if not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c):
         raise UsageError("--format pt2 compiles C++ with AOTInductor: install a C++ compiler (g++) or set CXX")
-    wrapper, meta = deployable(source, img_size, include_preprocessing)
-    example = torch.zeros(2, 3, meta.img_size, meta.img_size)  # batch 2: a batch of 1 would be specialised
-    if include_preprocessing:
-        example = example.to(torch.uint8)
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    wrapper, meta = deployable(source, img_size, include_preprocessing, dynamic_size)
+    example, axes = example_input(wrapper, meta)
     out.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        program = torch.export.export(wrapper, (example,), dynamic_shapes=({0: batch},))
+        program = torch.export.export(wrapper, (example,), dynamic_shapes=(axes,))
         inductor.aoti_compile_and_package(
             program, package_path=str(out), inductor_configs={"aot_inductor.metadata": meta.to_props()}
         )
