@@ -26,30 +26,21 @@ from vitkit.inference import evaluate_checkpoint, select_eval_data
 
 # Static int8 settings tried (--static-sweep): name -> (settings, calibration images).
 SWEEP = {
-    "MinMax, 128 images (the earlier default)": (StaticInt8(), 128),
-    "MinMax, 1024 images": (StaticInt8(), 1024),
-    "Percentile 99.999, 1024 images": (StaticInt8(method="percentile"), 1024),
-    "Entropy, 1024 images": (StaticInt8(method="entropy"), 1024),
-    "MinMax, per-tensor weights": (StaticInt8(per_channel=False), 128),
-    "MinMax, uint8 asymmetric activations": (StaticInt8(symmetric_activations=False), 128),
-    "MinMax, attention MatMuls fp32": (StaticInt8(skip_attention=True), 128),
-    "MinMax, attention MatMuls + head fp32": (StaticInt8(skip_attention=True, skip_head=True), 128),
-    "Percentile, attention MatMuls fp32, 1024 images": (StaticInt8(method="percentile", skip_attention=True), 1024),
-    "Entropy, attention MatMuls + head fp32, 1024 images": (
-        StaticInt8(method="entropy", skip_attention=True, skip_head=True),
-        1024,
-    ),
     "MinMax, uint8 activations, attention MatMuls fp32": (
         StaticInt8(symmetric_activations=False, skip_attention=True),
         128,
     ),
+    "MinMax, attention MatMuls fp32": (StaticInt8(skip_attention=True), 128),
+    "MinMax, attention MatMuls + head fp32": (StaticInt8(skip_attention=True, skip_head=True), 128),
+    "MinMax, uint8 asymmetric activations": (StaticInt8(symmetric_activations=False), 128),
+    "MinMax, 1024 images": (StaticInt8(), 1024),
+    "Percentile 99.999, 1024 images": (StaticInt8(method="percentile"), 1024),
+    "Percentile, attention MatMuls fp32, 1024 images": (StaticInt8(method="percentile", skip_attention=True), 1024),
+    "Entropy, 1024 images": (StaticInt8(method="entropy"), 1024),
+    "MinMax, per-tensor weights": (StaticInt8(per_channel=False), 128),
     "MinMax, uint8 activations, attention MatMuls + head fp32": (
         StaticInt8(symmetric_activations=False, skip_attention=True, skip_head=True),
         128,
-    ),
-    "Percentile, uint8 activations, attention MatMuls fp32, 1024 images": (
-        StaticInt8(method="percentile", symmetric_activations=False, skip_attention=True),
-        1024,
     ),
 }
 
@@ -85,54 +76,45 @@ def main() -> None:
     start = time.time()
     reference = evaluate_checkpoint(args.checkpoint, args.data, device="cpu", precision="fp32", keep_logits=True)
     prep = reference.preprocessing
-    calibrations = {args.calibration_images: calibration(prep, args.data, args.calibration_images)}
+    base = reference.result
+    labels = base.logits.argmax(1)
+    rows = [{"model": "PyTorch eager fp32", "top1": base.top1, "agreement": 100.0, "max_abs_logit_diff": 0.0}]
+    print(f"{args.checkpoint} on {reference.data.description}: {base.images} images")
+    print("| model | top-1 % | top-1 agreement with PyTorch % | max abs logit diff |\n| --- | --- | --- | --- |")
+    print(f"| PyTorch eager fp32 | {base.top1:.2f} | 100.00 | 0 |", flush=True)
+
+    def row(name: str, file: Path) -> None:
+        """Evaluate `file` on every val image, compare with PyTorch, print and keep its row."""
+        result = evaluate_exported(file, args.data, split=reference.data.split).result
+        agreement = (result.logits.argmax(1) == labels).float().mean().item() * 100
+        diff = (result.logits - base.logits).abs().max().item()
+        rows.append({"model": name, "top1": result.top1, "agreement": agreement, "max_abs_logit_diff": diff})
+        print(f"| {name} | {result.top1:.2f} | {agreement:.2f} | {diff:.2e} |", flush=True)
+
     fp32, _ = export_onnx(args.checkpoint, out / "model.onnx")
-    files = {
-        "ORT fp32": fp32,
-        "ORT int8 dynamic": quantize_onnx(fp32, out / "model.int8-dynamic.onnx", "dynamic"),
-        "ORT int8 dynamic, 8-bit weights": quantize_onnx(
-            fp32, out / "model.int8-dynamic-full.onnx", "dynamic", reduce_range=False
-        ),
-        "ORT int8 static (QDQ)": quantize_onnx(
-            fp32, out / "model.int8-static.onnx", "static", iter(calibrations[args.calibration_images])
-        ),
-        "ORT int8 static (QDQ), 8-bit weights": quantize_onnx(
-            fp32,
-            out / "model.int8-static-full.onnx",
-            "static",
-            iter(calibrations[args.calibration_images]),
-            reduce_range=False,
-        ),
-    }
-    if not args.no_pt2:
-        compile_start = time.time()
-        files["AOTInductor .pt2 fp32"] = export_pt2(args.checkpoint, out / "pt2" / "model.pt2")[0]
-        print(f"AOTInductor .pt2: exported and compiled in {time.time() - compile_start:.0f} s (1 thread)")
+    row("ORT fp32", fp32)
+    row("ORT int8 dynamic", quantize_onnx(fp32, out / "model.int8-dynamic.onnx", "dynamic"))
+    full = quantize_onnx(fp32, out / "model.int8-dynamic-full.onnx", "dynamic", reduce_range=False)
+    row("ORT int8 dynamic, 8-bit weights", full)
+    calibrations = {args.calibration_images: calibration(prep, args.data, args.calibration_images)}
+    static = iter(calibrations[args.calibration_images])
+    row("ORT int8 static (QDQ)", quantize_onnx(fp32, out / "model.int8-static.onnx", "static", static))
+    static = iter(calibrations[args.calibration_images])
+    full = quantize_onnx(fp32, out / "model.int8-static-full.onnx", "static", static, reduce_range=False)
+    row("ORT int8 static (QDQ), 8-bit weights", full)
     if args.static_sweep:
         for i, (name, (settings, count)) in enumerate(SWEEP.items()):
             if count not in calibrations:
                 calibrations[count] = calibration(prep, args.data, count)
             sweep = out / "sweep" / f"static{i}.onnx"
-            files[f"static sweep: {name}"] = quantize_onnx(
-                fp32, sweep, "static", iter(calibrations[count]), static=settings
-            )
-    base = reference.result
-    labels = base.logits.argmax(1)
-    rows = [{"model": "PyTorch eager fp32", "top1": base.top1, "agreement": 100.0, "max_abs_logit_diff": 0.0}]
-    for name, file in files.items():
-        result = evaluate_exported(file, args.data, split=reference.data.split).result
-        rows.append(
-            {
-                "model": name,
-                "top1": result.top1,
-                "agreement": (result.logits.argmax(1) == labels).float().mean().item() * 100,
-                "max_abs_logit_diff": (result.logits - base.logits).abs().max().item(),
-            }
-        )
-    print(f"{args.checkpoint} on {reference.data.description}: {base.images} images, {time.time() - start:.0f} s")
-    print("| model | top-1 % | top-1 agreement with PyTorch % | max abs logit diff |\n| --- | --- | --- | --- |")
-    for row in rows:
-        print(f"| {row['model']} | {row['top1']:.2f} | {row['agreement']:.2f} | {row['max_abs_logit_diff']:.2e} |")
+            file = quantize_onnx(fp32, sweep, "static", iter(calibrations[count]), static=settings)
+            row(f"static sweep: {name} ({count} images)", file)
+    if not args.no_pt2:
+        compile_start = time.time()
+        pt2 = export_pt2(args.checkpoint, out / "pt2" / "model.pt2")[0]
+        print(f"AOTInductor .pt2: exported and compiled in {time.time() - compile_start:.0f} s (1 thread)")
+        row("AOTInductor .pt2 fp32", pt2)
+    print(f"{time.time() - start:.0f} s")
     (out / "accuracy.json").write_text(json.dumps({"images": base.images, "rows": rows}, indent=2) + "\n")
     np.save(out / "labels_torch.npy", labels.numpy())
 
