@@ -26,20 +26,20 @@ from vitkit.inference import evaluate_checkpoint, select_eval_data
 
 # Static int8 settings tried (--static-sweep): name -> (settings, calibration images).
 SWEEP = {
-    "MinMax, uint8 activations, attention MatMuls fp32": (
-        StaticInt8(symmetric_activations=False, skip_attention=True),
+    "MinMax, uint8 activations, attention MatMuls fp32 (the default)": (StaticInt8(), 128),
+    "MinMax, int8 activations, attention MatMuls fp32": (StaticInt8(symmetric_activations=True), 128),
+    "MinMax, int8 activations, attention MatMuls + head fp32": (
+        StaticInt8(symmetric_activations=True, skip_head=True),
         128,
     ),
-    "MinMax, attention MatMuls fp32": (StaticInt8(skip_attention=True), 128),
-    "MinMax, attention MatMuls + head fp32": (StaticInt8(skip_attention=True, skip_head=True), 128),
-    "MinMax, uint8 asymmetric activations": (StaticInt8(symmetric_activations=False), 128),
+    "MinMax, uint8 activations, everything quantised": (StaticInt8(skip_attention=False), 128),
     "MinMax, 1024 images": (StaticInt8(), 1024),
     "Percentile 99.999, 1024 images": (StaticInt8(method="percentile"), 1024),
-    "Percentile, attention MatMuls fp32, 1024 images": (StaticInt8(method="percentile", skip_attention=True), 1024),
     "Entropy, 1024 images": (StaticInt8(method="entropy"), 1024),
     "MinMax, per-tensor weights": (StaticInt8(per_channel=False), 128),
-    "MinMax, uint8 activations, attention MatMuls + head fp32": (
-        StaticInt8(symmetric_activations=False, skip_attention=True, skip_head=True),
+    "MinMax, uint8 activations, attention MatMuls + head fp32": (StaticInt8(skip_head=True), 128),
+    "MinMax, int8 activations, everything quantised (the earlier default)": (
+        StaticInt8(symmetric_activations=True, skip_attention=False),
         128,
     ),
 }

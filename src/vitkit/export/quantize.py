@@ -30,15 +30,16 @@ METHODS = ("minmax", "percentile", "entropy")
 
 @dataclass(frozen=True)
 class StaticInt8:
-    """How `--quantize static` calibrates activations and what it keeps in fp32 (the defaults measured best on
-    the CIFAR-10 model, docs/export.md)."""
+    """How `--quantize static` calibrates activations and what it keeps in fp32. The defaults measured best on
+    the CIFAR-10 model (99.9% top-1 agreement with PyTorch vs 99.1% for int8 activations everywhere, on 1,000 val
+    images; docs/export.md): uint8 activations with a zero point, and attention's own MatMuls left in fp32."""
 
     method: str = "minmax"  # activation ranges: minmax | percentile | entropy (ONNX Runtime's calibrators)
     percentile: float = 99.999  # for "percentile"
-    skip_attention: bool = False  # keep the activation x activation MatMuls (Q K^T, A V) in fp32
+    skip_attention: bool = True  # keep the activation x activation MatMuls (Q K^T, A V) in fp32
     skip_head: bool = False  # keep the classifier (the MatMul/Gemm whose result is an output) in fp32
     per_channel: bool = True  # weights: one scale per output channel (else one per tensor)
-    symmetric_activations: bool = True  # int8 activations around 0 (else uint8 with a zero point)
+    symmetric_activations: bool = False  # int8 activations around 0 (default: uint8 with a zero point)
 
 
 def quantize_onnx(
