@@ -198,3 +198,38 @@ def test_int8_keeps_predictions_close(tmp_path: Path, mode: str) -> None:
     assert ("MatMulInteger" in ops or "DynamicQuantizeLinear" in ops) if mode == "dynamic" else "QuantizeLinear" in ops
     got, expected = OnnxModel(int8).run(images)[0], torch_outputs(model, images)[0]
     assert np.abs(got - expected).max() < 0.1 * np.abs(expected).max()
+
+
+def test_static_int8_can_keep_attention_and_head_in_fp32(tmp_path: Path) -> None:
+    from vitkit.export.quantize import StaticInt8
+
+    path, model, size = checkpoint(tmp_path, "vit-token-learned")
+    out, _ = export_onnx(path, tmp_path / "m.onnx")
+    images = torch.randn(8, 3, size, size)
+    settings = StaticInt8(method="percentile", skip_attention=True, skip_head=True)
+    int8 = quantize_onnx(out, tmp_path / "m.int8.onnx", "static", iter([images.numpy()]), static=settings)
+    import onnx
+
+    graph = onnx.load(str(int8)).graph
+    weights = {init.name for init in graph.initializer}
+    producer = {output: node.op_type for node in graph.node for output in node.output}
+    matmuls = [node for node in graph.node if node.op_type in ("MatMul", "Gemm")]
+    quantised = {node.name for node in matmuls if any(producer.get(i) == "DequantizeLinear" for i in node.input)}
+    kept = [node for node in matmuls if node.name not in quantised]
+    # 2 blocks: 4 weight MatMuls each (qkv, out, fc1, fc2) quantised; 2 attention MatMuls each and the head not
+    assert len(quantised) == 8 and len(kept) == 2 * 2 + 1, [node.name for node in kept]
+    assert sum(not any(i in weights for i in node.input) for node in kept) == 4  # Q K^T and A V: no weights
+    got, expected = OnnxModel(int8).run(images)[0], torch_outputs(model, images)[0]
+    assert np.abs(got - expected).max() < 0.1 * np.abs(expected).max()
+    with pytest.raises(UsageError, match="calibration method"):
+        quantize_onnx(out, tmp_path / "x.onnx", "static", iter([images.numpy()]), static=StaticInt8(method="mse"))
+
+
+def test_calibration_batches_are_recut_to_one_size() -> None:
+    from vitkit.export.quantize import Calibration
+
+    reader = Calibration(iter([np.zeros((16, 3, 4, 4), np.float32), np.ones((14, 3, 4, 4), np.float32)]))
+    sizes = []
+    while (feed := reader.get_next()) is not None:
+        sizes.append(len(feed["images"]))
+    assert sizes == [15, 15]  # the histogram calibrators stack batches: a short last one would fail

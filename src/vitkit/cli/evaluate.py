@@ -54,7 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
-        "--backend", choices=("torch", "onnxruntime"), help="default: onnxruntime for a .onnx file, else torch"
+        "--backend",
+        choices=("torch", "onnxruntime", "aoti"),
+        help="default: onnxruntime for a .onnx file, aoti (AOTInductor) for a .pt2 package, else torch",
     )
 
 
@@ -64,14 +66,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    from vitkit.export.runtime import uses_onnxruntime
+    from vitkit.export.runtime import backend_for
 
-    if uses_onnxruntime(args.backend, args.checkpoint):
-        from vitkit.export import evaluate_onnx  # an exported .onnx file, with the preprocessing of its metadata
+    if backend_for(args.backend, args.checkpoint) != "torch":
+        from vitkit.export import evaluate_exported  # an exported .onnx or .pt2 file, preprocessing from its metadata
 
         if args.tta != "none":
-            raise UsageError("--tta is for PyTorch checkpoints; an ONNX model is evaluated on its single view")
-        evaluation = evaluate_onnx(args.checkpoint, args.data, split=args.split, batch_size=args.batch_size)
+            raise UsageError("--tta is for PyTorch checkpoints; an exported model is evaluated on its single view")
+        evaluation = evaluate_exported(args.checkpoint, args.data, split=args.split, batch_size=args.batch_size)
     else:
         evaluation = evaluate_checkpoint(
             args.checkpoint,

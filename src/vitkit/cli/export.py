@@ -1,9 +1,10 @@
-"""Export a checkpoint for deployment: ONNX with its preprocessing in the metadata, optionally int8.
+"""Export a checkpoint for deployment: ONNX (optionally int8) or an AOTInductor .pt2 package, with its
+preprocessing in the metadata.
 
 CKPT is anything vitkit loads (run directory, checkpoint directory, weights file, hub id). The batch is dynamic;
-the resolution is fixed (E_pos resampled once for --img-size) unless --dynamic-size. The metadata (resolution,
-crop, mean/std, class names, source hash, vitkit version) goes into the file and a config.json beside it, so
-`vitkit predict model.onnx IMAGE` and `vitkit eval model.onnx --data DIR` prepare inputs the same way.
+the resolution is fixed (E_pos resampled once for --img-size) unless --dynamic-size. The metadata
+(resolution, crop, mean/std, class names, source hash, vitkit version) goes into the file and a config.json
+beside it, so `vitkit predict FILE IMAGE` and `vitkit eval FILE --data DIR` prepare inputs the same way.
 """
 
 from __future__ import annotations
@@ -13,21 +14,37 @@ from pathlib import Path
 
 from vitkit.errors import UsageError
 
+FORMATS = ("onnx", "pt2")
+ONNX_ONLY = {
+    "opset": "--opset",
+    "quantize": "--quantize",
+    "full_range_int8": "--full-range-int8",
+    "calibration_data": "--calibration-data",
+    "val_data": "--val-data",
+}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `vitkit export`."""
     parser.add_argument(
         "checkpoint", metavar="CKPT", help="run directory, checkpoint directory, weights file or hub id"
     )
-    parser.add_argument("--format", choices=("onnx",), default="onnx", help="output format (default onnx)")
-    parser.add_argument("--out", metavar="FILE", default="model.onnx", help="output file (default model.onnx)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="onnx",
+        help="onnx (ONNX Runtime, portable, int8) | pt2 (AOTInductor package for this CPU and torch) (default onnx)",
+    )
+    parser.add_argument("--out", metavar="FILE", help="output file (default model.onnx or model.pt2)")
     parser.add_argument("--img-size", type=int, help="input side in pixels (default: the checkpoint's)")
     parser.add_argument("--dynamic-size", action="store_true", help="also make the (square) input side dynamic")
-    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    parser.add_argument("--opset", type=int, help="ONNX opset (default 18)")
     parser.add_argument(
         "--include-preprocessing", action="store_true", help="take uint8 RGB images; normalise inside the graph"
     )
-    parser.add_argument("--quantize", choices=("dynamic", "static"), help="also write an int8 FILE.int8.onnx")
+    parser.add_argument(
+        "--quantize", choices=("dynamic", "static"), help="also write an int8 FILE.int8.onnx (onnx only)"
+    )
     parser.add_argument(
         "--full-range-int8",
         action="store_true",
@@ -40,18 +57,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, optionally quantise, and print what was written."""
-    from vitkit.export import export_onnx, quantize_onnx
+    from vitkit.export import export_onnx, export_pt2, quantize_onnx
 
+    out = Path(args.out or f"model.{args.format}")
+    if out.suffix.lower() != f".{args.format}":
+        raise UsageError(
+            f"--format {args.format} writes a .{args.format} file (predict and eval go by the name); "
+            f"got --out {out}: use --out {out.with_suffix('.' + args.format)}"
+        )
+    if args.format == "pt2":
+        given = [flag for key, flag in ONNX_ONLY.items() if getattr(args, key)]
+        if given:
+            raise UsageError(f"{', '.join(given)}: ONNX only; drop it, or use --format onnx")
+        out, meta = export_pt2(
+            args.checkpoint,
+            out,
+            img_size=args.img_size,
+            dynamic_size=args.dynamic_size,
+            include_preprocessing=args.include_preprocessing,
+        )
+        print(f"{out}: {meta.architecture} at {meta.img_size}px, input {meta.input}, AOTInductor package for this CPU")
+        return 0
     if args.calibration_images < 1:
         raise UsageError(f"--calibration-images must be >= 1, got {args.calibration_images}")
     if args.quantize == "static" and not args.calibration_data:
         raise UsageError("--quantize static needs --calibration-data DIR (a folder of images)")
     out, meta = export_onnx(
         args.checkpoint,
-        args.out,
+        out,
         img_size=args.img_size,
         dynamic_size=args.dynamic_size,
-        opset=args.opset,
+        opset=args.opset or 18,
         include_preprocessing=args.include_preprocessing,
     )
     print(f"{out}: {meta.architecture} at {meta.img_size}px, input {meta.input}, outputs {', '.join(meta.outputs)}")
@@ -94,9 +130,9 @@ def calibration_batches(folder: Path, model_path: Path, count: int, batch: int =
 
 def report_accuracy(fp32: Path, int8: Path, data: str) -> None:
     """Print top-1 of both files on `data` and how often their top-1 agrees."""
-    from vitkit.export import evaluate_onnx
+    from vitkit.export import evaluate_exported
 
-    base, quantized = evaluate_onnx(fp32, data).result, evaluate_onnx(int8, data).result
+    base, quantized = evaluate_exported(fp32, data).result, evaluate_exported(int8, data).result
     agree = (base.logits.argmax(1) == quantized.logits.argmax(1)).float().mean().item() * 100
     print(
         f"top-1 fp32 {base.top1:.2f}%  int8 {quantized.top1:.2f}%  change {quantized.top1 - base.top1:+.2f} points  "

@@ -24,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--json", action="store_true", help="print JSON: predictions and errors")
     parser.add_argument(
-        "--backend", choices=("torch", "onnxruntime"), help="default: onnxruntime for a .onnx file, else torch"
+        "--backend",
+        choices=("torch", "onnxruntime", "aoti"),
+        help="default: onnxruntime for a .onnx file, aoti (AOTInductor) for a .pt2 package, else torch",
     )
 
 
@@ -34,12 +36,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
-    from vitkit.export.runtime import uses_onnxruntime
+    from vitkit.export.runtime import backend_for
 
-    if uses_onnxruntime(args.backend, args.checkpoint):
-        from vitkit.export import predict_onnx  # the same output format, from an exported .onnx file
+    if backend_for(args.backend, args.checkpoint) != "torch":
+        from vitkit.export import predict_exported  # the same output format, from an exported .onnx or .pt2 file
 
-        predictions, skipped, checkpoint = predict_onnx(args.checkpoint, args.images, top_k=args.top_k)
+        predictions, skipped, checkpoint = predict_exported(args.checkpoint, args.images, top_k=args.top_k)
     else:
         predictions, skipped, checkpoint = predict_files(
             args.checkpoint, args.images, top_k=args.top_k, device=args.device

@@ -1,7 +1,8 @@
 """What travels with an exported file: preprocessing, class names, outputs and provenance.
 
-Stored twice, with the same content: in the ONNX model's metadata_props (string -> string, each value
-JSON) under the keys below, and in a config.json beside the file, so any runtime can read it.
+Stored twice, with the same content: in the file (an ONNX model's metadata_props; a .pt2 package's AOTInductor
+metadata, `get_metadata()` of the loaded package), string -> string with each value JSON, under the keys below;
+and in a config.json beside the file, so any runtime can read it.
 
     vitkit.img_size        int      side of the square input the graph takes (a --dynamic-size graph: its default)
     vitkit.mean, .std      [3 floats]  per-channel normalisation of pixels in [0, 1]
@@ -62,7 +63,7 @@ class ExportMetadata:
         if missing:
             raise UsageError(
                 f"{where} has no vitkit metadata for {', '.join(PREFIX + key for key in missing)}: export it with "
-                f"`vitkit export CKPT --format onnx`, or write a {CONFIG_NAME} beside it holding "
+                f"`vitkit export CKPT --out FILE` (.onnx or .pt2), or write a {CONFIG_NAME} beside it holding "
                 '{"img_size": 224, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "input": "float"} '
                 "(the model's own values)"
             )
@@ -86,35 +87,45 @@ class ExportMetadata:
 
 
 def read_metadata(path: str | Path) -> ExportMetadata:
-    """The vitkit metadata of an .onnx file: its metadata_props, else the config.json beside it."""
-    from vitkit.export.deps import require
-
-    onnx = require("onnx")
+    """The vitkit metadata of an exported file (.onnx: its metadata_props; .pt2: the package's), else the
+    config.json beside it."""
     path = Path(path)
     if not path.is_file():
-        raise MissingPathError(f"ONNX file {path} not found; create one with `vitkit export CKPT --out {path}`")
-    model = onnx.load(str(path), load_external_data=False)
-    props = {p.key.removeprefix(PREFIX): p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
-    if props:
+        raise MissingPathError(f"exported file {path} not found; create one with `vitkit export CKPT --out {path}`")
+    if path.suffix.lower() == ".pt2":
+        from vitkit.export.pt2 import load_package
+
+        return metadata_from_props(load_package(path).get_metadata(), path)
+    from vitkit.export.deps import require
+
+    model = require("onnx").load(str(path), load_external_data=False)
+    return metadata_from_props({p.key: p.value for p in model.metadata_props}, path)
+
+
+def metadata_from_props(props: dict[str, str], path: Path) -> ExportMetadata:
+    """ExportMetadata from a file's "vitkit.<key>" -> JSON entries, else from the config.json beside it."""
+    values = {key.removeprefix(PREFIX): value for key, value in props.items() if key.startswith(PREFIX)}
+    if values:
         try:
-            values = {key: json.loads(value) for key, value in props.items()}
+            return ExportMetadata.from_dict({key: json.loads(value) for key, value in values.items()}, str(path))
         except json.JSONDecodeError as error:
             raise UsageError(
                 f"{path}: a vitkit.* metadata value is not JSON ({error}); export the file again"
             ) from error
-        return ExportMetadata.from_dict(values, str(path))
     beside = path.parent / CONFIG_NAME
     if beside.is_file():
         try:
-            values = json.loads(beside.read_text())
+            loaded = json.loads(beside.read_text())
         except json.JSONDecodeError as error:
             raise UsageError(f"{beside} is not valid JSON ({error})") from error
-        return ExportMetadata.from_dict(values if isinstance(values, dict) else {}, f"{path} (and {beside})")
+        return ExportMetadata.from_dict(loaded if isinstance(loaded, dict) else {}, f"{path} (and {beside})")
     return ExportMetadata.from_dict({}, str(path))
 
 
 def write_metadata(onnx_path: str | Path, meta: ExportMetadata) -> None:
-    """Put `meta` into the file's metadata_props (replacing vitkit's keys) and write config.json beside it."""
+    """Put `meta` into an .onnx file's metadata_props (replacing vitkit's keys) and write config.json beside it.
+
+    A .pt2 package gets the same keys when it is compiled (`vitkit.export.pt2`) and the same config.json."""
     from vitkit.export.deps import require
 
     onnx = require("onnx")
@@ -125,7 +136,12 @@ def write_metadata(onnx_path: str | Path, meta: ExportMetadata) -> None:
     model.metadata_props.extend(kept)
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in kept}, **meta.to_props()})
     onnx.save(model, str(onnx_path))
-    (onnx_path.parent / CONFIG_NAME).write_text(json.dumps(asdict(meta), indent=2) + "\n")
+    write_config(onnx_path, meta)
+
+
+def write_config(path: Path, meta: ExportMetadata) -> None:
+    """The config.json beside an exported file: the metadata as plain JSON, for any runtime to read."""
+    (path.parent / CONFIG_NAME).write_text(json.dumps(asdict(meta), indent=2) + "\n")
 
 
 def source_sha256(path: Path) -> str:
