@@ -52,7 +52,7 @@ def main() -> None:
     by_time.set(xlabel="minutes (wall)", ylabel="val top-1 (%)", title=f"{args.title}: by time")
     for axis in (by_epoch, by_time):
         axis.grid(alpha=0.3)
-        axis.legend()
+        axis.legend(fontsize="small")
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
