@@ -25,7 +25,7 @@ from vitkit.export.deps import require
 from vitkit.export.metadata import read_metadata, write_metadata
 
 MODES = ("dynamic", "static")
-METHODS = ("minmax", "percentile", "entropy")
+METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}  # ours -> ONNX Runtime's
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,6 @@ def quantize_onnx(
             raise UsageError("--quantize static needs calibration images: give --calibration-data DIR")
         if static.method not in METHODS:
             raise UsageError(f"calibration method must be one of {', '.join(METHODS)}, got {static.method!r}")
-        method = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}[static.method]
         q.quantize_static(
             str(prepared),
             str(out),
@@ -91,7 +90,7 @@ def quantize_onnx(
             weight_type=q.QuantType.QInt8,
             op_types_to_quantize=ops,
             nodes_to_exclude=kept_in_fp32(prepared, static),
-            calibrate_method=getattr(q.CalibrationMethod, method),
+            calibrate_method=getattr(q.CalibrationMethod, METHODS[static.method]),
             extra_options={
                 "ActivationSymmetric": static.symmetric_activations,
                 "CalibPercentile": static.percentile,
