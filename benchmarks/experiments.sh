@@ -119,16 +119,7 @@ HYBRID_TIME=(--config recipes/cifar10_patchify_60min.yaml --epochs 100 --time-bu
 hybrid() { $VITKIT train "${HYBRID_TIME[@]}" --model C20+Mini/4 "${VIT_BODY[@]}" "${COMMON[@]}" --out $EXP/hybrid_c20; }
 pure() { $VITKIT train "${HYBRID_TIME[@]}" --model Mini/4 "${VIT_BODY[@]}" "${COMMON[@]}" --out $EXP/pure_vit; }
 
-# Two jobs at once, each into its own log; the phase ends when both have.
-pair() {
-  echo "$(date +%T) start: $1 | $2"
-  "$1" > "$EXP/$1.log" 2>&1 & local first=$!
-  "$2" > "$EXP/$2.log" 2>&1 & local second=$!
-  wait $first || echo "$(date +%T) FAILED: $1 (see $EXP/$1.log)"
-  wait $second || echo "$(date +%T) FAILED: $2 (see $EXP/$2.log)"
-  echo "$(date +%T) done: $1 | $2"
-}
-sequence() { for step in "$@"; do "$step" || return 1; done; }
+source benchmarks/phases.sh
 
 # The ConvNet teachers alone on both cores: their target is a wall-clock time (>= 90% in <= 20 minutes).
 train_teacher() {  # $1: recipe name, also the run directory's
@@ -149,25 +140,4 @@ PHASES=(
   "hybrid pure"
   "finetune_then_fewshot fewshot_scratch"
 )
-all() {  # $1: the first phase to run (default 1)
-  local phase
-  for phase in $(seq "${1:-1}" ${#PHASES[@]}); do
-    read -r -a jobs <<< "${PHASES[$((phase - 1))]}"
-    if [ ${#jobs[@]} = 2 ]; then
-      pair "${jobs[@]}"
-    else
-      echo "$(date +%T) start: ${jobs[0]}"
-      "${jobs[0]}" > "$EXP/${jobs[0]}.log" 2>&1 || echo "$(date +%T) FAILED: ${jobs[0]}"
-    fi
-  done
-  echo "$(date +%T) all done"
-}
-
-if [ "${1:-}" = all ]; then  # all [FIRST_PHASE]
-  nohup setsid bash "$0" all_foreground "${2:-1}" >> $EXP/all.log 2>&1 &
-  echo "started (pid $!): tail -f $EXP/all.log"
-elif [ "${1:-}" = all_foreground ]; then
-  all "${2:-1}"
-else
-  "${1:?usage: benchmarks/experiments.sh all | EXPERIMENT}" "${@:2}"
-fi
+main "$0" "$@"

@@ -108,3 +108,12 @@ def test_a_long_low_resolution_share_never_plans_past_the_recipes_epochs():
         low_share=0.5, switch_step=10**12,
     )  # fmt: skip
     assert plan.total_steps == 30 and plan.switch_step == 30
+
+
+def test_short_epochs_whose_validation_outweighs_training_still_fill_the_budget():
+    # A 5% subset: 8 steps of 0.05 s an epoch, then 4 s of validation; the old fixed-point plan collapsed to 1 epoch.
+    clock = BudgetClock()
+    clock.observe_epoch(32, [0.05] * 8, epoch_end_s=4.0)
+    plan = plan_steps(clock, budget_s=420, elapsed_s=9, step=8, steps_per_epoch=8, max_steps=3200, full_size=32)
+    epochs_left = (plan.total_steps - 8) / 8
+    assert 85 <= epochs_left <= 93, plan  # (420 x 0.99 - 9) / (8 x 0.05 + 4) = 92.4 epochs, the last one's end included

@@ -117,12 +117,17 @@ def plan_steps(
     else:
         start = step
     # Every epoch boundary still to come costs an epoch end (validation + checkpoints), the last one included.
-    room = max(0, max_steps - start)
-    steps = min(room, max(0, int(usable / full_step)))
-    for _ in range(3):  # the epoch ends depend on the steps and the steps on the ends: a few rounds settle it
+    # The cost grows with the steps, so the most steps that fit is found by bisection: with short epochs (a small
+    # training set) the epoch ends can outweigh the steps, where a fixed-point iteration would oscillate.
+    def cost(steps: int) -> float:
         ends = (start + steps) // steps_per_epoch - step // steps_per_epoch + 1
-        steps = min(room, max(0, int((usable - ends * clock.epoch_end_s) / full_step)))
-    total = max(step, min(max_steps, start + steps))
+        return steps * full_step + ends * clock.epoch_end_s
+
+    low, high = 0, max(0, max_steps - start)
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if cost(middle) <= usable else (low, middle - 1)
+    total = max(step, min(max_steps, start + low))
     return Plan(total, min(switch_step, total) if low_size else 0)
 
 

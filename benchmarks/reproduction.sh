@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# The reproduction report's experiments (docs/reproduction.md, issue 17), each one `vitkit` command on
+# ../shared/data. Every job runs on 1 thread; `all` runs them two at a time (2 cores), in phases whose two jobs
+# start together, so the arms of a time-matched comparison share the machine the same way.
+#   benchmarks/reproduction.sh all [PHASE]     # everything (from PHASE), in the background: tail -f runs/repro/all.log
+#   benchmarks/reproduction.sh deit_plain      # one job, in the foreground
+# Results: runs/repro/<name>/{summary.json,metrics.csv}; figures: benchmarks/reproduction_figures.py.
+# Phases 1-2 also hold issue 18's export measurements (a 160-px Imagenette model, accuracy and speed tables).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_WAIT_POLICY=PASSIVE  # a spinning OpenMP thread costs a lot on a CPU shared by two jobs
+VITKIT=.venv/bin/vitkit
+PYTHON=.venv/bin/python
+DATA=../shared/data
+EXP=${EXP:-runs/repro}
+mkdir -p "$EXP"
+COMMON=(--threads 1 --no-progress --overwrite --eval-batch-size 500)
+
+# The pure ViT of most experiments: vitkit's Mini (6 blocks, D=128, 2 heads, MLP 512), 4x4 patches at 32 px (an
+# 8x8 grid), GAP, learned 1D position embeddings; AdamW, pad-crop + flip, label smoothing 0.1, test-time flips.
+VIT=(--config recipes/cifar10_patchify_30min.yaml --model Mini/4 --hidden-dim 128 --depth 6 --num-heads 2
+  --mlp-dim 512 --low-res-epochs 0)
+# A CIFAR ResNet (He et al. 2016, resnet20: 0.27M parameters) with its usual recipe: SGD + Nesterov, lr 0.1 per
+# 128 images, weight decay 5e-4, cosine; the same augmentation and label smoothing as the ViT.
+RESNET=(--config recipes/cifar10_patchify_30min.yaml --model resnet20 --low-res-epochs 0 --optimizer sgd
+  --lr 0.2 --momentum 0.9 --nesterov --weight-decay 5e-4 --batch-size 256 --clip-grad 0)
+
+# Issue 18: a 160-px Imagenette model (early-convolution hybrid: 4 stride-2 convolutions, 10x10 tokens), its
+# exported files and their accuracy, then the speed table of it and of the CIFAR-10 60-min model.
+imagenette_160() {
+  $VITKIT train --model conv4+Mini/16 --hidden-dim 192 --depth 6 --num-heads 3 --mlp-dim 384 --pool gap \
+    --data "$DATA/imagenette-160" --img-size 160 --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225 \
+    --crop rrc --rrc-scale 0.35 1 --hflip --randaugment-n 0 --mixup 0 --cutmix 0 --random-erasing 0 \
+    --label-smoothing 0.1 --optimizer adamw --lr 2e-3 --weight-decay 0.05 --warmup-epochs 1 --batch-size 64 \
+    --epochs 100 --time-budget-min 13 --eval-tta flip --save-every 0 "${COMMON[@]}" --out "$EXP/imagenette_160"
+}
+export_imagenette() {
+  OMP_NUM_THREADS=1 $PYTHON benchmarks/export_accuracy.py "$EXP/imagenette_160" --data "$DATA/imagenette-160" \
+    --out "$EXP/export_imagenette" > "$EXP/export_imagenette.md"
+}
+export_cifar10() {
+  OMP_NUM_THREADS=1 $PYTHON benchmarks/export_accuracy.py runs/cifar10_60min --data "$DATA/cifar10" \
+    --out "$EXP/export_cifar10" > "$EXP/export_cifar10.md"
+}
+export_speed() {  # alone on the machine; timm's row when ../shared/tools builds it
+  local site
+  site=$(PYTHON=$PYTHON ../shared/tools/timm-site.sh 2>/dev/null || true)
+  for model in cifar10:runs/cifar10_60min imagenette:$EXP/imagenette_160; do
+    OMP_NUM_THREADS=1 PYTHONPATH=$site $PYTHON benchmarks/export_speed.py "${model#*:}" \
+      --onnx-dir "$EXP/export_${model%%:*}" --rounds 3 --seconds 1.5 > "$EXP/speed_${model%%:*}.md"
+  done
+}
+issue18_exports() { sequence imagenette_160 export_imagenette export_cifar10; }
+
+# 5. DeiT distillation where a ConvNet's inductive bias has something to give: 10% of CIFAR-10's labels (4,500
+# images), a vgg8 teacher trained on the same images, students at equal steps (30 epochs of 128), the pure ViT
+# with a class token. Hard distillation through DeiT's distillation token and through the class token, soft.
+TEN_PERCENT=(--train-fraction 0.1)
+teacher_10pct() {
+  $VITKIT train --config recipes/cifar10_teacher.yaml "${TEN_PERCENT[@]}" --batch-size 256 --lr 0.375 \
+    --epochs 50 --time-budget-min 0 --eval-tta none "${COMMON[@]}" --out "$EXP/teacher_10pct"
+}
+STUDENT=("${VIT[@]}" "${TEN_PERCENT[@]}" --pool token --epochs 30 --time-budget-min 0 --warmup-epochs 3 --eval-tta none)
+TEACHER=(--teacher "$EXP/teacher_10pct")
+deit_plain() { $VITKIT train "${STUDENT[@]}" "${COMMON[@]}" --out "$EXP/deit_plain"; }
+deit_hard() {
+  $VITKIT train "${STUDENT[@]}" --distilled "${TEACHER[@]}" --distill hard "${COMMON[@]}" --out "$EXP/deit_hard"
+}
+deit_hard_cls() {
+  $VITKIT train "${STUDENT[@]}" "${TEACHER[@]}" --distill hard --distill-token cls "${COMMON[@]}" \
+    --out "$EXP/deit_hard_cls"
+}
+deit_soft() {
+  $VITKIT train "${STUDENT[@]}" --distilled "${TEACHER[@]}" --distill soft --distill-tau 3 "${COMMON[@]}" \
+    --out "$EXP/deit_soft"
+}
+teacher_then_plain() { sequence teacher_10pct deit_plain; }
+
+# 7. Masked patch prediction (paper Sec. 4.6, App. B.1.2) of the pure ViT on CIFAR-10's training images, for the
+# look inside the models (labels unused; its val split is a held-out 5% of the same images).
+mpp() {
+  $VITKIT pretrain --objective mpp --mpp-target mean3bit "${VIT[@]}" --data "$DATA/cifar10/train" --val-fraction 0.05 \
+    --warmup-epochs 0.5 --epochs 100 --time-budget-min 15 "${COMMON[@]}" --out "$EXP/mpp"
+}
+
+# 4. AugReg at a short budget: the 60-min recipes (plain; + RandAugment and stochastic depth) for 3 epochs. The long
+# arm is the 60-min runs themselves (34 and 33 epochs, runs/cifar10_60min and runs/cifar10_60min_reg).
+augreg_short_plain() {
+  $VITKIT train --config recipes/cifar10_60min.yaml --epochs 3 --time-budget-min 0 "${COMMON[@]}" \
+    --out "$EXP/augreg_short_plain"
+}
+augreg_short_reg() {
+  $VITKIT train --config recipes/cifar10_60min_reg.yaml --epochs 3 --time-budget-min 0 "${COMMON[@]}" \
+    --out "$EXP/augreg_short_reg"
+}
+
+# 1. Data hunger: the pure ViT and resnet20 on 5%, 10%, 30% and 100% of the training labels, 7 minutes each.
+# Validation (5,000 images, no test-time flips here) is inside the budget: with 5% of the labels it takes about
+# as long as an epoch of training.
+HUNGER_MIN=${HUNGER_MIN:-7}
+hunger() {  # $1: vit | resnet, $2: percent
+  local model=("${VIT[@]}")
+  [ "$1" = resnet ] && model=("${RESNET[@]}")
+  $VITKIT train "${model[@]}" --train-fraction "$(awk "BEGIN {print $2 / 100}")" --epochs 400 \
+    --time-budget-min "$HUNGER_MIN" --eval-tta none "${COMMON[@]}" --out "$EXP/hunger_${1}_$2"
+}
+for percent in 5 10 30 100; do
+  eval "hunger_vit_$percent() { hunger vit $percent; }; hunger_resnet_$percent() { hunger resnet $percent; }"
+done
+
+# 3. Position embeddings (paper App. D.4): the pure ViT with none / learned 1D / learned 2D / sin-cos, 30% of the
+# labels, 6 minutes each, seeds 0 and 1.
+posemb() {  # $1: kind, $2: seed
+  $VITKIT train "${VIT[@]}" --posemb "$1" --train-fraction 0.3 --epochs 400 --time-budget-min 6 --seed "$2" --eval-tta none \
+    "${COMMON[@]}" --out "$EXP/posemb_${1}_s$2"
+}
+for seed in 0 1; do
+  for kind in none learned learned_2d sincos_2d; do
+    eval "posemb_${kind}_s$seed() { posemb $kind $seed; }"
+  done
+done
+
+PHASES=(
+  "issue18_exports teacher_then_plain"
+  "export_speed"
+  "deit_hard deit_hard_cls"
+  "deit_soft mpp"
+  "augreg_short_plain augreg_short_reg"
+  "hunger_vit_5 hunger_resnet_5"
+  "hunger_vit_10 hunger_resnet_10"
+  "hunger_vit_30 hunger_resnet_30"
+  "hunger_vit_100 hunger_resnet_100"
+  "posemb_none_s0 posemb_learned_s0"
+  "posemb_learned_2d_s0 posemb_sincos_2d_s0"
+  "posemb_none_s1 posemb_learned_s1"
+  "posemb_learned_2d_s1 posemb_sincos_2d_s1"
+)
+source benchmarks/phases.sh
+main "$0" "$@"
