@@ -140,4 +140,4 @@ PHASES=(
   "hybrid pure"
   "finetune_then_fewshot fewshot_scratch"
 )
-main "$0" "$@"
+main "$0" "$@"; exit $?  # on one line: bash reads no further, so this file may be edited while it runs

@@ -136,4 +136,4 @@ PHASES=(
   "posemb_learned_2d_s1 posemb_sincos_2d_s1"
 )
 source benchmarks/phases.sh
-main "$0" "$@"
+main "$0" "$@"; exit $?  # on one line: bash reads no further, so this file may be edited while it runs
