@@ -83,21 +83,21 @@ mpp() {
     --warmup-epochs 0.5 --epochs 100 --time-budget-min 15 "${COMMON[@]}" --out "$EXP/mpp"
 }
 
-# 4. AugReg at a short budget: the 60-min recipes (plain; + RandAugment and stochastic depth) for 3 epochs. The long
+# 4. AugReg at a short budget: the 60-min recipes (plain; + RandAugment and stochastic depth) for 2 epochs. The long
 # arm is the 60-min runs themselves (34 and 33 epochs, runs/cifar10_60min and runs/cifar10_60min_reg).
 augreg_short_plain() {
-  $VITKIT train --config recipes/cifar10_60min.yaml --epochs 3 --time-budget-min 0 "${COMMON[@]}" \
+  $VITKIT train --config recipes/cifar10_60min.yaml --epochs 2 --time-budget-min 0 "${COMMON[@]}" \
     --out "$EXP/augreg_short_plain"
 }
 augreg_short_reg() {
-  $VITKIT train --config recipes/cifar10_60min_reg.yaml --epochs 3 --time-budget-min 0 "${COMMON[@]}" \
+  $VITKIT train --config recipes/cifar10_60min_reg.yaml --epochs 2 --time-budget-min 0 "${COMMON[@]}" \
     --out "$EXP/augreg_short_reg"
 }
 
-# 1. Data hunger: the pure ViT and resnet20 on 5%, 10%, 30% and 100% of the training labels, 7 minutes each.
+# 1. Data hunger: the pure ViT and resnet20 on 5%, 10%, 30% and 100% of the training labels, 6 minutes each.
 # Validation (5,000 images, no test-time flips here) is inside the budget: with 5% of the labels it takes about
 # as long as an epoch of training.
-HUNGER_MIN=${HUNGER_MIN:-7}
+HUNGER_MIN=${HUNGER_MIN:-6}
 hunger() {  # $1: vit | resnet, $2: percent
   local model=("${VIT[@]}")
   [ "$1" = resnet ] && model=("${RESNET[@]}")
@@ -109,16 +109,45 @@ for percent in 5 10 30 100; do
 done
 
 # 3. Position embeddings (paper App. D.4): the pure ViT with none / learned 1D / learned 2D / sin-cos, 30% of the
-# labels, 6 minutes each, seeds 0 and 1.
+# labels (13,500 images), 5 minutes each, seeds 0 and 1. Experiments 2 and 6 share this setting, and with it the
+# learned-1D runs as their pure-ViT / base arm.
+SMALL_SET=(--train-fraction 0.3 --epochs 400 --time-budget-min 5 --eval-tta none)
 posemb() {  # $1: kind, $2: seed
-  $VITKIT train "${VIT[@]}" --posemb "$1" --train-fraction 0.3 --epochs 400 --time-budget-min 6 --seed "$2" --eval-tta none \
-    "${COMMON[@]}" --out "$EXP/posemb_${1}_s$2"
+  $VITKIT train "${VIT[@]}" --posemb "$1" "${SMALL_SET[@]}" --seed "$2" "${COMMON[@]}" --out "$EXP/posemb_${1}_s$2"
 }
 for seed in 0 1; do
   for kind in none learned learned_2d sincos_2d; do
     eval "posemb_${kind}_s$seed() { posemb $kind $seed; }"
   done
 done
+
+# 6. Depth, width and patch size at equal training time (paper Fig. 8 in miniature), from the base 6 x 128, 4x4.
+scaled() {  # $1: name, $@: what changes
+  $VITKIT train "${VIT[@]}" "${@:2}" "${SMALL_SET[@]}" "${COMMON[@]}" --out "$EXP/scale_$1"
+}
+scale_deep() { scaled deep --depth 12; }
+scale_wide() { scaled wide --hidden-dim 256 --num-heads 4 --mlp-dim 1024; }
+scale_patch8() { scaled patch8 --model Mini/8; }
+scale_patch2() { scaled patch2 --model Mini/2; }
+
+# 2. Hybrids at two sizes (paper Fig. 5): the pure ViT's tokens from a CNN instead of patches, at the base width
+# (pure arm: posemb_learned_s0) and at width 256 (pure arm: scale_wide). Stems: the paper's ResNet (a CIFAR
+# ResNet-20's first two stages, "C20") and CCT's convolutional tokenizer ("cct2"); the same 8x8 grid.
+hybrid() {  # $1: stem, $2: size name, $@: what changes
+  $VITKIT train "${VIT[@]}" --model "$1+Mini/4" "${@:3}" "${SMALL_SET[@]}" "${COMMON[@]}" --out "$EXP/hybrid_$1_$2"
+}
+WIDE=(--hidden-dim 256 --num-heads 4 --mlp-dim 1024)
+hybrid_c20_base() { hybrid C20 base; }
+hybrid_cct2_base() { hybrid cct2 base; }
+hybrid_c20_wide() { hybrid C20 wide "${WIDE[@]}"; }
+hybrid_cct2_wide() { hybrid cct2 wide "${WIDE[@]}"; }
+
+# 7. The look inside: `vitkit analyze` on 64 val images of each model benchmarks/reproduction_figures.py compares.
+analyze_models() {
+  for run in posemb_learned_s0 hybrid_C20_base deit_hard mpp; do
+    $VITKIT analyze "$EXP/$run" --data "$DATA/cifar10/val" --num-images 64 --out "$EXP/analysis/$run"
+  done
+}
 
 PHASES=(
   "issue18_exports teacher_then_plain"
@@ -134,6 +163,11 @@ PHASES=(
   "posemb_learned_2d_s0 posemb_sincos_2d_s0"
   "posemb_none_s1 posemb_learned_s1"
   "posemb_learned_2d_s1 posemb_sincos_2d_s1"
+  "scale_deep scale_wide"
+  "scale_patch8 scale_patch2"
+  "hybrid_c20_base hybrid_cct2_base"
+  "hybrid_c20_wide hybrid_cct2_wide"
+  "analyze_models"
 )
 source benchmarks/phases.sh
 main "$0" "$@"; exit $?  # on one line: bash reads no further, so this file may be edited while it runs

@@ -114,6 +114,24 @@ def test_data_option_without_images_and_without_position_embedding(tmp_path, vit
     assert "no position embedding" in (out / "report.html").read_text()
 
 
+@pytest.mark.parametrize("stem", ["cct2", "C20"])
+def test_hybrids_are_analysed_without_rgb_filters(tmp_path, vitkit, stem):
+    """A hybrid's tokens come from a CNN: attention and E_pos as usual, no embedding-filter figure (no crash)."""
+    torch.manual_seed(0)
+    model = create_model(f"{stem}+Mini/4", img_size=16, num_classes=3, depth=2, hidden_dim=16, mlp_dim=32, num_heads=2)
+    checkpoint = save(model, tmp_path / "ckpt", class_names=CLASSES)
+    out = tmp_path / "out"
+    assert (
+        vitkit(["analyze", str(checkpoint), "--images", str(write_image(tmp_path / "a.png", 0)), "--out", str(out)])
+        == 0
+    )
+    document = json.loads((out / "analysis.json").read_text())
+    assert document["embedding_filter_components"] is None and "embedding_filters" not in document["figures"]
+    assert np.array(document["mean_attention_distance"]).shape == (2, 2)
+    assert (out / "posemb_similarity.png").exists() and not (out / "embedding_filters.png").exists()
+    assert "no RGB filters" in (out / "report.html").read_text()
+
+
 def write_fake_cifar10(folder: Path, labels: list[int]) -> None:
     """A CIFAR-10 python folder with one image per training batch and `labels` as the test batch."""
     folder.mkdir(parents=True)

@@ -59,7 +59,7 @@ class ModelAnalysis:
 
     mean_distance: np.ndarray  # (layers, heads) pixels
     posemb_similarity: np.ndarray | None  # (gh, gw, gh, gw); None for posemb='none'
-    filters: np.ndarray  # (k, Ph, Pw, C)
+    filters: np.ndarray | None  # (k, Ph, Pw, C); None for a hybrid, whose tokens come from a CNN, not pixel patches
     token_similarity: dict[str, Any] | None = None  # DeiT: cosine of the class and distillation tokens
 
 
@@ -147,7 +147,8 @@ def analyze_model(
 ) -> ModelAnalysis:
     """The image-independent analyses, plus what was already averaged over the images (distance, token cosines)."""
     similarity = posemb_similarity(model) if has_position_embedding(model) else None
-    result = ModelAnalysis(mean_distance, similarity, embedding_filters(model))
+    filters = None if model.config.stem else embedding_filters(model)
+    result = ModelAnalysis(mean_distance, similarity, filters)
     if token_cosines is not None:
         result.token_similarity = distillation_token_similarity(model, token_cosines)
     return result
@@ -201,7 +202,7 @@ def analysis_document(
         "mean_attention_distance_note": "pixels of the model input; one row per layer, one value per head; "
         "patch-to-patch attention only, renormalised over patch keys, averaged over queries and images",
         "posemb_similarity": similarity,
-        "embedding_filter_components": len(result.filters),
+        "embedding_filter_components": None if result.filters is None else len(result.filters),
         "distillation_token": result.token_similarity,
         "images": [
             {
@@ -241,8 +242,9 @@ def write_figures(
     if result.posemb_similarity is not None:
         files["posemb_similarity"] = "posemb_similarity.png"
         pngs["posemb_similarity.png"] = figures.posemb_similarity_figure(result.posemb_similarity, posemb)
-    files["embedding_filters"] = "embedding_filters.png"
-    pngs["embedding_filters.png"] = figures.embedding_filters_figure(result.filters)
+    if result.filters is not None:
+        files["embedding_filters"] = "embedding_filters.png"
+        pngs["embedding_filters.png"] = figures.embedding_filters_figure(result.filters)
     files["mean_attention_distance"] = "mean_attention_distance.png"
     pngs["mean_attention_distance.png"] = figures.mean_distance_figure(result.mean_distance, img_size)
     for name, data in pngs.items():
@@ -346,13 +348,19 @@ def _model_sections(out: Path, document: dict[str, Any]) -> list[str]:
             f"{similarity['same_row_or_col']:.3f}; of all other pairs {similarity['other']:.3f}.</p>",
             _img(out, figs["posemb_similarity"], "position embedding similarity"),
         ]
-    parts += [
-        "</section><section><h2>Embedding filters</h2>",
-        "<p class='note'>Principal components of the patch-embedding filters E, each min-max scaled and shown as "
-        "an RGB patch (paper Fig. 7 left).</p>",
-        _img(out, figs["embedding_filters"], "embedding filters"),
-        "</section>",
-    ]
+    parts.append("</section><section><h2>Embedding filters</h2>")
+    if "embedding_filters" in figs:
+        parts += [
+            "<p class='note'>Principal components of the patch-embedding filters E, each min-max scaled and shown as "
+            "an RGB patch (paper Fig. 7 left).</p>",
+            _img(out, figs["embedding_filters"], "embedding filters"),
+        ]
+    else:
+        parts.append(
+            "<p>A hybrid: its tokens come from a CNN's feature map, not from pixel patches, so there are no RGB "
+            "filters of E to show (the stem's first convolution is the CNN's own).</p>"
+        )
+    parts.append("</section>")
     return parts
 
 
