@@ -75,6 +75,15 @@ deit_soft() {
     --out "$EXP/deit_soft"
 }
 teacher_then_plain() { sequence teacher_10pct deit_plain; }
+# The same with DeiT's strong augmentation (RandAugment 2/9, Mixup 0.8, CutMix 1.0, random erasing 0.25): the
+# teacher memorised its 4,500 lightly augmented images (train accuracy 100%), so on them its hard labels are the
+# true labels; on mixed and distorted images they are not, which is where DeiT's hard distillation adds something.
+STRONG_AUGMENT=(--randaugment-n 2 --randaugment-m 9 --mixup 0.8 --cutmix 1.0 --random-erasing 0.25)
+deit_plain_aug() { $VITKIT train "${STUDENT[@]}" "${STRONG_AUGMENT[@]}" "${COMMON[@]}" --out "$EXP/deit_plain_aug"; }
+deit_hard_aug() {
+  $VITKIT train "${STUDENT[@]}" "${STRONG_AUGMENT[@]}" --distilled "${TEACHER[@]}" --distill hard "${COMMON[@]}" \
+    --out "$EXP/deit_hard_aug"
+}
 
 # 7. Masked patch prediction (paper Sec. 4.6, App. B.1.2) of the pure ViT on CIFAR-10's training images, for the
 # look inside the models (labels unused; its val split is a held-out 5% of the same images).
@@ -155,6 +164,7 @@ PHASES=(
   "deit_hard deit_hard_cls"
   "deit_soft mpp"
   "augreg_short_plain augreg_short_reg"
+  "deit_plain_aug deit_hard_aug"
   "hunger_vit_5 hunger_resnet_5"
   "hunger_vit_10 hunger_resnet_10"
   "hunger_vit_30 hunger_resnet_30"
