@@ -103,10 +103,10 @@ augreg_short_reg() {
     --out "$EXP/augreg_short_reg"
 }
 
-# 1. Data hunger: the pure ViT and resnet20 on 5%, 10%, 30% and 100% of the training labels, 6 minutes each.
+# 1. Data hunger: the pure ViT and resnet20 on 5%, 10%, 30% and 100% of the training labels, 5 minutes each.
 # Validation (5,000 images, no test-time flips here) is inside the budget: with 5% of the labels it takes about
 # as long as an epoch of training.
-HUNGER_MIN=${HUNGER_MIN:-6}
+HUNGER_MIN=${HUNGER_MIN:-5}
 hunger() {  # $1: vit | resnet, $2: percent
   local model=("${VIT[@]}")
   [ "$1" = resnet ] && model=("${RESNET[@]}")
@@ -177,7 +177,7 @@ PHASES=(
   "scale_patch8 scale_patch2"
   "hybrid_c20_base hybrid_cct2_base"
   "hybrid_c20_wide hybrid_cct2_wide"
-  "analyze_models"
+  "analyze_models"  # alone only for the order: it needs runs of three phases before it
 )
 source benchmarks/phases.sh
 main "$0" "$@"; exit $?  # on one line: bash reads no further, so this file may be edited while it runs

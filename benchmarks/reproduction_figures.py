@@ -125,7 +125,7 @@ def data_hunger(runs: Runs, out: Path) -> None:
     axis.set_xscale("log")
     axis.set_xlabel("CIFAR-10 training images (log)")
     axis.set_ylabel("val top-1 (%)")
-    axis.set_title("Data hunger: equal time per run (6 min, 1 thread)", fontsize=10)
+    axis.set_title("Data hunger: equal time per run (5 min, 1 thread)", fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend()
     save(figure, out, "data_hunger")
@@ -247,11 +247,13 @@ def augreg(runs: Runs, out: Path) -> None:
 
 
 # 5. DeiT -----------------------------------------------------------------------------------------------------------
-STUDENTS = {
-    "deit_plain": "no distillation",
-    "deit_hard": "hard, distillation token",
-    "deit_hard_cls": "hard, through the class token",
-    "deit_soft": "soft (tau 3), distillation token",
+STUDENTS = {  # run: (label, line style); light augmentation (pad-crop, flip) unless "strong"
+    "deit_plain": ("no distillation", "-"),
+    "deit_hard": ("hard, distillation token", "-"),
+    "deit_hard_cls": ("hard, through the class token", "-"),
+    "deit_soft": ("soft (tau 3), distillation token", "-"),
+    "deit_plain_aug": ("strong aug., no distillation", "--"),
+    "deit_hard_aug": ("strong aug., hard, distillation token", "--"),
 }
 
 
@@ -265,11 +267,14 @@ def agreement(student: str, teacher: str, data: str) -> float:
 def deit(runs: Runs, out: Path, data: str) -> None:
     """Val top-1 by epoch of the students at equal steps, each head, and their agreement with the teacher."""
     teacher = runs.summary("teacher_10pct")
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = plt.subplots(figsize=(7, 4.5))
     rows = []
-    for index, (run, label) in enumerate(STUDENTS.items()):
+    colours = {"no distillation": "C0", "hard, distillation token": "C1"}
+    for index, (run, (label, style)) in enumerate(STUDENTS.items()):
         summary, epochs = runs.summary(run), runs.epochs(run)
-        axis.plot([e["epoch"] for e in epochs], [e["val_top1"] for e in epochs], color=f"C{index}", label=label)
+        colour = colours.get(label.removeprefix("strong aug., "), f"C{index}")
+        axis.plot([e["epoch"] for e in epochs], [e["val_top1"] for e in epochs], color=colour, linestyle=style,
+                  label=label)  # fmt: skip
         last = epochs[-1]
         heads = [pct(last[k]) if k in last else "-" for k in ("val_top1_cls", "val_top1_dist")]
         agree = agreement(str(runs.dir(run)), str(runs.dir("teacher_10pct")), data)
