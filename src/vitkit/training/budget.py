@@ -116,6 +116,7 @@ def plan_steps(
         start = switch_step
     else:
         start = step
+
     # Every epoch boundary still to come costs an epoch end (validation + checkpoints), the last one included.
     # The cost grows with the steps, so the most steps that fit is found by bisection: with short epochs (a small
     # training set) the epoch ends can outweigh the steps, where a fixed-point iteration would oscillate.
