@@ -123,6 +123,8 @@ def data_hunger(runs: Runs, out: Path) -> None:
             rows.append([label, f"{p}% ({s['train_images']:,})", pct(s["val_top1"]), s["epochs"],
                          f"{s['train_images_per_s']:.0f}", f"{s['wall_s'] / 60:.1f}"])  # fmt: skip
     axis.set_xscale("log")
+    axis.minorticks_off()
+    axis.set_xticks(sizes, [f"{size:,}\n({p}%)" for size, p in zip(sizes, PERCENTS, strict=True)])
     axis.set_xlabel("CIFAR-10 training images (log)")
     axis.set_ylabel("val top-1 (%)")
     axis.set_title("Data hunger: equal time per run (5 min, 1 thread)", fontsize=10)
