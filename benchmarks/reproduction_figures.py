@@ -143,6 +143,8 @@ def compute_plot(runs: Runs, out: Path, name: str, title: str, groups: dict[str,
         points = [(runs.train_pflops(run), runs.summary(run)["val_top1"], label, run) for run, label in members]
         axis.plot([p[0] for p in points], [p[1] for p in points], marker=marker, linestyle=":", label=group)
         for flops, top1, label, run in points:
+            if not label:
+                continue  # a point repeated in another series
             axis.annotate(label, (flops, top1), textcoords="offset points", xytext=(4, 3), fontsize=7)
             summary = runs.summary(run)
             rows.append([group, label, f"{summary['params'] / 1e6:.2f}M", f"{flops:.2f}", pct(top1), summary["epochs"],
@@ -169,11 +171,12 @@ def hybrids(runs: Runs, out: Path) -> None:
 
 def scaling(runs: Runs, out: Path) -> None:
     """Depth, width and patch size changed one at a time from the base model, equal time."""
+    base = ("posemb_learned_s0", "")  # drawn in every series, labelled once
     groups = {
-        "base 6x128, 4x4 patches": [("posemb_learned_s0", "base"), ("posemb_learned_s1", "base, seed 1")],
-        "depth": [("scale_deep", "12 blocks")],
-        "width": [("scale_wide", "D=256")],
-        "patch size": [("scale_patch8", "8x8 patches"), ("scale_patch2", "2x2 patches")],
+        "base 6x128, 4x4 patches (2 seeds)": [("posemb_learned_s0", "base"), ("posemb_learned_s1", "")],
+        "depth: 6 -> 12 blocks": [base, ("scale_deep", "12 blocks")],
+        "width: D 128 -> 256": [base, ("scale_wide", "D=256")],
+        "patch size: 8, 4, 2": [("scale_patch8", "8x8 patches"), base, ("scale_patch2", "2x2 patches")],
     }
     compute_plot(runs, out, "scaling", "Depth, width, patch size at equal time (5 min, 30% of CIFAR-10)", groups)
 
