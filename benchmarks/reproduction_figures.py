@@ -12,7 +12,7 @@ seen (optimizer steps x batch size): the paper's Fig. 5 axis, up to its constant
 from __future__ import annotations
 
 import argparse
-import csv
+import functools
 import json
 import statistics
 from collections.abc import Callable
@@ -23,13 +23,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
+import torch  # noqa: E402
 
 import vitkit  # noqa: E402
 from vitkit.analysis.embeddings import posemb_similarity  # noqa: E402
 from vitkit.analysis.figures import mosaic  # noqa: E402
 from vitkit.inference import evaluate_checkpoint  # noqa: E402
 from vitkit.models.summary import summarize  # noqa: E402
+from vitkit.training.config import read_recipe  # noqa: E402
+from vitkit.training.metrics import read_metrics  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,6 +50,7 @@ class Runs:
         """The run directory of `name` (a path outside `root` when it contains a slash)."""
         return REPO / name if "/" in name else self.root / name
 
+    @functools.cache  # noqa: B019 (one Runs per invocation: the cache lives as long as the script)
     def summary(self, name: str) -> dict:
         """summary.json of a finished run; Missing when it is absent or unfinished."""
         path = self.dir(name) / "summary.json"
@@ -60,13 +63,12 @@ class Runs:
 
     def epochs(self, name: str) -> list[dict]:
         """The epoch rows of metrics.csv, numbers as floats."""
-        with open(self.dir(name) / "metrics.csv") as file:
-            rows = [row for row in csv.DictReader(file) if row["kind"] == "epoch"]
+        rows = [row for row in read_metrics(self.dir(name) / "metrics.csv") if row["kind"] == "epoch"]
         return [{k: float(v) for k, v in row.items() if k != "kind" and v != ""} for row in rows]
 
     def config(self, name: str) -> dict:
         """The run's recipe as it ran (config.yaml)."""
-        return yaml.safe_load((self.dir(name) / "config.yaml").read_text())
+        return read_recipe(self.dir(name) / "config.yaml")
 
     def images_seen(self, name: str) -> int:
         """Training images the run's optimizer steps consumed."""
@@ -85,6 +87,16 @@ class Runs:
         if not path.exists():
             raise Missing(f"analysis of {name}")
         return json.loads(path.read_text())
+
+
+def draw_posemb_similarity(axis: plt.Axes, run: Path, title: str):
+    """Paper Fig. 7 (centre) of the run's best checkpoint on `axis`: one tile per patch position; returns the image."""
+    similarity = posemb_similarity(vitkit.load(run / "checkpoints" / "best"))
+    gh, gw = similarity.shape[:2]
+    image = axis.imshow(mosaic(similarity.reshape(gh * gw, gh, gw), columns=gw), cmap="viridis", vmin=-1, vmax=1)
+    axis.set_axis_off()
+    axis.set_title(title, fontsize=9)
+    return image
 
 
 def save(figure: plt.Figure, out: Path, name: str) -> None:
@@ -200,13 +212,8 @@ def position_embeddings(runs: Runs, out: Path) -> None:
     axis.set_ylabel("val top-1 (%), bar = mean, dots = seeds")
     axis.set_title("Position embeddings", fontsize=10)
     for column, kind in enumerate(("learned", "learned_2d", "sincos_2d"), start=1):
-        model = vitkit.load(runs.dir(f"posemb_{kind}_s0") / "checkpoints" / "best")
-        similarity = posemb_similarity(model)
-        gh, gw = similarity.shape[:2]
         panel = figure.add_subplot(grid[column])
-        image = panel.imshow(mosaic(similarity.reshape(gh * gw, gh, gw), columns=gw), cmap="viridis", vmin=-1, vmax=1)
-        panel.set_axis_off()
-        panel.set_title(f"E_pos similarity: {POSEMBS[kind]}", fontsize=9)
+        image = draw_posemb_similarity(panel, runs.dir(f"posemb_{kind}_s0"), f"E_pos similarity: {POSEMBS[kind]}")
     figure.colorbar(image, ax=figure.axes[1:], fraction=0.02, label="cosine")
     save(figure, out, "posemb")
     rows = [[POSEMBS[k], pct(v[0]), pct(v[1]), pct(statistics.mean(v)), f"{abs(v[0] - v[1]):.1f}"]
@@ -262,16 +269,15 @@ STUDENTS = {  # run: (label, line style); light augmentation (pad-crop, flip) un
 }
 
 
-def agreement(student: str, teacher: str, data: str) -> float:
-    """% of val images on which the student's prediction (averaged heads) equals the teacher's."""
-    evaluations = [evaluate_checkpoint(run, data, keep_logits=True, device="cpu") for run in (student, teacher)]
-    predictions = [evaluation.result.logits.argmax(1) for evaluation in evaluations]
-    return float((predictions[0] == predictions[1]).float().mean()) * 100
+def val_predictions(run: Path, data: str) -> torch.Tensor:
+    """Top-1 class of every val image by the run's best checkpoint (a DeiT student: its averaged heads)."""
+    return evaluate_checkpoint(str(run), data, keep_logits=True, device="cpu").result.logits.argmax(1)
 
 
 def deit(runs: Runs, out: Path, data: str) -> None:
     """Val top-1 by epoch of the students at equal steps, each head, and their agreement with the teacher."""
     teacher = runs.summary("teacher_10pct")
+    teacher_predictions = val_predictions(runs.dir("teacher_10pct"), data)
     figure, axis = plt.subplots(figsize=(7, 4.5))
     rows = []
     colours = {"no distillation": "C0", "hard, distillation token": "C1"}
@@ -282,7 +288,7 @@ def deit(runs: Runs, out: Path, data: str) -> None:
                   label=label)  # fmt: skip
         last = epochs[-1]
         heads = [pct(last[k]) if k in last else "-" for k in ("val_top1_cls", "val_top1_dist")]
-        agree = agreement(str(runs.dir(run)), str(runs.dir("teacher_10pct")), data)
+        agree = float((val_predictions(runs.dir(run), data) == teacher_predictions).float().mean()) * 100
         rows.append([label, pct(summary["final_val_top1"]), *heads, pct(summary["val_top1"]), f"{agree:.1f}%",
                      f"{summary['train_s'] / 60:.1f}"])  # fmt: skip
     axis.axhline(teacher["val_top1"], color="grey", linestyle="--", label=f"vgg8 teacher ({teacher['val_top1']:.1f}%)")
@@ -322,12 +328,7 @@ def inside(runs: Runs, out: Path) -> None:
         axes[0, column].set_xlabel("layer")
         if column == 0:
             axes[0, column].set_ylabel("mean attention distance (px)")
-        model = vitkit.load(runs.dir(name) / "checkpoints" / "best")
-        similarity = posemb_similarity(model)
-        gh, gw = similarity.shape[:2]
-        axes[1, column].imshow(mosaic(similarity.reshape(gh * gw, gh, gw), columns=gw), vmin=-1, vmax=1)
-        axes[1, column].set_axis_off()
-        axes[1, column].set_title("E_pos similarity", fontsize=9)
+        draw_posemb_similarity(axes[1, column], runs.dir(name), "E_pos similarity")
         rows.append([label, f"{distance[0].min():.1f}-{distance[0].max():.1f}",
                      f"{distance[-1].min():.1f}-{distance[-1].max():.1f}", f"{distance.mean():.1f}",
                      f"{document['posemb_similarity']['same_row_or_col']:.2f} / "

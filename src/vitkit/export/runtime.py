@@ -92,10 +92,10 @@ class Pt2Model(ExportedModel):
 
 def open_exported(path: str | Path, threads: int = 0) -> ExportedModel:
     """The exported file `path` with the runtime its extension names (.onnx or .pt2)."""
-    kind = {".onnx": OnnxModel, ".pt2": Pt2Model}.get(Path(path).suffix.lower())
-    if kind is None:
+    backend = BACKENDS.get(Path(path).suffix.lower())
+    if backend is None:
         raise UsageError(f"{path} is not an exported model: vitkit runs .onnx and .pt2 files ({', '.join(BACKENDS)})")
-    return kind(path, threads)
+    return {"onnxruntime": OnnxModel, "aoti": Pt2Model}[backend](path, threads)
 
 
 def backend_for(backend: str | None, source: str | Path) -> str:
