@@ -84,6 +84,17 @@ deit_hard_aug() {
   $VITKIT train "${STUDENT[@]}" "${STRONG_AUGMENT[@]}" --distilled "${TEACHER[@]}" --distill hard "${COMMON[@]}" \
     --out "$EXP/deit_hard_aug"
 }
+# The strong-augmentation pair for 100 epochs (5 of warm-up): at 30 both students were still climbing (under-fitted
+# by the augmentation), while the light-augmentation plain student had levelled off.
+LONG=(--epochs 100 --warmup-epochs 5)
+deit_plain_aug100() {
+  $VITKIT train "${STUDENT[@]}" "${STRONG_AUGMENT[@]}" "${LONG[@]}" "${COMMON[@]}" --out "$EXP/deit_plain_aug100"
+}
+deit_hard_aug100() {
+  $VITKIT train "${STUDENT[@]}" "${STRONG_AUGMENT[@]}" "${LONG[@]}" --distilled "${TEACHER[@]}" --distill hard \
+    "${COMMON[@]}" --out "$EXP/deit_hard_aug100"
+}
+deit_aug100() { pair deit_plain_aug100 deit_hard_aug100; }  # the pair alone, side by side
 
 # 7. Masked patch prediction (paper Sec. 4.6, App. B.1.2) of the pure ViT on CIFAR-10's training images, for the
 # look inside the models (labels unused; its val split is a held-out 5% of the same images).
@@ -165,6 +176,7 @@ PHASES=(
   "deit_soft mpp"
   "augreg_short_plain augreg_short_reg"
   "deit_plain_aug deit_hard_aug"
+  "deit_plain_aug100 deit_hard_aug100"
   "hunger_vit_5 hunger_resnet_5"
   "hunger_vit_10 hunger_resnet_10"
   "hunger_vit_30 hunger_resnet_30"

@@ -124,9 +124,15 @@ def test_slow_bf16_on_cpu_is_warned_about(monkeypatch) -> None:
 
 def test_attention_kernel_is_chosen_by_timing(monkeypatch) -> None:
     runtime = runtime_module.Runtime(torch.device("cpu"), "fp32", threads=1)
-    monkeypatch.setattr(runtime_module, "time_attention", lambda kind, *shape: {"math": 0.002, "flash": 0.005}[kind])
+    times = {"math": 0.002, "flash": 0.005, "eager": 0.003}
+    monkeypatch.setattr(runtime_module, "time_attention", lambda kind, *shape: times[kind])
     runtime.choose_attention(8, 2, 17, 8)
     assert runtime.attention == "math" and "math 2.0 ms" in runtime.attention_reason
+    assert "eager 3.0 ms" in runtime.attention_reason
+    times["eager"] = 0.001
+    faster = runtime_module.Runtime(torch.device("cpu"), "fp32", threads=1)
+    faster.choose_attention(8, 2, 17, 8)
+    assert faster.attention == "eager"
     fixed = runtime_module.Runtime(torch.device("cpu"), "fp32", threads=1, attention="flash")
     fixed.choose_attention(8, 2, 17, 8)
     assert fixed.attention == "flash"
@@ -224,3 +230,37 @@ def test_a_generous_budget_is_planned_in_steps_and_capped_by_the_epochs(tmp_path
     assert set(progress["budget_clock"]["step_s"]) == {"8"}
     with pytest.raises(ValueError, match="run.low_res_share is a share of run.time_budget_min"):
         load_config(overrides={**overrides, "run.time_budget_min": 0.0})
+
+
+@pytest.mark.parametrize("kind", runtime_module.ATTENTION)
+def test_time_attention_runs_each_kernel_forward_and_backward(kind: str) -> None:
+    seconds = runtime_module.time_attention(kind, 2, 2, 5, 4, "bf16")
+    assert 0 < seconds < 5
+
+
+def test_eager_kernel_computes_attention_without_sdpa(monkeypatch) -> None:
+    """Inside `attention_kernel("eager")` the model never calls SDPA and gives the fused kernel's outputs and
+    gradients; outside it SDPA is used again."""
+    torch.manual_seed(0)
+    model = create_model("Ti/4", img_size=16, num_classes=3, depth=2, hidden_dim=24, num_heads=2, mlp_dim=48)
+    images = torch.randn(4, 3, 16, 16)
+
+    def logits_and_grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        logits = model(images)
+        logits.square().sum().backward()
+        return logits.detach(), [p.grad.clone() for p in model.parameters()]
+
+    fused_logits, fused_grads = logits_and_grads()
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    counted = lambda *args, **kwargs: calls.append(1) or sdpa(*args, **kwargs)  # noqa: E731
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted)
+    with runtime_module.attention_kernel("eager"):
+        eager_logits, eager_grads = logits_and_grads()
+    assert not calls
+    torch.testing.assert_close(eager_logits, fused_logits, rtol=1e-5, atol=1e-5)
+    for eager, fused in zip(eager_grads, fused_grads, strict=True):
+        torch.testing.assert_close(eager, fused, rtol=1e-4, atol=1e-5)
+    model(images)
+    assert len(calls) == 2  # one per block, back on the fused kernel

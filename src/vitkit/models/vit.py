@@ -12,8 +12,9 @@ prefix token x_dist after x_class, with its own position and its own head; infer
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -47,8 +48,43 @@ class PatchEmbedding(nn.Module):
         return tokens.flatten(2).transpose(1, 2), (tokens.shape[2], tokens.shape[3])
 
 
+_eager_attention = False  # set by `eager_attention()`; a module global, which torch.compile guards on
+
+
+@contextlib.contextmanager
+def eager_attention(enabled: bool = True) -> Iterator[None]:
+    """Compute attention as explicit matmuls and softmax (Hugging Face's "eager") instead of the fused
+    `scaled_dot_product_attention`, inside this context.
+
+    On CPU with bf16 the explicit path can be the faster one: torch's SDPA math kernel computes bf16 inputs in
+    fp32, and its flash kernel is tuned for long sequences; at ViT's 64-200 tokens two small bf16 matmuls win.
+    Training runtimes time both (`runtime.attention: auto`) and enter this context when it wins.
+    """
+    global _eager_attention
+    previous, _eager_attention = _eager_attention, enabled
+    try:
+        yield
+    finally:
+        _eager_attention = previous
+
+
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0, need_weights: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """softmax(q k^T / sqrt(d)) v over (B, heads, N, d) tensors, plus the probabilities when `need_weights`.
+
+    The explicit path is the same function as the fused kernel, spelled out: for the probabilities, or where
+    `eager_attention()` chose it for speed.
+    """
+    if not (need_weights or _eager_attention):
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout), None
+    weights = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)
+    out = F.dropout(weights, dropout, dropout > 0) @ v
+    return out, weights if need_weights else None
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention (Appendix A) with fused qkv; explicit softmax path when weights are asked for."""
+    """Multi-head self-attention (Appendix A) with fused qkv; the explicit path when weights are asked for."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_dropout: float, dropout: float) -> None:
         super().__init__()
@@ -62,14 +98,7 @@ class Attention(nn.Module):
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        dropout = self.attn_dropout if self.training else 0.0
-        weights = None
-        if need_weights:
-            # Same function as the fused kernel, spelled out so the probabilities can be returned.
-            weights = (q @ k.transpose(-2, -1) * self.head_dim**-0.5).softmax(dim=-1)
-            out = F.dropout(weights, dropout, self.training) @ v
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        out, weights = attend(q, k, v, self.attn_dropout if self.training else 0.0, need_weights)
         out = out.transpose(1, 2).reshape(batch, tokens, dim)
         return self.proj_dropout(self.proj(out)), weights
 

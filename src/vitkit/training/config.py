@@ -36,7 +36,7 @@ log = logging.getLogger("vitkit.training")
 
 OPTIMIZERS = ("adamw", "sgd", "muon")
 SCHEDULES = ("cosine", "linear", "constant")
-ATTENTION_KERNELS = ("auto", "math", "flash")
+ATTENTION_KERNELS = ("auto", "math", "flash", "eager")
 DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -253,7 +253,9 @@ class RuntimeConfig:
     )
     threads: int | None = knob(None, "torch CPU threads (default: the cores this process may use)")
     attention: str = knob(
-        "auto", "attention kernel: auto (CPU: the faster of math/flash, timed at the model's shapes) | math | flash"
+        "auto",
+        "attention kernel: auto (CPU: the fastest of math/flash/eager, timed at the model's shapes) | math | flash "
+        "(torch's SDPA kernels) | eager (explicit matmuls and softmax)",
     )
     compile: bool = knob(False, "torch.compile the model (measure first)")
     distributed: str = knob("auto", "auto (DDP under torchrun) | ddp | fsdp (shard parameters, for large models)")

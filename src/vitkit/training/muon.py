@@ -110,6 +110,7 @@ class MuonAdamW(torch.optim.Optimizer):
         lr: float,
         betas=(0.9, 0.999),
         ns_dtype: torch.dtype = torch.bfloat16,
+        fused: bool | None = None,
     ):
         hidden_ids = {id(p) for p in hidden}
         muon_groups, adam_groups = [], []
@@ -126,7 +127,7 @@ class MuonAdamW(torch.optim.Optimizer):
                 "optim.optimizer muon needs 2D weights inside encoder blocks (a ViT); this model has none: use adamw"
             )
         self.muon = Muon(muon_groups, lr=lr, momentum=MUON_MOMENTUM, nesterov=True, ns_dtype=ns_dtype)
-        self.adamw = torch.optim.AdamW(adam_groups or [{"params": []}], lr=lr, betas=betas)
+        self.adamw = torch.optim.AdamW(adam_groups or [{"params": []}], lr=lr, betas=betas, fused=fused)
         super().__init__([p for g in groups for p in g["params"]], {"lr": lr})
         # One list of the inner optimizers' own group dicts: a change of "lr" here is a change there.
         self.param_groups = self.muon.param_groups + self.adamw.param_groups

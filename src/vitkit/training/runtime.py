@@ -26,6 +26,7 @@ import torch.distributed as dist
 from vitkit.errors import UsageError
 from vitkit.inference.device import autocast, resolve_device
 from vitkit.models import Model
+from vitkit.models.vit import attend, eager_attention
 
 if TYPE_CHECKING:
     from vitkit.training.config import RuntimeConfig
@@ -82,7 +83,7 @@ class Runtime:
     precision: str  # "bf16", "fp16" or "fp32"
     threads: int
     compile: bool = False
-    attention: str = "auto"  # resolved later per model shape: "math", "flash" or "auto" (torch's choice)
+    attention: str = "auto"  # resolved later per model shape: "math", "flash", "eager" or "auto" (torch's choice)
     distributed: str = "none"  # "none", "ddp" or "fsdp"
     activation_checkpointing: bool = False
     dist: DistContext = field(default_factory=DistContext)
@@ -132,7 +133,7 @@ class Runtime:
         return attention_kernel(self.attention)
 
     def choose_attention(self, batch: int, heads: int, tokens: int, head_dim: int) -> None:
-        """Resolve attention "auto" on CPU by timing both kernels' forward + backward at the model's shapes."""
+        """Resolve attention "auto" on CPU by timing each kernel's forward + backward at the model's shapes."""
         if self.attention != "auto" or self.device.type != "cpu" or heads == 0:
             self.attention_reason = self.attention_reason or f"{self.attention} (as configured)"
             return
@@ -281,14 +282,19 @@ def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
-ATTENTION = ("math", "flash")
+ATTENTION = ("math", "flash", "eager")
 
 
 @contextlib.contextmanager
 def attention_kernel(kind: str) -> Iterator[None]:
-    """Restrict scaled-dot-product attention to one kernel ("math", "flash") or leave torch's choice ("auto")."""
+    """Restrict attention to one kernel or leave torch's choice ("auto"): SDPA's "math" or "flash" kernel, or
+    "eager" (explicit matmuls and softmax, `vitkit.models.vit.eager_attention`)."""
     if kind == "auto":
         yield
+        return
+    if kind == "eager":
+        with eager_attention():
+            yield
         return
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -298,18 +304,17 @@ def attention_kernel(kind: str) -> Iterator[None]:
 
 
 def time_attention(kind: str, batch: int, heads: int, tokens: int, head_dim: int, precision: str) -> float:
-    """Median seconds of one attention forward + backward with `kind` at these shapes (CPU)."""
-    import torch.nn.functional as F
-
+    """Median seconds of one attention forward + backward with `kind` at these shapes (CPU), under the run's
+    autocast as in training (it decides, e.g., the precision of the eager path's softmax)."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     generator = torch.Generator().manual_seed(0)  # a private generator: the run's random streams stay untouched
     shape = (batch, heads, tokens, head_dim)
     q, k, v = (torch.randn(shape, generator=generator).to(dtype).requires_grad_() for _ in range(3))
     grad = torch.randn(shape, generator=generator).to(dtype)
     times = []
-    with attention_kernel(kind):
+    with attention_kernel(kind), autocast(precision, torch.device("cpu")):
         for _ in range(4):
             tick = time.perf_counter()
-            F.scaled_dot_product_attention(q, k, v).backward(grad)
+            attend(q, k, v)[0].backward(grad)
             times.append(time.perf_counter() - tick)
     return sorted(times[1:])[1]
