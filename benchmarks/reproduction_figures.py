@@ -259,13 +259,15 @@ def augreg(runs: Runs, out: Path) -> None:
 
 
 # 5. DeiT -----------------------------------------------------------------------------------------------------------
-STUDENTS = {  # run: (label, line style); light augmentation (pad-crop, flip) unless "strong"
-    "deit_plain": ("no distillation", "-"),
-    "deit_hard": ("hard, distillation token", "-"),
-    "deit_hard_cls": ("hard, through the class token", "-"),
-    "deit_soft": ("soft (tau 3), distillation token", "-"),
-    "deit_plain_aug": ("strong aug., no distillation", "--"),
-    "deit_hard_aug": ("strong aug., hard, distillation token", "--"),
+STUDENTS = {  # run: (label, colour, line style); light augmentation (pad-crop, flip) unless "strong"
+    "deit_plain": ("no distillation", "C0", "-"),
+    "deit_hard": ("hard, distillation token", "C1", "-"),
+    "deit_hard_cls": ("hard, through the class token", "C2", "-"),
+    "deit_soft": ("soft (tau 3), distillation token", "C3", "-"),
+    "deit_plain_aug": ("strong aug., no distillation", "C0", "--"),
+    "deit_hard_aug": ("strong aug., hard, distillation token", "C1", "--"),
+    "deit_plain_aug100": ("strong aug., 100 epochs, no distillation", "C0", ":"),
+    "deit_hard_aug100": ("strong aug., 100 epochs, hard, distillation token", "C1", ":"),
 }
 
 
@@ -280,10 +282,8 @@ def deit(runs: Runs, out: Path, data: str) -> None:
     teacher_predictions = val_predictions(runs.dir("teacher_10pct"), data)
     figure, axis = plt.subplots(figsize=(7, 4.5))
     rows = []
-    colours = {"no distillation": "C0", "hard, distillation token": "C1"}
-    for index, (run, (label, style)) in enumerate(STUDENTS.items()):
+    for run, (label, colour, style) in STUDENTS.items():
         summary, epochs = runs.summary(run), runs.epochs(run)
-        colour = colours.get(label.removeprefix("strong aug., "), f"C{index}")
         axis.plot([e["epoch"] for e in epochs], [e["val_top1"] for e in epochs], color=colour, linestyle=style,
                   label=label)  # fmt: skip
         last = epochs[-1]
