@@ -85,20 +85,21 @@ def test_auto_precision_follows_the_measured_speedup(monkeypatch, speedup: float
 def test_bf16_probe_is_measured_once_and_cached(tmp_path: Path, monkeypatch) -> None:
     calls = []
 
-    def rate(dtype):
-        calls.append(dtype)
-        return 300.0 if dtype == torch.bfloat16 else 100.0
+    def rates(dtypes):
+        calls.append(dtypes)
+        return {torch.bfloat16: 300.0, torch.float32: 100.0}
 
-    monkeypatch.setattr(runtime_module, "matmul_rate", rate)
+    monkeypatch.setattr(runtime_module, "matmul_rates", rates)
     cache = tmp_path / "probes.json"
     assert runtime_module.bf16_speedup(cache) == pytest.approx(3.0)
     assert runtime_module.bf16_speedup(cache) == pytest.approx(3.0)
-    assert len(calls) == 2  # one bf16 and one fp32 timing, then the cache answers
+    assert calls == [(torch.bfloat16, torch.float32)]  # one probe of both, then the cache answers
     assert list(json.loads(cache.read_text()).values()) == [3.0]
 
 
-def test_real_probe_measures_a_positive_rate() -> None:
-    assert runtime_module.matmul_rate(torch.float32, size=64, seconds=0.01) > 0
+def test_real_probe_measures_a_positive_rate_for_each_dtype() -> None:
+    rates = runtime_module.matmul_rates((torch.bfloat16, torch.float32), size=64, seconds=0.01)
+    assert set(rates) == {torch.bfloat16, torch.float32} and min(rates.values()) > 0
 
 
 def test_threads_default_to_the_cores_this_process_may_use() -> None:
