@@ -6,7 +6,10 @@ linked into one train/val folder both read), batch 128, RandAugment 2/9 (timm: `
 wd 0.05, no Mixup/CutMix, 2 epochs. Precision: what `vitkit train` chooses with no flags (bf16 autocast where it
 measures bf16 faster, else fp32), and timm with the same (`--amp --amp-dtype bfloat16`, or no `--amp`). Each
 trainer gets the whole machine (timm with its 2 loader workers, vitkit with its defaults), one after the other,
-alternating for `--rounds` rounds. The rate is the median over the second epoch of each trainer's logged
+alternating for `--rounds` rounds. timm runs twice a round: as installed (its attention through torch's
+`scaled_dot_product_attention`, whose CPU kernel torch picks) and with `TIMM_FUSED_ATTN=0` (timm's explicit
+matmul + softmax path, the same computation as vitkit's `eager` kernel), so the ratio is shown against both.
+The rate is the median over the second epoch of each trainer's logged
 per-update images/s (timm: `Train:` lines at `--log-interval 5`, the update's time including its data wait;
 vitkit: `metrics.csv` step rows at `--log-every 5`, the same).
 
@@ -71,8 +74,9 @@ def vitkit_rate(data: Path, out: Path, epochs: int) -> tuple[float, str]:
     return statistics.median(float(r["images_per_s"]) for r in rows), precision
 
 
-def timm_rate(data: Path, out: Path, epochs: int, precision: str, site: str) -> float:
-    """Median logged images/s over the last epoch of timm's train.py on the same work."""
+def timm_rate(data: Path, out: Path, epochs: int, precision: str, site: str, fused_attn: bool = True) -> float:
+    """Median logged images/s over the last epoch of timm's train.py on the same work (`fused_attn`: timm's
+    default attention through SDPA, else its explicit path)."""
     amp = ["--amp", "--amp-dtype", "bfloat16"] if precision == "bf16" else []
     command = [
         sys.executable, str(TOOLS / "timm_train.py"), "--data-dir", str(data), "--train-split", "train",
@@ -82,7 +86,7 @@ def timm_rate(data: Path, out: Path, epochs: int, precision: str, site: str) -> 
         "--reprob", "0", "--smoothing", "0.1", "--opt", "adamw", "--lr", "1e-3", "--weight-decay", "0.05",
         "--no-prefetcher", "--log-interval", "5", "--output", str(out),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": site}
+    env = {**os.environ, "PYTHONPATH": site, "TIMM_FUSED_ATTN": "1" if fused_attn else "0"}
     log = subprocess.run(command, check=True, env=env, capture_output=True, text=True)
     rates = [float(m[2]) for m in TIMM_RATE.finditer(log.stdout + log.stderr) if int(m[1]) == epochs - 1]
     if not rates:
@@ -103,12 +107,16 @@ def main() -> None:
         for round_ in range(args.rounds):
             ours, precision = vitkit_rate(data, Path(scratch) / f"vitkit{round_}", args.epochs)
             theirs = timm_rate(data, Path(scratch) / f"timm{round_}", args.epochs, precision, site)
-            results.append((ours, theirs, precision))
-            print(f"round {round_ + 1}: vitkit {ours:.1f} images/s, timm {theirs:.1f} images/s ({precision}): "
-                  f"{ours / theirs:.2f}x", flush=True)  # fmt: skip
-    print("\n| round | precision | vitkit train images/s | timm train.py images/s | ratio |\n|---|---|---:|---:|---:|")
-    for index, (ours, theirs, precision) in enumerate(results, 1):
-        print(f"| {index} | {precision} | {ours:.1f} | {theirs:.1f} | **{ours / theirs:.2f}x** |")
+            eager = timm_rate(data, Path(scratch) / f"timm_eager{round_}", args.epochs, precision, site, False)
+            results.append((ours, theirs, eager, precision))
+            print(f"round {round_ + 1}: vitkit {ours:.1f} images/s, timm {theirs:.1f} images/s, timm with "
+                  f"TIMM_FUSED_ATTN=0 {eager:.1f} ({precision}): {ours / theirs:.2f}x, {ours / eager:.2f}x",
+                  flush=True)  # fmt: skip
+    print("\n| round | precision | vitkit train images/s | timm train.py images/s | ratio | timm, TIMM_FUSED_ATTN=0 "
+          "| ratio |\n|---|---|---:|---:|---:|---:|---:|")  # fmt: skip
+    for index, (ours, theirs, eager, precision) in enumerate(results, 1):
+        print(f"| {index} | {precision} | {ours:.1f} | {theirs:.1f} | **{ours / theirs:.2f}x** | {eager:.1f} "
+              f"| {ours / eager:.2f}x |")  # fmt: skip
 
 
 if __name__ == "__main__":
