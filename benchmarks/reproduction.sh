@@ -62,39 +62,34 @@ teacher_10pct() {
 }
 STUDENT=("${VIT[@]}" "${TEN_PERCENT[@]}" --pool token --epochs 30 --time-budget-min 0 --warmup-epochs 3 --eval-tta none)
 TEACHER=(--teacher "$EXP/teacher_10pct")
-deit_plain() { $VITKIT train "${STUDENT[@]}" "${COMMON[@]}" --out "$EXP/deit_plain"; }
-deit_hard() {
-  $VITKIT train "${STUDENT[@]}" --distilled "${TEACHER[@]}" --distill hard "${COMMON[@]}" --out "$EXP/deit_hard"
+# SEED and RUN_SUFFIX (unset: seed 0, no suffix) make the second seeds below.
+student() {  # $1: run name, $@: what distinguishes the student
+  $VITKIT train "${STUDENT[@]}" "${@:2}" --seed "${SEED:-0}" "${COMMON[@]}" --out "$EXP/$1${RUN_SUFFIX:-}"
 }
-deit_hard_cls() {
-  $VITKIT train "${STUDENT[@]}" "${TEACHER[@]}" --distill hard --distill-token cls "${COMMON[@]}" \
-    --out "$EXP/deit_hard_cls"
-}
-deit_soft() {
-  $VITKIT train "${STUDENT[@]}" --distilled "${TEACHER[@]}" --distill soft --distill-tau 3 "${COMMON[@]}" \
-    --out "$EXP/deit_soft"
-}
+deit_plain() { student deit_plain; }
+deit_hard() { student deit_hard --distilled "${TEACHER[@]}" --distill hard; }
+deit_hard_cls() { student deit_hard_cls "${TEACHER[@]}" --distill hard --distill-token cls; }
+deit_soft() { student deit_soft --distilled "${TEACHER[@]}" --distill soft --distill-tau 3; }
+# Second seeds of the light-augmentation students, whose differences were under 1 point (same teacher and images).
+for arm in plain hard hard_cls soft; do
+  eval "deit_${arm}_s1() { SEED=1 RUN_SUFFIX=_s1 deit_$arm; }"
+done
 teacher_then_plain() { sequence teacher_10pct deit_plain; }
 # The same with DeiT's strong augmentation (RandAugment 2/9, Mixup 0.8, CutMix 1.0, random erasing 0.25): the
 # teacher memorised its 4,500 lightly augmented images (train accuracy 100%), so on them its hard labels are the
 # true labels; on mixed and distorted images they are not, which is where DeiT's hard distillation adds something.
 STRONG_AUGMENT=(--randaugment-n 2 --randaugment-m 9 --mixup 0.8 --cutmix 1.0 --random-erasing 0.25)
-deit_plain_aug() { $VITKIT train "${STUDENT[@]}" "${STRONG_AUGMENT[@]}" "${COMMON[@]}" --out "$EXP/deit_plain_aug"; }
-deit_hard_aug() {
-  $VITKIT train "${STUDENT[@]}" "${STRONG_AUGMENT[@]}" --distilled "${TEACHER[@]}" --distill hard "${COMMON[@]}" \
-    --out "$EXP/deit_hard_aug"
-}
+deit_plain_aug() { student deit_plain_aug "${STRONG_AUGMENT[@]}"; }
+deit_hard_aug() { student deit_hard_aug "${STRONG_AUGMENT[@]}" --distilled "${TEACHER[@]}" --distill hard; }
 # The strong-augmentation pair for 100 epochs (5 of warm-up): at 30 both students were still climbing (under-fitted
 # by the augmentation), while the light-augmentation plain student had levelled off.
 LONG=(--epochs 100 --warmup-epochs 5)
-deit_plain_aug100() {
-  $VITKIT train "${STUDENT[@]}" "${STRONG_AUGMENT[@]}" "${LONG[@]}" "${COMMON[@]}" --out "$EXP/deit_plain_aug100"
-}
+deit_plain_aug100() { student deit_plain_aug100 "${STRONG_AUGMENT[@]}" "${LONG[@]}"; }
 deit_hard_aug100() {
-  $VITKIT train "${STUDENT[@]}" "${STRONG_AUGMENT[@]}" "${LONG[@]}" --distilled "${TEACHER[@]}" --distill hard \
-    "${COMMON[@]}" --out "$EXP/deit_hard_aug100"
+  student deit_hard_aug100 "${STRONG_AUGMENT[@]}" "${LONG[@]}" --distilled "${TEACHER[@]}" --distill hard
 }
 deit_aug100() { pair deit_plain_aug100 deit_hard_aug100; }  # the pair alone, side by side
+deit_seed1() { pair deit_plain_s1 deit_hard_s1 && pair deit_hard_cls_s1 deit_soft_s1; }
 
 # 7. Masked patch prediction (paper Sec. 4.6, App. B.1.2) of the pure ViT on CIFAR-10's training images, for the
 # look inside the models (labels unused; its val split is a held-out 5% of the same images).
@@ -177,6 +172,8 @@ PHASES=(
   "augreg_short_plain augreg_short_reg"
   "deit_plain_aug deit_hard_aug"
   "deit_plain_aug100 deit_hard_aug100"
+  "deit_plain_s1 deit_hard_s1"
+  "deit_hard_cls_s1 deit_soft_s1"
   "hunger_vit_5 hunger_resnet_5"
   "hunger_vit_10 hunger_resnet_10"
   "hunger_vit_30 hunger_resnet_30"
