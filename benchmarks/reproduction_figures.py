@@ -12,6 +12,7 @@ seen (optimizer steps x batch size): the paper's Fig. 5 axis, up to its constant
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import statistics
@@ -264,8 +265,8 @@ STUDENTS = {  # run: (label, colour, line style); light augmentation (pad-crop, 
     "deit_hard": ("hard, distillation token", "C1", "-"),
     "deit_hard_cls": ("hard, through the class token", "C2", "-"),
     "deit_soft": ("soft (tau 3), distillation token", "C3", "-"),
-    "deit_plain_aug": ("strong aug., no distillation", "C0", "--"),
-    "deit_hard_aug": ("strong aug., hard, distillation token", "C1", "--"),
+    "deit_plain_aug": ("strong aug., 30 epochs, no distillation", "C0", "--"),
+    "deit_hard_aug": ("strong aug., 30 epochs, hard, distillation token", "C1", "--"),
     "deit_plain_aug100": ("strong aug., 100 epochs, no distillation", "C0", ":"),
     "deit_hard_aug100": ("strong aug., 100 epochs, hard, distillation token", "C1", ":"),
 }
@@ -277,30 +278,46 @@ def val_predictions(run: Path, data: str) -> torch.Tensor:
 
 
 def deit(runs: Runs, out: Path, data: str) -> None:
-    """Val top-1 by epoch of the students at equal steps, each head, and their agreement with the teacher."""
+    """Val top-1 by epoch of the students at equal steps, each head, their agreement with the teacher, and the
+    second seeds of the light-augmentation students where those runs exist."""
     teacher = runs.summary("teacher_10pct")
     teacher_predictions = val_predictions(runs.dir("teacher_10pct"), data)
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True, layout="constrained")
     rows = []
     for run, (label, colour, style) in STUDENTS.items():
         summary, epochs = runs.summary(run), runs.epochs(run)
+        axis = axes[1 if label.startswith("strong") else 0]
         axis.plot([e["epoch"] for e in epochs], [e["val_top1"] for e in epochs], color=colour, linestyle=style,
-                  label=label)  # fmt: skip
+                  label=label.removeprefix("strong aug., "))  # fmt: skip
         last = epochs[-1]
         heads = [pct(last[k]) if k in last else "-" for k in ("val_top1_cls", "val_top1_dist")]
         agree = float((val_predictions(runs.dir(run), data) == teacher_predictions).float().mean()) * 100
         rows.append([label, pct(summary["final_val_top1"]), *heads, pct(summary["val_top1"]), f"{agree:.1f}%",
                      f"{summary['train_s'] / 60:.1f}"])  # fmt: skip
-    axis.axhline(teacher["val_top1"], color="grey", linestyle="--", label=f"vgg8 teacher ({teacher['val_top1']:.1f}%)")
-    axis.set_xlabel("epoch (4,500 images = 10% of CIFAR-10's labels)")
-    axis.set_ylabel("val top-1 (%)")
-    axis.set_title("DeiT distillation on 10% of the labels, equal student steps", fontsize=10)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+    titles = ("light augmentation (pad-crop, flip), 30 epochs", "strong augmentation (RandAugment, Mixup, CutMix)")
+    teacher_label = f"vgg8 teacher ({teacher['val_top1']:.1f}%)"
+    for axis, title in zip(axes, titles, strict=True):
+        axis.axhline(teacher["val_top1"], color="grey", linestyle="--", label=teacher_label)
+        axis.set_xlabel("epoch (4,500 images = 10% of CIFAR-10's labels)")
+        axis.set_title(title, fontsize=10)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    axes[0].set_ylabel("val top-1 (%)")
+    figure.suptitle("DeiT distillation on 10% of the labels, equal student steps", fontsize=11)
     save(figure, out, "deit")
     table(["student", "final val top-1 (heads averaged)", "class head", "distillation head", "best epoch's val top-1",
            "agreement with the teacher (val)", "training minutes"], rows)  # fmt: skip
     print(f"\nteacher: vgg8, {pct(teacher['val_top1'])} val, {teacher['train_s'] / 60:.1f} min training, 1 thread")
+    seeds = []
+    for run in ("deit_plain", "deit_hard", "deit_hard_cls", "deit_soft"):
+        with contextlib.suppress(Missing):
+            best = [runs.summary(name)["val_top1"] for name in (run, f"{run}_s1")]
+            final = [runs.summary(name)["final_val_top1"] for name in (run, f"{run}_s1")]
+            seeds.append([STUDENTS[run][0], *(f"{b:.1f} / {f:.1f}" for b, f in zip(best, final, strict=True)),
+                          f"{np.mean(best):.2f} / {np.mean(final):.2f}", f"{abs(best[0] - best[1]):.1f}"])  # fmt: skip
+    if seeds:
+        table(["light augmentation", "seed 0: best / final", "seed 1: best / final", "mean: best / final",
+               "spread of best (points)"], seeds)  # fmt: skip
 
 
 # 7. Inside the models ----------------------------------------------------------------------------------------------
