@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from vitkit import create_model
 from vitkit.training import load_config, train
+from vitkit.training import runtime as runtime_module
 from vitkit.training import trainer as trainer_module
 from vitkit.training.ema import ModelEma
 from vitkit.training.state import (
@@ -77,6 +78,29 @@ def test_a_version_2_training_state_resumes_exactly(tmp_path: Path, monkeypatch:
         a = load_file(tmp_path / "straight" / "checkpoints" / name / "model.safetensors")
         b = load_file(tmp_path / "old" / "checkpoints" / name / "model.safetensors")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_a_resumed_run_keeps_the_attention_kernel_it_timed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Re-timing on resume could pick another kernel (they round differently) and break exact resume.
+    timings = {"math": 0.001, "flash": 0.002, "eager": 0.003}
+    monkeypatch.setattr(runtime_module, "time_attention", lambda kind, *shape: timings[kind])
+    config = load_config(overrides={**TINY, "runtime.attention": "auto"})
+    straight = train(config, tmp_path / "straight", progress_bar=False)
+    assert straight["attention"] == "math"
+
+    def stop(*_args):
+        raise Stop
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_module, "plot_curves", stop)
+        with pytest.raises(Stop):
+            train(load_config(overrides={**TINY, "runtime.attention": "auto"}), tmp_path / "killed", progress_bar=False)
+    timings.update(math=0.003, eager=0.001)  # the machine got busy: eager now times fastest
+    resumed = train(None, tmp_path / "killed", resume=True, progress_bar=False)
+    assert resumed["attention"] == "math"
+    a = load_file(tmp_path / "straight" / "checkpoints" / "last" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "checkpoints" / "last" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_a_version_3_training_state_gets_an_empty_stream_position(tmp_path: Path) -> None:
