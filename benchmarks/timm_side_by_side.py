@@ -4,7 +4,8 @@ The issue's command: ViT-Ti with 4x4 patches at 32x32 (timm: `vit_tiny_patch16_2
 img_size=32`), 4,500 of the 5,000 images of `../shared/data/cifar10/val` to train on (a seeded 90/10 split,
 linked into one train/val folder both read), batch 128, RandAugment 2/9 (timm: `rand-m9-mstd0.5`), AdamW lr 1e-3
 wd 0.05, no Mixup/CutMix, 2 epochs. Precision: what `vitkit train` chooses with no flags (bf16 autocast where it
-measures bf16 faster, else fp32), and timm with the same (`--amp --amp-dtype bfloat16`, or no `--amp`). Each
+measures bf16 faster, else fp32; `--precision` forces one on both), and timm with the same (`--amp --amp-dtype
+bfloat16`, or no `--amp`). Each
 trainer gets the whole machine (timm with its 2 loader workers, vitkit with its defaults), one after the other,
 alternating for `--rounds` rounds. timm runs twice a round: as installed (its attention through torch's
 `scaled_dot_product_attention`, whose CPU kernel torch picks) and with `TIMM_FUSED_ATTN=0` (timm's explicit
@@ -15,7 +16,7 @@ vitkit: `metrics.csv` step rows at `--log-every 5`, the same).
 
 Needs timm beside the venv's torch (`../shared/tools/timm-site.sh`); exits with a message where it is absent.
 
-    .venv/bin/python benchmarks/timm_side_by_side.py [--rounds 2] [--data ../shared/data/cifar10/val]
+    .venv/bin/python benchmarks/timm_side_by_side.py [--rounds 2] [--precision fp32] [--data ../shared/data/cifar10/val]
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10" / "val"))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2, help="the last epoch's rate is reported")
+    parser.add_argument(
+        "--precision", choices=["fp32", "bf16"], help="force both to this precision (default: vitkit's `auto`)"
+    )
     return parser.parse_args()
 
 
@@ -59,14 +63,17 @@ def split_folder(source: Path, root: Path, val_share: float = 0.1, seed: int = 0
     return root
 
 
-def vitkit_rate(data: Path, out: Path, epochs: int) -> tuple[float, str]:
-    """Median logged images/s over the last epoch of `vitkit train` with no machine flags, and its precision."""
+def vitkit_rate(data: Path, out: Path, epochs: int, precision: str | None = None) -> tuple[float, str]:
+    """Median logged images/s over the last epoch of `vitkit train` with no machine flags (or only `precision`),
+    and the precision it ran in."""
     command = [
         sys.executable, "-m", "vitkit", "train", "--data", str(data), "--model", "Ti/4", "--img-size", "32",
         "--epochs", str(epochs), "--batch-size", "128", "--crop", "pad", "--randaugment-n", "2",
         "--randaugment-m", "9", "--mixup", "0", "--cutmix", "0", "--label-smoothing", "0.1", "--lr", "1e-3",
         "--weight-decay", "0.05", "--log-every", "5", "--no-progress", "--out", str(out), "--overwrite",
     ]  # fmt: skip
+    if precision:
+        command += ["--precision", precision]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     with open(out / "metrics.csv") as handle:
         rows = [r for r in csv.DictReader(handle) if r["kind"] == "step" and int(r["epoch"]) == epochs]
@@ -105,7 +112,7 @@ def main() -> None:
         data = split_folder(Path(args.data), Path(scratch) / "data")
         results = []
         for round_ in range(args.rounds):
-            ours, precision = vitkit_rate(data, Path(scratch) / f"vitkit{round_}", args.epochs)
+            ours, precision = vitkit_rate(data, Path(scratch) / f"vitkit{round_}", args.epochs, args.precision)
             theirs = timm_rate(data, Path(scratch) / f"timm{round_}", args.epochs, precision, site)
             eager = timm_rate(data, Path(scratch) / f"timm_eager{round_}", args.epochs, precision, site, False)
             results.append((ours, theirs, eager, precision))
