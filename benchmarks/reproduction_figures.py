@@ -311,8 +311,8 @@ def deit(runs: Runs, out: Path, data: str) -> None:
     seeds = []
     for run in ("deit_plain", "deit_hard", "deit_hard_cls", "deit_soft"):
         with contextlib.suppress(Missing):
-            best = [runs.summary(name)["val_top1"] for name in (run, f"{run}_s1")]
-            final = [runs.summary(name)["final_val_top1"] for name in (run, f"{run}_s1")]
+            summaries = [runs.summary(name) for name in (run, f"{run}_s1")]
+            best, final = [s["val_top1"] for s in summaries], [s["final_val_top1"] for s in summaries]
             seeds.append([STUDENTS[run][0], *(f"{b:.1f} / {f:.1f}" for b, f in zip(best, final, strict=True)),
                           f"{np.mean(best):.2f} / {np.mean(final):.2f}", f"{abs(best[0] - best[1]):.1f}"])  # fmt: skip
     if seeds:

@@ -5,11 +5,11 @@ img_size=32`), 4,500 of the 5,000 images of `../shared/data/cifar10/val` to trai
 linked into one train/val folder both read), batch 128, RandAugment 2/9 (timm: `rand-m9-mstd0.5`), AdamW lr 1e-3
 wd 0.05, no Mixup/CutMix, 2 epochs. Precision: what `vitkit train` chooses with no flags (bf16 autocast where it
 measures bf16 faster, else fp32; `--precision` forces one on both), and timm with the same (`--amp --amp-dtype
-bfloat16`, or no `--amp`). Each
-trainer gets the whole machine (timm with its 2 loader workers, vitkit with its defaults), one after the other,
-alternating for `--rounds` rounds. timm runs twice a round: as installed (its attention through torch's
-`scaled_dot_product_attention`, whose CPU kernel torch picks) and with `TIMM_FUSED_ATTN=0` (timm's explicit
-matmul + softmax path, the same computation as vitkit's `eager` kernel), so the ratio is shown against both.
+bfloat16`, or no `--amp`). Each trainer gets the whole machine (timm with its 2 loader workers, vitkit with its
+defaults), one after the other, alternating for `--rounds` rounds. timm runs twice a round: as installed (its
+attention through torch's `scaled_dot_product_attention`, whose CPU kernel torch picks) and with
+`TIMM_FUSED_ATTN=0` (timm's explicit matmul + softmax path, the same computation as vitkit's `eager` kernel), so
+the ratio is shown against both.
 The rate is the median over the second epoch of each trainer's logged
 per-update images/s (timm: `Train:` lines at `--log-interval 5`, the update's time including its data wait;
 vitkit: `metrics.csv` step rows at `--log-every 5`, the same).

@@ -57,8 +57,8 @@ class Stop(Exception):
     """Stands for a kill right after the first epoch's checkpoints."""
 
 
-def test_a_version_2_training_state_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    straight = train(load_config(overrides=TINY), tmp_path / "straight", progress_bar=False)
+def train_one_epoch_then_stop(overrides: dict, run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start a run and stop it as a kill would, right after checkpoints/last of epoch 1 is written."""
 
     def stop(*_args):
         raise Stop
@@ -66,7 +66,19 @@ def test_a_version_2_training_state_resumes_exactly(tmp_path: Path, monkeypatch:
     with monkeypatch.context() as patch:
         patch.setattr(trainer_module, "plot_curves", stop)  # runs after checkpoints/last of epoch 1 is written
         with pytest.raises(Stop):
-            train(load_config(overrides=TINY), tmp_path / "old", progress_bar=False)
+            train(load_config(overrides=overrides), run_dir, progress_bar=False)
+
+
+def same_weights(run_a: Path, run_b: Path, checkpoint: str) -> bool:
+    """Whether two runs' checkpoints/<checkpoint> hold bit-identical tensors under the same names."""
+    a = load_file(run_a / "checkpoints" / checkpoint / "model.safetensors")
+    b = load_file(run_b / "checkpoints" / checkpoint / "model.safetensors")
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_version_2_training_state_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    straight = train(load_config(overrides=TINY), tmp_path / "straight", progress_bar=False)
+    train_one_epoch_then_stop(TINY, tmp_path / "old", monkeypatch)
     state_file = tmp_path / "old" / "checkpoints" / "last" / STATE_FILE
     current = torch.load(state_file, weights_only=True)
     assert current["version"] == 4 and current["progress"]["epoch"] == 1
@@ -75,32 +87,21 @@ def test_a_version_2_training_state_resumes_exactly(tmp_path: Path, monkeypatch:
     resumed = train(None, tmp_path / "old", resume=True, progress_bar=False)
     assert resumed["steps"] == straight["steps"] and resumed["best_value"] == straight["best_value"]
     for name in ("last", "best", "ema"):
-        a = load_file(tmp_path / "straight" / "checkpoints" / name / "model.safetensors")
-        b = load_file(tmp_path / "old" / "checkpoints" / name / "model.safetensors")
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+        assert same_weights(tmp_path / "straight", tmp_path / "old", name), name
 
 
 def test_a_resumed_run_keeps_the_attention_kernel_it_timed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Re-timing on resume could pick another kernel (they round differently) and break exact resume.
     timings = {"math": 0.001, "flash": 0.002, "eager": 0.003}
     monkeypatch.setattr(runtime_module, "time_attention", lambda kind, *shape: timings[kind])
-    config = load_config(overrides={**TINY, "runtime.attention": "auto"})
-    straight = train(config, tmp_path / "straight", progress_bar=False)
+    timed = {**TINY, "runtime.attention": "auto"}
+    straight = train(load_config(overrides=timed), tmp_path / "straight", progress_bar=False)
     assert straight["attention"] == "math"
-
-    def stop(*_args):
-        raise Stop
-
-    with monkeypatch.context() as patch:
-        patch.setattr(trainer_module, "plot_curves", stop)
-        with pytest.raises(Stop):
-            train(load_config(overrides={**TINY, "runtime.attention": "auto"}), tmp_path / "killed", progress_bar=False)
+    train_one_epoch_then_stop(timed, tmp_path / "killed", monkeypatch)
     timings.update(math=0.003, eager=0.001)  # the machine got busy: eager now times fastest
     resumed = train(None, tmp_path / "killed", resume=True, progress_bar=False)
     assert resumed["attention"] == "math"
-    a = load_file(tmp_path / "straight" / "checkpoints" / "last" / "model.safetensors")
-    b = load_file(tmp_path / "killed" / "checkpoints" / "last" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert same_weights(tmp_path / "straight", tmp_path / "killed", "last")
 
 
 def test_a_version_3_training_state_gets_an_empty_stream_position(tmp_path: Path) -> None:
