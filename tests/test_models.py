@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from vitkit import configs
 from vitkit.models import VARIANTS, VisionTransformer, ViTConfig, model_config, resample_posemb, sincos_2d
 from vitkit.models.posemb import resample_axis
 from vitkit.models.summary import summarize
@@ -247,6 +248,6 @@ def test_no_weight_decay_names(tiny_config: ViTConfig) -> None:
 
 def test_config_dict_round_trip(tiny_config: ViTConfig) -> None:
     config = tiny_config.replace(img_size=(16, 24), posemb="learned_2d", representation_size=8)
-    assert ViTConfig.from_dict(config.to_dict()) == config
+    assert configs.make(ViTConfig, config.to_dict()) == config
     config = tiny_config.replace(distilled=True, activation="gelu_tanh")
-    assert ViTConfig.from_dict(config.to_dict()) == config
+    assert configs.make(ViTConfig, config.to_dict()) == config

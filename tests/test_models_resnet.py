@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import vitkit
+from vitkit import configs
 from vitkit.cli.main import main as cli_main
 from vitkit.models import (
     CifarResNet,
@@ -214,7 +215,7 @@ def test_reset_head_follows_the_config():
     ],
 )
 def test_config_dict_round_trip(config):
-    assert type(config).from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert configs.make(type(config), json.loads(json.dumps(config.to_dict()))) == config
 
 
 @pytest.mark.parametrize(

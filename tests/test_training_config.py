@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from vitkit import configs, create_model
 from vitkit.cli import train as train_cli
+from vitkit.models import ViTConfig
 from vitkit.training.config import ModelConfig, OptimConfig, TrainConfig, load_config
 from vitkit.training.optim import build_optimizer, learning_rate, parameter_groups, warmup_steps
 
@@ -89,7 +91,10 @@ def test_model_name_resets_the_architecture(tmp_path: Path) -> None:
 
 
 def test_model_fields_are_checked_against_the_model_config(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"unknown model field 'depht'; valid fields: name, pretrained, .*depth"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown model field 'depht' for Ti/4 \(a ViT\); valid fields: name, pretrained, new_head, .*depth",
+    ):
         load_config(write(tmp_path, "model:\n  name: Ti/4\n  depht: 6\n"))
     with pytest.raises(ValueError, match=r"model\.depth must be an integer, got 'six'"):
         load_config(write(tmp_path, "model:\n  depth: six\n"))
@@ -101,6 +106,39 @@ def test_model_fields_are_checked_against_the_model_config(tmp_path: Path) -> No
         "drop_path": 0.1,
         "pool": "gap",
     }
+
+
+def test_model_fields_are_those_of_the_family_named(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "model:\n  name: resnet20\n  shortcut: B\n  width: 8\n"))
+    assert config.model.overrides == {"shortcut": "B", "width": 8}
+    model = create_model(config.model.name, num_classes=10, img_size=16, **config.model.overrides)
+    assert (model.config.shortcut, model.config.width, model.config.layers) == ("B", 8, (3, 3, 3))
+    assert load_config(write(tmp_path, "model:\n  name: vgg8\n  stem_width: 12\n")).model.overrides["stem_width"] == 12
+    resnet = (
+        r"unknown model field 'pool' for resnet20 \(a CIFAR ResNet\); valid fields: name, pretrained, new_head, layers"
+    )
+    with pytest.raises(ValueError, match=resnet):
+        load_config(write(tmp_path, "model:\n  name: resnet20\n  pool: gap\n"))
+    with pytest.raises(ValueError, match=r"model\.shortcut must be a string, got 2"):
+        load_config(write(tmp_path, "model:\n  name: resnet20\n  shortcut: 2\n"))
+    with pytest.raises(ValueError, match=r"unknown model field 'shortcut' for Ti/4 \(a ViT\)"):
+        load_config(write(tmp_path, "model:\n  name: Ti/4\n  shortcut: B\n"))
+    with pytest.raises(ValueError, match=r"unknown model 'nope/4'"):
+        load_config(write(tmp_path, "model:\n  name: nope/4\n  depth: 2\n"))
+    # A checkpoint decides the family: a name that only labels the run allows every family's fields.
+    labelled = load_config(write(tmp_path, "model:\n  name: my-run\n  pretrained: ckpt\n  shortcut: B\n"))
+    assert labelled.model.overrides == {"shortcut": "B"}
+
+
+def test_model_configs_refuse_unknown_fields_naming_the_family() -> None:
+    with pytest.raises(
+        ValueError, match=r"unknown CIFAR ResNet config field\(s\) \['pool'\]; valid fields: \['layers'"
+    ):
+        create_model("resnet20", pool="gap")
+    with pytest.raises(ValueError, match=r"unknown ViT config field\(s\) \['shortcut'\]"):
+        create_model("Ti/4", shortcut="B")
+    with pytest.raises(ValueError, match=r"unknown ViT config field\(s\) \['depht'\]"):
+        configs.replace(ViTConfig(), depht=2)
 
 
 def test_flags_override_the_recipe(tmp_path: Path) -> None:

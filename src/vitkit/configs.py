@@ -112,6 +112,51 @@ def build(cls: type[T], values: dict[str, Any], path: str, origin: str = "config
     return update(cls(), values, path, origin)
 
 
+class Section:
+    """A recipe section (`optim:`, `data:`, ...): how it takes a recipe's or the flags' values, and its recipe form.
+
+    A plain dataclass section keeps these defaults; a section with a layout of its own (the model's overrides
+    beside its name, the objective's settings per objective) overrides them, so reading a recipe never branches
+    on a section's name.
+    """
+
+    def updated(self: T, values: dict[str, Any], path: str, origin: str = "config") -> T:
+        """A copy with `values` (field names, dotted for nested dataclasses) set, as `update`."""
+        return update(self, values, path, origin)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section as a recipe writes it (`plain`)."""
+        return plain(self)
+
+
+def label_of(cls: type) -> str:
+    """What error messages call a config class: its `label` (the model family, "CIFAR ResNet"), else its name."""
+    return getattr(cls, "label", cls.__name__)
+
+
+def check_names(cls: type, values: dict[str, Any]) -> None:
+    """Refuse keys of `values` that are not fields of dataclass `cls`, naming the class and its valid fields."""
+    unknown = sorted(set(values) - set(field_names(cls)))
+    if unknown:
+        raise UsageError(f"unknown {label_of(cls)} config field(s) {unknown}; valid fields: {field_names(cls)}")
+
+
+def make(cls: type[T], values: dict[str, Any]) -> T:
+    """`cls(**values)` with unknown names refused (`check_names`); values are checked by `cls`'s `__post_init__`.
+
+    Model configs are built this way rather than by `update`: they take an int for a (height, width) pair and
+    rebuild exactly what a checkpoint's JSON holds, so their values are validated, not coerced to the hints.
+    """
+    check_names(cls, values)
+    return cls(**values)
+
+
+def replace(instance: T, **changes: Any) -> T:
+    """A copy of dataclass `instance` with some fields changed: unknown names refused, `__post_init__` run again."""
+    check_names(type(instance), changes)
+    return dataclasses.replace(instance, **changes)  # type: ignore[type-var]
+
+
 def coerce(value: Any, hint: Any, key: str) -> Any:
     """Return `value` as the type `hint` describes (ints widen to floats, lists to tuples), or raise naming `key`."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)

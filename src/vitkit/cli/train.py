@@ -11,7 +11,6 @@ import dataclasses
 import os
 import sys
 import time
-import typing
 from typing import Any
 
 from vitkit.configs import Knob, Words, add_flag, given_flags, knobs
@@ -29,14 +28,12 @@ FLAG_NAMES = {
 def config_fields(defaults: Any = None) -> list[Knob]:
     """Every recipe knob (dotted key, type hint, default, help, flag), in recipe order (`vitkit.configs.knobs`).
 
-    The model section offers `name`, `pretrained`, `new_head` and every field of the model config a run may
-    override (ViTConfig's), with the variant's value as default; the objective section its `name` and the
-    settings of each registered objective (`objective.<name>.<field>`). `defaults` (a TrainConfig; the embedded
-    recipe when None) supplies the defaults shown.
+    The model section offers `name`, `pretrained`, `new_head` and the model fields a run may override
+    (`vitkit.training.config.model_knobs`); the objective section its `name` and the settings of each registered
+    objective (`objective.<name>.<field>`). `defaults` (a TrainConfig; the embedded recipe when None) supplies
+    the defaults shown.
     """
-    from vitkit.configs import default_flag, help_of
-    from vitkit.models import ViTConfig
-    from vitkit.training.config import ModelConfig, TrainConfig, model_config_fields
+    from vitkit.training.config import ModelConfig, TrainConfig, model_knobs
     from vitkit.training.objectives import OBJECTIVES, objective_class
 
     out: list[Knob] = []
@@ -46,13 +43,9 @@ def config_fields(defaults: Any = None) -> list[Knob]:
         if section.name == "model":
             base = ModelConfig(value.name, value.pretrained, value.new_head, {})
             out.extend(k for k in knobs(base, "model", FLAG_NAMES) if k.key != "model.overrides")
-            for name, hint in model_config_fields().items():
-                text = help_of(ViTConfig, name) or name.replace("_", " ")
-                out.append(Knob(f"model.{name}", hint, Words("the variant's"), text, default_flag(f"model.{name}")))
+            out.extend(model_knobs())
         elif section.name == "objective":
-            hints = typing.get_type_hints(type(value))
-            name_field = next(f for f in dataclasses.fields(value) if f.name == "name")
-            out.append(Knob("objective.name", hints["name"], value.name, name_field.metadata["help"], "--objective"))
+            out.extend(k for k in knobs(value, "objective", FLAG_NAMES) if k.key == "objective.name")
             for name in OBJECTIVES:
                 settings_class = objective_class(name).Settings
                 if settings_class is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vitkit.configs import Section
 from vitkit.errors import UsageError
 from vitkit.models.fields import knob
 
@@ -11,7 +12,7 @@ CROPS = ("rrc", "pad", "none")
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Section):
     """Where the images are, the resolution the model sees, and how they are split, normalised and cached."""
 
     path: str = knob(
@@ -60,7 +61,7 @@ class DataConfig:
 
 
 @dataclass
-class AugmentConfig:
+class AugmentConfig(Section):
     """Training-time augmentation (DeiT-style recipe by default: RRC, flip, RandAugment, Mixup/CutMix, erasing)."""
 
     crop: str = knob("rrc", "rrc (random resized crop) | pad (pad and crop) | none")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -54,42 +53,22 @@ def check_divisible(img_size: tuple[int, int], patch_size: tuple[int, int]) -> N
 
 
 class ConfigDict:
-    """What every model config shares: validated `replace`, and a JSON-ready dict round trip (`vitkit.configs`).
+    """What every model config shares: its family's name for messages, a validated copy, a JSON-ready dict.
 
-    Values are checked by the config's own `__post_init__` (which accepts an int for a pair, a list for a tuple),
-    not coerced to the type hints: a checkpoint's JSON rebuilds exactly what was saved.
+    Built, copied and checked by the one mechanism of `vitkit.configs` (`make`, `replace`, `plain`): values are
+    checked by the config's own `__post_init__` (which accepts an int for a pair, a list for a tuple), not
+    coerced to the type hints, so a checkpoint's JSON rebuilds exactly what was saved.
     """
 
     label: ClassVar[str] = "model"  # the model family, for error messages
 
     def replace(self: ConfigT, **changes: Any) -> ConfigT:
-        """A copy with some fields changed, validated again."""
-        self.check_fields(changes)
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        """Names of every config field, for error messages and CLI overrides."""
-        return configs.field_names(cls)
-
-    @classmethod
-    def check_fields(cls, data: dict[str, Any]) -> None:
-        """Refuse keys that are not fields, naming them and the valid ones."""
-        unknown = set(data) - set(cls.field_names())
-        if unknown:
-            raise UsageError(
-                f"unknown {cls.label} config field(s) {sorted(unknown)}; valid fields: {cls.field_names()}"
-            )
+        """A copy with some fields changed, validated again (`vitkit.configs.replace`)."""
+        return configs.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
         return configs.plain(self)
-
-    @classmethod
-    def from_dict(cls: type[ConfigT], data: dict[str, Any]) -> ConfigT:
-        """Rebuild from `to_dict` output; unknown keys are an error that names them."""
-        cls.check_fields(data)
-        return cls(**data)
 
 
 @dataclass

@@ -12,6 +12,7 @@ import logging
 import re
 from typing import Any
 
+from vitkit import configs
 from vitkit.errors import UsageError
 from vitkit.models.config import ViTConfig
 from vitkit.models.hybrid import check_stem
@@ -33,7 +34,7 @@ log = logging.getLogger("vitkit.models")
 ArchConfig = ViTConfig | CifarResNetConfig | ResNetV2Config | CifarVGGConfig
 
 # The "architecture" recorded in a checkpoint's config.json -> (config class, model class).
-ARCHITECTURES: dict[str, tuple[type, type[Model]]] = {
+ARCHITECTURES: dict[str, tuple[type[ArchConfig], type[Model]]] = {
     "vit": (ViTConfig, VisionTransformer),
     "resnet_cifar": (CifarResNetConfig, CifarResNet),
     "resnetv2": (ResNetV2Config, ResNetV2),
@@ -152,43 +153,39 @@ def warn_renamed(old: str) -> None:
     )  # fmt: skip
 
 
-def convnet_config(name: str, **overrides: Any) -> CifarResNetConfig | ResNetV2Config | CifarVGGConfig | None:
-    """The config of a ConvNet name ("resnet20", "resnetv2_50x1", "vgg8") with fields overridden; None for others."""
-    fields = {key: value for key, value in overrides.items() if value is not None}
+def named_fields(name: str) -> tuple[type[ArchConfig], dict[str, Any]]:
+    """The config class of a variant string, preset or ConvNet name, and the fields the name fixes."""
     if name in VGG_WIDTHS:
-        CifarVGGConfig.check_fields(fields)
-        return CifarVGGConfig(**{"name": name, "widths": VGG_WIDTHS[name], **fields})
+        return CifarVGGConfig, {"name": name, "widths": VGG_WIDTHS[name]}
     if match := _CIFAR_NAME.match(name):
         depth = int(match["depth"])
         if depth not in CIFAR_DEPTHS:
             raise UsageError(f"unknown model {name!r}: use {CONVNET_HELP}")
-        CifarResNetConfig.check_fields(fields)
-        return CifarResNetConfig(**{"layers": ((depth - 2) // 6,) * 3, "name": name, **fields})
+        return CifarResNetConfig, {"layers": ((depth - 2) // 6,) * 3, "name": name}
     if match := _RESNETV2_NAME.match(name):
         depth, width = int(match["depth"]), int(match["width"] or 1)
         if depth not in RESNETV2_LAYERS:
             raise UsageError(f"unknown model {name!r}: use {CONVNET_HELP}")
-        ResNetV2Config.check_fields(fields)
-        return ResNetV2Config(**{"layers": RESNETV2_LAYERS[depth], "width_factor": width, "name": name, **fields})
-    return None
+        return ResNetV2Config, {"layers": RESNETV2_LAYERS[depth], "width_factor": width, "name": name}
+    if name in PRESETS:
+        preset = dict(PRESETS[name])
+        return ViTConfig, {**parse_variant(preset.pop("variant")), **preset, "name": name}
+    return ViTConfig, parse_variant(name)
+
+
+def config_class(name: str) -> type[ArchConfig]:
+    """The config class of the family of a model name (ViTConfig for "B/16", CifarResNetConfig for "resnet20")."""
+    return named_fields(name)[0]
 
 
 def model_config(name: str, **overrides: Any) -> ArchConfig:
-    """The config of a variant string, preset or ConvNet name, with any field overridden."""
-    convnet = convnet_config(name, **overrides)
-    if convnet is not None:
-        return convnet
-    fields: dict[str, Any] = {}
-    if name in PRESETS:
-        preset = dict(PRESETS[name])
-        fields.update(parse_variant(preset.pop("variant")))
-        fields.update(preset)
-        fields["name"] = name
-    else:
-        fields.update(parse_variant(name))
-    ViTConfig.check_fields(overrides)
-    fields.update({k: v for k, v in overrides.items() if v is not None})
-    return ViTConfig(**fields)
+    """The config of a variant string, preset or ConvNet name, with any field of its family overridden.
+
+    Every family goes the same way: the name's fields, then the overrides (None leaves a field alone), checked
+    against the family's config (`vitkit.configs.make`: an unknown field names the family and its fields).
+    """
+    config_type, fields = named_fields(name)
+    return configs.make(config_type, {**fields, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def build_model(config: ArchConfig) -> Model:
@@ -208,7 +205,7 @@ def config_from_dict(data: dict[str, Any], architecture: str = "vit") -> ArchCon
     """Rebuild a config from `to_dict` output and its architecture name (files without one hold ViTs)."""
     if architecture not in ARCHITECTURES:
         raise UsageError(f"unknown architecture {architecture!r}; vitkit knows {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[architecture][0].from_dict(data)
+    return configs.make(ARCHITECTURES[architecture][0], data)
 
 
 # Widths timm releases ViTs and DeiTs at, each always with the same head count: every width of the table

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,7 +24,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from vitkit import configs
-from vitkit.configs import coerce, knob
+from vitkit.configs import Knob, Section, Words, coerce, knob
 from vitkit.data import AugmentConfig, DataConfig
 from vitkit.errors import MissingPathError, UsageError
 from vitkit.inference.device import TRAINING_PRECISIONS as PRECISIONS
@@ -41,22 +40,33 @@ DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
-@dataclass
-class ModelConfig:
-    """Which model to train: a variant or preset name, an optional checkpoint to start from, and overrides.
+# Model config fields a training run sets itself (from the data section) or that only record provenance.
+FIXED_MODEL_FIELDS = ("img_size", "num_classes", "name", "extra")
+OWN_MODEL_KEYS = ("name", "pretrained", "new_head")  # the model section's own keys, beside the overrides
 
-    `overrides` are fields of the model's own config (`ViTConfig` for a ViT), checked against it, so a new model
-    field needs no change here. In a recipe they sit beside `name` (`model: {name: Ti/4, pool: gap}`). Setting
-    `name` (in a recipe or with --model) drops the overrides that are not given alongside it.
+
+@dataclass
+class ModelConfig(Section):
+    """Which model to train: a model name, an optional checkpoint to start from, and overrides.
+
+    `overrides` are fields of the config of the family the name belongs to (`ViTConfig` for "Ti/4",
+    `CifarResNetConfig` for "resnet20"), checked against it, so a new model field or family needs no change here.
+    In a recipe they sit beside `name` (`model: {name: Ti/4, pool: gap}`, `model: {name: resnet20, shortcut: B}`).
+    Setting `name` (in a recipe or with --model) drops the overrides that are not given alongside it.
     """
 
-    name: str = knob("Mini/4", "model: a ViT variant ('Ti/4', 'S/16', 'B/16', ...) or a preset name", flag="--model")
+    name: str = knob(
+        "Mini/4",
+        "model: a ViT variant ('Ti/4', 'S/16', 'B/16', ...), a preset, or a ConvNet ('resnet20', 'resnetv2_50x1', "
+        "'vgg8'; its own fields in the recipe's model section)",
+        flag="--model",
+    )
     pretrained: str | None = knob(None, "initialise from this checkpoint (any format `vitkit.load` reads)")
     new_head: bool = knob(
         False, "fine-tuning: drop --pretrained's head and pre-logits layer, start from a zero head (paper Sec. 3.2)"
     )
     overrides: dict[str, Any] = knob(
-        help="model config fields to change (ViTConfig: hidden_dim, depth, pool, posemb, drop_path, ...)",
+        help="fields of the model family's config to change (ViTConfig: hidden_dim, depth, pool, posemb, ...)",
         factory=lambda: {
             "hidden_dim": 96,
             "depth": 4,
@@ -68,58 +78,85 @@ class ModelConfig:
     )
 
     def __post_init__(self) -> None:
-        self.overrides = check_model_overrides(self.overrides)
+        self.overrides = check_model_overrides(self.name, self.pretrained, self.overrides)
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe form: name, pretrained, new_head, then the overrides beside them."""
-        return {"name": self.name, "pretrained": self.pretrained, "new_head": self.new_head, **self.overrides}
+        return {
+            "name": self.name,
+            "pretrained": self.pretrained,
+            "new_head": self.new_head,
+            **configs.plain(self.overrides),
+        }
 
-    @classmethod
-    def from_flat(cls, values: dict[str, Any], current: ModelConfig, origin: str) -> ModelConfig:
-        """Update `current` from a recipe's flat model section (name, pretrained, override fields)."""
+    def updated(self, values: dict[str, Any], path: str, origin: str = "config") -> ModelConfig:
+        """A copy with a recipe's flat model section (name, pretrained, new_head, override fields) applied.
+
+        A model name fixes the whole architecture: only the overrides given alongside it apply.
+        """
         values = dict(values)
-        overrides = {} if "name" in values else dict(current.overrides)
-        name = values.pop("name", current.name)
-        pretrained = values.pop("pretrained", current.pretrained)
-        new_head = values.pop("new_head", current.new_head)
-        if not isinstance(name, str):
-            raise UsageError(f"{origin}: model.name must be a string, got {name!r}")
-        if pretrained is not None and not isinstance(pretrained, str):
-            raise UsageError(f"{origin}: model.pretrained must be a path or hub id, got {pretrained!r}")
-        if not isinstance(new_head, bool):
-            raise UsageError(f"{origin}: model.new_head must be true or false, got {new_head!r}")
+        overrides = {} if "name" in values else dict(self.overrides)
+        own = {key: values.pop(key) for key in OWN_MODEL_KEYS if key in values}
         overrides.update(values.pop("overrides", None) or {})
         overrides.update(values)
         try:
-            return cls(name, pretrained, new_head, overrides)
-        except ValueError as error:
+            head = configs.update(ModelConfig(self.name, self.pretrained, self.new_head, {}), own, path, origin)
+            return ModelConfig(head.name, head.pretrained, head.new_head, overrides)
+        except UsageError as error:
             raise UsageError(f"{origin}: {error}") from None
 
 
-def model_config_fields() -> dict[str, Any]:
-    """Type hints of the model fields a recipe may override (those of ViTConfig a training run does not fix)."""
-    from vitkit.models import ViTConfig
+def model_fields(name: str, pretrained: str | None) -> tuple[str, dict[str, Any]]:
+    """The family of model `name` and the type hints of the fields a recipe may override.
 
-    fixed = {"img_size", "num_classes", "name", "extra"}  # set by the data section, or provenance
-    hints = typing.get_type_hints(ViTConfig)
-    return {f.name: hints[f.name] for f in dataclasses.fields(ViTConfig) if f.name not in fixed}
+    With `pretrained` the checkpoint decides the family and `name` may only label the run: a name vitkit does
+    not know then allows the fields of every family (`create_model` checks them against the checkpoint's).
+    """
+    from vitkit.models.registry import ARCHITECTURES, config_class
+
+    try:
+        families = [config_class(name)]
+    except UsageError:
+        if pretrained is None:
+            raise
+        families = [config_type for config_type, _ in ARCHITECTURES.values()]
+    hints: dict[str, Any] = {}
+    for family in reversed(families):
+        hints.update({key: hint for key, hint in configs.hints_of(family).items() if key not in FIXED_MODEL_FIELDS})
+    return " or ".join(configs.label_of(family) for family in families), hints
 
 
-def check_model_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Overrides coerced to their ViTConfig field types; unknown names are an error listing the valid ones."""
+def check_model_overrides(name: str, pretrained: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Overrides coerced to the field types of model `name`'s family; an unknown name is an error naming the family
+    and its valid fields."""
     if not isinstance(overrides, dict):
         raise UsageError(f"model overrides must be a mapping of field names to values, got {overrides!r}")
-    known = model_config_fields()
+    if not overrides:
+        return {}
+    family, known = model_fields(name, pretrained)
     out = {}
-    for name, value in overrides.items():
-        if name not in known:
-            raise UsageError(f"unknown model field {name!r}; valid fields: name, pretrained, {', '.join(known)}")
-        out[name] = value if value is None else coerce(value, known[name], f"model.{name}")
+    for key, value in overrides.items():
+        if key not in known:
+            raise UsageError(
+                f"unknown model field {key!r} for {name} (a {family}); valid fields: {', '.join(OWN_MODEL_KEYS)}, "
+                f"{', '.join(known)}"
+            )
+        out[key] = value if value is None else coerce(value, known[key], f"model.{key}")
     return out
 
 
+def model_knobs() -> list[Knob]:
+    """The model fields a recipe may override, as flags: the ViT's (most runs train one; a ConvNet's own fields
+    are set in the recipe's model section), each defaulting to the variant's value."""
+    from vitkit.models.config import ViTConfig
+
+    variants = Words("the variant's")
+    fields = [k for k in configs.knobs(ViTConfig(), "model") if k.key.split(".", 1)[1] not in FIXED_MODEL_FIELDS]
+    return [dataclasses.replace(k, default=variants) for k in fields]
+
+
 @dataclass
-class OptimConfig:
+class OptimConfig(Section):
     """Optimizer, learning-rate schedule (linear warm-up, then per-step decay), clipping and weight EMA."""
 
     optimizer: str = knob(
@@ -173,7 +210,7 @@ class OptimConfig:
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Section):
     """How long to train and how to record it: epochs, batch, seed, evaluation, checkpoints, logging."""
 
     epochs: int = knob(40, "epochs")
@@ -200,6 +237,20 @@ class RunConfig:
         "test-time augmentation at validation, logits averaged: none | flip (each image and its mirror) | "
         "multicrop (airbench: those two and their 1-pixel shifts)",
     )
+
+    def updated(self, values: dict[str, Any], path: str, origin: str = "config") -> RunConfig:
+        """`Section.updated`, translating the old `eval_flip` and saying where a key moved to the runtime section."""
+        if "eval_flip" in values:  # the old boolean of runs before multi-crop TTA
+            values = dict(values)
+            flip = values.pop("eval_flip")
+            values.setdefault("eval_tta", "flip" if flip else "none")
+        for name in values:
+            if name in RUNTIME_KEYS:
+                raise UsageError(
+                    f"{origin}: unknown key {path}.{name} (it moved to the runtime section); valid keys of {path!r}: "
+                    f"{', '.join(configs.field_names(self))}"
+                )
+        return configs.update(self, values, path, origin)
 
     def __post_init__(self) -> None:
         if self.eval_tta not in TTA_MODES:
@@ -244,7 +295,7 @@ class RunConfig:
 
 
 @dataclass
-class RuntimeConfig:
+class RuntimeConfig(Section):
     """Where and how the run computes. Defaults use the machine: measured precision, every core this process has."""
 
     device: str = knob("auto", "auto (cuda when available) | cpu | cuda | cuda:N")
@@ -300,7 +351,7 @@ class ObjectiveSettings:
 
 
 @dataclass
-class ObjectiveConfig:
+class ObjectiveConfig(Section):
     """What a training step optimises (see `vitkit.training.objectives`), and the settings of each objective given.
 
     `sections` maps an objective's name to its settings (`Objective.Settings`); the named objective's section
@@ -324,7 +375,7 @@ class ObjectiveConfig:
         """The recipe form: the name, then each objective's section."""
         return {"name": self.name, **{key: configs.plain(value) for key, value in self.sections.items()}}
 
-    def updated(self, values: dict[str, Any], origin: str) -> ObjectiveConfig:
+    def updated(self, values: dict[str, Any], path: str = "objective", origin: str = "config") -> ObjectiveConfig:
         """A copy with the name and section values of a recipe's objective section (dotted keys or mappings)."""
         values = translate_old_keys(configs.nest(values), origin)
         name = coerce(values.pop("name", self.name), str, "objective.name")
@@ -415,10 +466,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A YAML-ready nested dict (tuples become lists)."""
-        out = {section: configs.plain(getattr(self, section)) for section in section_names()}
-        out["model"] = configs.plain(self.model.to_dict())
-        out["objective"] = self.objective.to_dict()
-        return out
+        return {section: getattr(self, section).to_dict() for section in section_names()}
 
     def to_yaml(self) -> str:
         """The config as a recipe file."""
@@ -447,14 +495,7 @@ class TrainConfig:
         for section, updates in nested.items():
             if section not in section_names():
                 raise UsageError(f"{origin}: unknown section {section!r}; valid sections: {', '.join(section_names())}")
-            current = getattr(self, section)
-            if section == "model":
-                # A model name fixes the whole architecture; only overrides given alongside it apply.
-                changed[section] = ModelConfig.from_flat(updates, current, origin)
-            elif section == "objective":
-                changed[section] = current.updated(updates, origin)
-            else:
-                changed[section] = update_section(current, section, updates, origin)
+            changed[section] = getattr(self, section).updated(updates, section, origin)
         config = dataclasses.replace(self, **changed)
         settings = config.objective.settings
         return config if settings is None or not complete else settings.complete(config)
@@ -467,21 +508,6 @@ class TrainConfig:
                 f"{origin}: a recipe is a mapping of sections (model, data, ...), got {type(values).__name__}"
             )
         return cls().replace(values, origin, complete=complete)
-
-
-def update_section(current: Any, section: str, updates: dict[str, Any], origin: str) -> Any:
-    """One plain section updated by `vitkit.configs.update`, saying where a key of `run` moved."""
-    if section == "run" and "eval_flip" in updates:  # the old boolean of runs before multi-crop TTA
-        updates = dict(updates)
-        flip = updates.pop("eval_flip")
-        updates.setdefault("eval_tta", "flip" if flip else "none")
-    for name in updates:
-        if section == "run" and name in RUNTIME_KEYS:
-            known = ", ".join(configs.field_names(current))
-            raise UsageError(
-                f"{origin}: unknown key run.{name} (it moved to the runtime section); valid keys of 'run': {known}"
-            )
-    return configs.update(current, updates, section, origin)
 
 
 def build_objective(config: TrainConfig, model: nn.Module, num_classes: int) -> Objective:
