@@ -11,7 +11,8 @@ import traceback
 from vitkit.errors import VitkitError
 
 # Sub-command name -> module. Each module has a docstring (its help), `add_arguments(parser)` and
-# `run(args) -> int` (the exit status), and keeps heavy imports inside `run` so `vitkit --help` is instant.
+# `run(args) -> int` (the exit status), and keeps heavy imports (torch above all) inside `run`, so that
+# `vitkit --help` and `vitkit CMD --help` answer at once (tests/test_cli_startup.py guards it).
 COMMANDS: dict[str, str] = {
     "demo": "vitkit.cli.demo",
     "models": "vitkit.cli.models",
@@ -28,8 +29,12 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with one sub-parser per command."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser with one sub-parser per command; only `command`'s (all when None) gets its options.
+
+    The options of the others are never parsed, and building them can be the slow part (train's flags come from
+    the recipe's dataclasses), so `vitkit CMD ...` builds CMD's alone.
+    """
     parser = argparse.ArgumentParser(prog="vitkit", description="Vision Transformers: build, train, look inside.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -37,14 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         summary = (module.__doc__ or "").strip().splitlines()[0]
         command_parser = sub.add_parser(name, help=summary, description=module.__doc__)
-        module.add_arguments(command_parser)
+        if command in (None, name):
+            module.add_arguments(command_parser)
         command_parser.set_defaults(_module=module)
     return parser
 
 
+def chosen_command(argv: list[str]) -> str | None:
+    """The sub-command named in `argv`: its first word that is not an option (the top level's take no value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `vitkit` console script; returns the exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(chosen_command(argv) or "")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     if args.command is None:
