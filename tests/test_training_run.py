@@ -101,7 +101,8 @@ def test_eval_refuses_other_classes(run_dir: Path, tmp_path: Path, capsys: pytes
 
 def test_predict_prints_top_k(run_dir: Path, digit_files: list[str], capsys: pytest.CaptureFixture) -> None:
     assert main(["predict", str(run_dir), *digit_files, "--top-k", "3"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    ran, *lines = capsys.readouterr().out.strip().splitlines()
+    assert ran.endswith(": torch on cpu, fp32") or ran.endswith(": torch on cpu, bf16")
     assert len(lines) == 3 and all(
         line.startswith(path) and line.count("%") == 3 for line, path in zip(lines, digit_files, strict=True)
     )

@@ -5,11 +5,13 @@ CKPT is anything vitkit loads (run directory, checkpoint directory, weights file
 the resolution is fixed (E_pos resampled once for --img-size) unless --dynamic-size. The metadata
 (resolution, crop, mean/std, class names, source hash, vitkit version) goes into the file and a config.json
 beside it, so `vitkit predict FILE IMAGE` and `vitkit eval FILE --data DIR` prepare inputs the same way.
+With --quantize, --out is the int8 model; the fp32 model it is made from is kept only with --keep-fp32 FILE.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 from vitkit.errors import UsageError
@@ -21,11 +23,12 @@ ONNX_ONLY = {
     "full_range_int8": "--full-range-int8",
     "calibration_data": "--calibration-data",
     "val_data": "--val-data",
+    "keep_fp32": "--keep-fp32",
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `vitkit export`."""
+    """Options of `vitkit export`: the file first, then int8, then the graph's details."""
     parser.add_argument(
         "checkpoint", metavar="CKPT", help="run directory, checkpoint directory, weights file or hub id"
     )
@@ -35,24 +38,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="onnx",
         help="onnx (ONNX Runtime, portable, int8) | pt2 (AOTInductor package for this CPU and torch) (default onnx)",
     )
-    parser.add_argument("--out", metavar="FILE", help="output file (default model.onnx or model.pt2)")
+    parser.add_argument(
+        "--out", metavar="FILE", help="output file (default model.onnx or model.pt2); with --quantize, the int8 model"
+    )
     parser.add_argument("--img-size", type=int, help="input side in pixels (default: the checkpoint's)")
-    parser.add_argument("--dynamic-size", action="store_true", help="also make the (square) input side dynamic")
-    parser.add_argument("--opset", type=int, help="ONNX opset (default 18)")
-    parser.add_argument(
-        "--include-preprocessing", action="store_true", help="take uint8 RGB images; normalise inside the graph"
-    )
-    parser.add_argument(
-        "--quantize", choices=("dynamic", "static"), help="also write an int8 FILE.int8.onnx (onnx only)"
-    )
-    parser.add_argument(
+    int8 = parser.add_argument_group("int8 (onnx only)")
+    int8.add_argument("--quantize", choices=("dynamic", "static"), help="write --out as an int8 model")
+    int8.add_argument("--keep-fp32", metavar="FILE", help="also keep the fp32 .onnx the int8 model is made from")
+    int8.add_argument("--val-data", metavar="DIR", help="report fp32 vs int8 accuracy on these labelled images")
+    int8.add_argument("--calibration-data", metavar="DIR", help="images for --quantize static")
+    int8.add_argument("--calibration-images", type=int, default=128, help="calibration images (default 128)")
+    int8.add_argument(
         "--full-range-int8",
         action="store_true",
         help="8-bit weights instead of 7 (only for CPUs with VNNI/AMX: others saturate; see docs/export.md)",
     )
-    parser.add_argument("--calibration-data", metavar="DIR", help="images for --quantize static")
-    parser.add_argument("--calibration-images", type=int, default=128, help="calibration images (default 128)")
-    parser.add_argument("--val-data", metavar="DIR", help="report fp32 vs int8 accuracy on these labelled images")
+    graph = parser.add_argument_group("graph")
+    graph.add_argument(
+        "--include-preprocessing", action="store_true", help="take uint8 RGB images; normalise inside the graph"
+    )
+    graph.add_argument("--dynamic-size", action="store_true", help="also make the (square) input side dynamic")
+    graph.add_argument("--opset", type=int, help="ONNX opset (default 18)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,25 +88,34 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--calibration-images must be >= 1, got {args.calibration_images}")
     if args.quantize == "static" and not args.calibration_data:
         raise UsageError("--quantize static needs --calibration-data DIR (a folder of images)")
-    out, meta = export_onnx(
-        args.checkpoint,
-        out,
-        img_size=args.img_size,
-        dynamic_size=args.dynamic_size,
-        opset=args.opset or 18,
-        include_preprocessing=args.include_preprocessing,
-    )
-    print(f"{out}: {meta.architecture} at {meta.img_size}px, input {meta.input}, outputs {', '.join(meta.outputs)}")
-    if not args.quantize:
-        return 0
-    calibration = None
-    if args.quantize == "static":
-        calibration = calibration_batches(Path(args.calibration_data), out, args.calibration_images)
-    int8 = quantize_onnx(out, out.with_suffix(".int8.onnx"), args.quantize, calibration, not args.full_range_int8)
-    bits = "8-bit" if args.full_range_int8 else "7-bit"
-    print(f"{int8}: int8 ({args.quantize}, {bits} weights)")
-    if args.val_data:
-        report_accuracy(out, int8, args.val_data)
+    for flag, needs in (("--keep-fp32", args.keep_fp32), ("--val-data", args.val_data)):
+        if needs and not args.quantize:
+            raise UsageError(f"{flag} is for --quantize (without it, --out is the fp32 model)")
+    keep = Path(args.keep_fp32) if args.keep_fp32 else None
+    if keep is not None and (keep.suffix.lower() != ".onnx" or keep.resolve() == out.resolve()):
+        raise UsageError(f"--keep-fp32 names the fp32 .onnx file, apart from --out {out}; got {keep}")
+    with tempfile.TemporaryDirectory(prefix="vitkit-export-") as scratch:
+        fp32, meta = export_onnx(
+            args.checkpoint,
+            keep or (out if not args.quantize else Path(scratch) / "fp32.onnx"),
+            img_size=args.img_size,
+            dynamic_size=args.dynamic_size,
+            opset=args.opset or 18,
+            include_preprocessing=args.include_preprocessing,
+        )
+        shape = f"{meta.architecture} at {meta.img_size}px, input {meta.input}, outputs {', '.join(meta.outputs)}"
+        if not args.quantize:
+            print(f"{fp32}: fp32, {shape}")
+            return 0
+        calibration = None
+        if args.quantize == "static":
+            calibration = calibration_batches(Path(args.calibration_data), fp32, args.calibration_images)
+        int8 = quantize_onnx(fp32, out, args.quantize, calibration, not args.full_range_int8)
+        bits = "8-bit" if args.full_range_int8 else "7-bit"
+        print(f"{int8}: int8 ({args.quantize}, {bits} weights), {shape}")
+        print(f"{keep}: fp32, kept (--keep-fp32)" if keep else "fp32 model: not kept (--keep-fp32 FILE keeps it)")
+        if args.val_data:
+            report_accuracy(fp32, int8, args.val_data)
     return 0
 
 

@@ -3,6 +3,8 @@
 CKPT is a run directory (its best checkpoint), a checkpoint directory, a weights file or a hub id. Images are
 prepared as the checkpoint's metadata says (a checkpoint without any says which convention it used). Files
 that cannot be read are named with the reason; the exit status is 2 when any file failed, 0 when all succeeded.
+The first line says what ran: the backend, the device and the precision (--precision; default: the one the run
+trained in, as `vitkit eval`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     parser.add_argument("--top-k", type=int, default=5, help="labels per image (default 5)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--json", action="store_true", help="print JSON: predictions and errors")
-    parser.add_argument(
+    parser.add_argument("--json", action="store_true", help="print JSON: what ran, predictions and errors")
+    runtime = parser.add_argument_group("runtime")
+    runtime.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    runtime.add_argument(
+        "--precision", choices=("bf16", "fp32"), help="default: the precision the run trained with (as eval)"
+    )
+    runtime.add_argument(
         "--backend",
         choices=("torch", "onnxruntime", "aoti"),
         help="default: onnxruntime for a .onnx file, aoti (AOTInductor) for a .pt2 package, else torch",
@@ -32,28 +38,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the predictions of the good files and the reason for each bad one."""
-    from vitkit.inference import predict_files
-
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     from vitkit.export.runtime import backend_for
 
-    if backend_for(args.backend, args.checkpoint) != "torch":
-        from vitkit.export import predict_exported  # the same output format, from an exported .onnx or .pt2 file
+    backend = backend_for(args.backend, args.checkpoint)
+    if backend != "torch":
+        from vitkit.export import load_exported  # an exported .onnx or .pt2 file computes as it was exported
 
-        predictions, skipped, checkpoint = predict_exported(args.checkpoint, args.images, top_k=args.top_k)
+        if args.precision:
+            raise UsageError(
+                f"--precision is for PyTorch checkpoints; {args.checkpoint} computes in the precision it was "
+                "exported in (see `vitkit export --quantize`)"
+            )
+        loaded = load_exported(args.checkpoint)
+        precision = loaded.model.meta.precision
     else:
-        predictions, skipped, checkpoint = predict_files(
-            args.checkpoint, args.images, top_k=args.top_k, device=args.device
-        )
+        from vitkit.inference import load_for_inference, with_precision
+
+        loaded = with_precision(load_for_inference(args.checkpoint, args.device), args.precision)
+        precision = loaded.preprocessing.precision
+    from vitkit.inference.predict import top_predictions
+
+    predictions, skipped, checkpoint = top_predictions(loaded, args.images, args.top_k)
+    ran = {"backend": backend, "device": str(loaded.device), "precision": precision}
     if args.json:
         report = {
             "checkpoint": str(checkpoint),
+            **ran,
             "predictions": [p.to_dict() for p in predictions],
             "errors": [{"path": s.path, "reason": s.reason} for s in skipped],
         }
         print(json.dumps(report, indent=2))
     else:
+        print(f"{checkpoint}: {backend} on {ran['device']}, {precision}")
         for prediction in predictions:
             ranked = ", ".join(
                 f"{label} {100 * p:.1f}%" for label, p in zip(prediction.labels, prediction.probabilities, strict=True)

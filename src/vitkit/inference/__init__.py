@@ -45,6 +45,7 @@ from vitkit.inference.loading import (
     load_for_inference,
     read_preprocessing,
     resolve_checkpoint,
+    with_precision,
 )
 from vitkit.inference.predict import Prediction, predict_files, predict_logits
 
@@ -68,6 +69,7 @@ __all__ = [
     "predict_logits",
     "read_preprocessing",
     "resolve_checkpoint",
+    "with_precision",
     "resolve_device",
     "select_eval_data",
 ]

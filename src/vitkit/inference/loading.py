@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -211,6 +212,15 @@ def load_for_inference(source: str | Path, device: str = "auto") -> LoadedModel:
         convention = prep.source.removeprefix(f"{NO_METADATA}: ")
         log.warning("%s records no preprocessing: inputs at %s, %s", path, settings, convention)
     return LoadedModel(model, prep, path, target)
+
+
+def with_precision(loaded: LoadedModel, precision: str | None) -> LoadedModel:
+    """`loaded` computing in `precision` ("fp32" or "bf16"; None: as the checkpoint says)."""
+    if precision is None:
+        return loaded
+    if precision not in INFERENCE_PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
+    return loaded._replace(preprocessing=dataclasses.replace(loaded.preprocessing, precision=precision))
 
 
 def require_head(model: Model, path: Path) -> None:

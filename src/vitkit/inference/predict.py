@@ -14,7 +14,7 @@ import torch
 
 from vitkit.data import SkippedFile, load_images
 from vitkit.inference.device import autocast
-from vitkit.inference.loading import LoadedModel, load_for_inference, require_head
+from vitkit.inference.loading import LoadedModel, load_for_inference, require_head, with_precision
 
 PREDICT_CHUNK = 64  # images decoded and classified at a time
 
@@ -65,10 +65,11 @@ def predict_logits(loaded: LoadedModel, images: Sequence[str]) -> tuple[torch.Te
 
 
 def predict_files(
-    source: str | Path, images: list[str], *, top_k: int = 5, device: str = "auto"
+    source: str | Path, images: list[str], *, top_k: int = 5, device: str = "auto", precision: str | None = None
 ) -> tuple[list[Prediction], list[SkippedFile], Path]:
-    """Classify image files with a checkpoint; files that cannot be read are returned with the reason."""
-    return top_predictions(load_for_inference(source, device), images, top_k)
+    """Classify image files with a checkpoint (in `precision`; None: the one it trained in); files that cannot be
+    read are returned with the reason."""
+    return top_predictions(with_precision(load_for_inference(source, device), precision), images, top_k)
 
 
 def top_predictions(
