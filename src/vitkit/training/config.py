@@ -522,17 +522,44 @@ def section_names() -> list[str]:
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The default recipe, updated by the YAML recipe at `path`, then by dotted-key `overrides` (flags)."""
+    """The default recipe, updated by the YAML recipe at `path` (after the recipes it names as `base:`), then by
+    dotted-key `overrides` (flags)."""
     config = TrainConfig()
     if path is not None:
-        config = TrainConfig.from_dict(read_recipe(path), origin=str(path), complete=not overrides)
+        for origin, values in recipe_chain(Path(path)):
+            config = config.replace(values, origin=origin, complete=False)
+        settings = config.objective.settings
+        if settings is not None and not overrides:
+            config = settings.complete(config)
     if overrides:
         config = config.replace(overrides, origin="command line")
     return config
 
 
+def recipe_chain(path: Path, children: tuple[Path, ...] = ()) -> list[tuple[str, dict[str, Any]]]:
+    """The recipe at `path` and the recipes it inherits from, root first, each as (file name, values less `base`).
+
+    A recipe may name `base: OTHER.yaml` (relative to itself) and give only what differs: each section is applied
+    over its base's as flags are over a recipe (a model `name` drops the base's model fields, as --model does).
+    """
+    values = read_recipe(path)
+    base = values.pop("base", None)
+    if base is None:
+        return [(str(path), values)]
+    if not isinstance(base, str):
+        raise UsageError(f"recipe {path}: base must be the path of another recipe (relative to this one), got {base!r}")
+    base_path = path.parent / base
+    chain = (*children, path)
+    if base_path.resolve() in {p.resolve() for p in chain}:
+        cycle = " -> ".join(str(p) for p in (*chain, base_path))
+        raise UsageError(f"recipe {path}: its bases form a cycle ({cycle}); a recipe cannot inherit from itself")
+    if not base_path.is_file():
+        raise MissingPathError(f"recipe {path} names base {base!r}, but {base_path} does not exist")
+    return [*recipe_chain(base_path, chain), (str(path), values)]
+
+
 def read_recipe(path: str | Path) -> dict[str, Any]:
-    """Parse a YAML recipe into a dict, with errors that name the file."""
+    """Parse one YAML recipe file into a dict (its `base:` unresolved; see `recipe_chain`), with errors naming it."""
     import yaml
 
     path = Path(path)
@@ -542,4 +569,6 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
         values = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise UsageError(f"recipe {path} is not valid YAML: {error}") from error
+    if values is not None and not isinstance(values, dict):
+        raise UsageError(f"{path}: a recipe is a mapping of sections (model, data, ...), got {type(values).__name__}")
     return values or {}
