@@ -117,3 +117,70 @@ def test_short_epochs_whose_validation_outweighs_training_still_fill_the_budget(
     plan = plan_steps(clock, budget_s=420, elapsed_s=9, step=8, steps_per_epoch=8, max_steps=3200, full_size=32)
     epochs_left = (plan.total_steps - 8) / 8
     assert 85 <= epochs_left <= 93, plan  # (420 x 0.99 - 9) / (8 x 0.05 + 4) = 92.4 epochs, the last one's end included
+
+
+def test_a_plan_within_an_epoch_comes_at_powers_of_two_and_only_for_long_epochs():
+    from vitkit.training.budget import replan_due
+
+    due = [k for k in range(1, 200) if replan_due(k, 0, 1000)]
+    assert due == [8, 16, 32, 64, 128, 192]
+    assert replan_due(8, 30, 1000)  # the budget holds a few dozen steps of a 1000-step epoch
+    assert not replan_due(8, 4000, 1000)  # four epochs or more: planning at epoch ends is enough
+
+
+def test_a_short_plan_caps_the_warm_up_and_decays_to_the_minimum():
+    from vitkit.training.budget import capped_warmup
+    from vitkit.training.config import OptimConfig
+    from vitkit.training.optim import learning_rate
+
+    assert capped_warmup(140, 0) == 140  # unplanned: the recipe's
+    assert capped_warmup(140, 30) == 10 and capped_warmup(5, 30) == 5 and capped_warmup(140, 2) == 1
+    optim = OptimConfig(lr=1e-3, min_lr=1e-5, warmup_epochs=2)
+    warmup = capped_warmup(140, 30)
+    rates = [learning_rate(step, optim, warmup, 30) for step in range(30)]
+    assert max(rates) == pytest.approx(1e-3) and rates[-1] < 2e-5
+
+
+def test_a_partial_epoch_plans_from_its_median_and_estimates_the_end():
+    from vitkit.training.budget import estimate_epoch_end
+
+    clock = BudgetClock().with_partial_epoch(32, [5.0, 1.0, 1.0, 1.2, 0.9], estimate_epoch_end(1.0, 10, 200))
+    assert clock.step_s == {32: 1.0} and clock.epoch_end_s == pytest.approx(10.0)  # 200 images x 0.5 x 0.1 s
+    assert BudgetClock(epoch_end_s=3.0).with_partial_epoch(32, [1.0], 10.0).epoch_end_s == 3.0  # measured wins
+    plan = plan_steps(clock, budget_s=60, elapsed_s=10, step=8, steps_per_epoch=1000, max_steps=10**5, full_size=32)
+    assert plan.total_steps == 8 + int(60 * 0.99 - 10 - 10)  # one epoch end left to pay for
+
+
+def test_an_epoch_longer_than_the_budget_is_planned_within_it_and_stops_in_time(tmp_path, monkeypatch):
+    import time as real_time
+    from types import SimpleNamespace
+
+    from vitkit.training import load_config, train
+    from vitkit.training import trainer as trainer_module
+    from vitkit.training.metrics import read_metrics
+
+    fake = {"offset": 0.0}  # every training step takes five (fake) seconds more than it does
+    clock = SimpleNamespace(perf_counter=lambda: real_time.perf_counter() + fake["offset"])
+    monkeypatch.setattr(trainer_module, "time", clock)
+    original = trainer_module.train_step
+
+    def slow_step(trainer, batch):
+        fake["offset"] += 5.0
+        return original(trainer, batch)
+
+    monkeypatch.setattr(trainer_module, "train_step", slow_step)
+    config = load_config(
+        overrides={"data.limit_per_class": 20, "data.img_size": 8, "model.name": "mu/4", "model.hidden_dim": 16,
+                   "model.depth": 1, "model.num_heads": 2, "model.mlp_dim": 16, "run.epochs": 3, "run.batch_size": 2,
+                   "run.time_budget_min": 3.0, "runtime.precision": "fp32", "optim.warmup_epochs": 2}
+    )  # fmt: skip
+    summary = train(config, tmp_path / "run", progress_bar=False)
+    steps_per_epoch = 180 // 2  # 200 digits, 10% held out
+    # 180 s of 5-s steps: epoch 1 is cut within by the plan (its end estimated), the few seconds its validation
+    # did not take go to a few steps of a second epoch; the run never passes its budget.
+    assert summary["epochs"] <= 2 and 25 <= summary["steps"] < 40 < steps_per_epoch
+    assert 0.9 * 180 <= summary["wall_s"] <= 180
+    rates = [float(row["lr"]) for row in read_metrics(tmp_path / "run" / "metrics.csv") if row["lr"]]
+    peak = max(rates)
+    assert peak > 0.5 * config.optim.lr  # the capped warm-up reached (near) the peak
+    assert rates[-1] < 0.1 * config.optim.lr  # and the decay ended near the minimum

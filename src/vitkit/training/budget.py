@@ -18,6 +18,13 @@ when what is left of the budget no longer covers the epoch's end.
 
 The learning-rate schedule follows the plan without jumps: `ScheduleAnchor` re-fits the rest of the decay to the
 new length from the step and the progress at which the plan changed.
+
+An epoch may be longer than the whole budget (large images, a large model, a short budget). While the run is
+unplanned (its first epoch) or the budget holds fewer than `LONG_EPOCHS` epochs, the plan is also made within the
+epoch, after 8, 16, 32, ... and every 64 steps (`replan_due`), from the median of the epoch's step times so far
+(`BudgetClock.with_partial_epoch`); an epoch end not yet measured is estimated from the step time and the
+validation set's size (`estimate_epoch_end`). The warm-up is capped at a third of the planned steps
+(`capped_warmup`), so a plan of a few dozen steps still warms up, decays and ends at the minimum rate.
 """
 
 from __future__ import annotations
@@ -29,6 +36,11 @@ from dataclasses import asdict, dataclass, field
 MARGIN = 0.99  # plan for 99% of the budget: the last validation and checkpoint must fit too
 WARMUP_SHARE = 0.1  # the share of a resolution's first epoch left out of its steady-state step time
 RECENT_EPOCHS = 3  # a step time is the median of this many latest epochs' means
+LONG_EPOCHS = 4  # plan within each epoch while the budget holds fewer epochs than this (or none is planned yet)
+REPLAN_FIRST = 8  # the first plan within an epoch comes after this many of its steps
+REPLAN_EVERY = 64  # past the powers of two, plan within the epoch every this many steps
+WARMUP_CAP = 1 / 3  # the warm-up never takes more than this share of the planned steps
+VALIDATION_COST = 0.5  # a validation image costs about this share of a training image's step (forward only)
 
 
 @dataclass
@@ -67,6 +79,15 @@ class BudgetClock:
             self.step_s[resolution] = statistics.median(recent)
         self.epoch_end_s = epoch_end_s
 
+    def with_partial_epoch(self, resolution: int, step_times: list[float], epoch_end_s: float) -> BudgetClock:
+        """A copy that plans from this epoch's steps so far (their median: robust to the first, slow ones); the
+        epoch end is `epoch_end_s` until one has been measured. The run's own record is left unchanged."""
+        step_s = dict(self.step_s)
+        if step_times:
+            step_s[resolution] = statistics.median(step_times)
+        recent = {k: list(v) for k, v in self.recent_s.items()}
+        return BudgetClock(step_s, self.epoch_end_s or epoch_end_s, recent)
+
     def out_of_time(self, elapsed_s: float, budget_s: float) -> bool:
         """Whether a run at `elapsed_s` must stop training now for its last epoch end to fit in `budget_s`."""
         return elapsed_s + self.epoch_end_s >= budget_s
@@ -79,6 +100,30 @@ class BudgetClock:
             return None
         known, seconds = max(self.step_s.items())
         return seconds * (resolution / known) ** 2
+
+
+def replan_due(epoch_step: int, planned_steps: int, steps_per_epoch: int) -> bool:
+    """Whether to plan again after `epoch_step` steps of the current epoch: only while unplanned or while the
+    budget holds fewer than `LONG_EPOCHS` epochs (the same answer on every rank: it depends on counts only)."""
+    if planned_steps and planned_steps >= LONG_EPOCHS * steps_per_epoch:
+        return False
+    if epoch_step < REPLAN_FIRST:
+        return False
+    return epoch_step & (epoch_step - 1) == 0 or epoch_step % REPLAN_EVERY == 0
+
+
+def estimate_epoch_end(step_s: float, batch_size: int, val_images: int, passes: int = 1) -> float:
+    """Seconds of an epoch end not yet measured: `passes` forward passes over the validation set, each image at
+    `VALIDATION_COST` of a training image's share of a step (checkpoints are small beside it)."""
+    return passes * val_images * VALIDATION_COST * step_s / max(1, batch_size)
+
+
+def capped_warmup(warmup: int, planned_steps: int) -> int:
+    """The warm-up of a run planned to `planned_steps` (0: unplanned): at most `WARMUP_CAP` of them, so a short
+    plan decays too."""
+    if not planned_steps:
+        return warmup
+    return min(warmup, max(1, int(planned_steps * WARMUP_CAP)))
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,14 @@ from vitkit.checkpoints import create_model
 from vitkit.data import DatasetSplits, EvalTransform, TrainAugment, load_dataset, make_loader, num_batches
 from vitkit.errors import UsageError
 from vitkit.training import checkpointing, distributed
-from vitkit.training.budget import BudgetClock, ScheduleAnchor, plan_steps
+from vitkit.training.budget import (
+    BudgetClock,
+    ScheduleAnchor,
+    capped_warmup,
+    estimate_epoch_end,
+    plan_steps,
+    replan_due,
+)
 from vitkit.training.checkpointing import CheckpointWriter
 from vitkit.training.config import TrainConfig, build_objective
 from vitkit.training.ema import ModelEma
@@ -84,6 +92,11 @@ class Trainer:
             return self.state.progress.planned_steps
         whole_epochs = self.state.progress.planned_epochs * self.steps_per_epoch
         return min(whole_epochs, self.config.run.steps) if self.config.run.steps else whole_epochs
+
+    @property
+    def schedule_warmup(self) -> int:
+        """Warm-up steps of the schedule: the recipe's, capped at a share of a time budget's planned steps."""
+        return capped_warmup(self.warmup, self.state.progress.planned_steps)
 
     @property
     def schedule_anchor(self) -> ScheduleAnchor:
@@ -332,7 +345,7 @@ def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progress
         augment = trainer.augment[trainer.resolution(state.epoch, state.step)]
         inputs, targets = augment(images, labels, state.step, runtime.dist.rank, runtime.dist.world_size)
         augmented = time.perf_counter()
-        lr = learning_rate(state.step, cfg.optim, trainer.warmup, trainer.total_steps, trainer.schedule_anchor)
+        lr = learning_rate(state.step, cfg.optim, trainer.schedule_warmup, trainer.total_steps, trainer.schedule_anchor)
         set_learning_rate(trainer.optimizer, lr)
         values, grad_norm = train_step(trainer, Batch(inputs, targets, labels))
         end = time.perf_counter()
@@ -350,6 +363,8 @@ def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progress
         if metrics is not None:
             metrics.write("step", epoch=state.epoch + 1, step=state.step, time_s=clock.now(), **row)
         reporter.update(state.step, state.epoch + 1, state.planned_epochs, row)
+        if budget is not None and replan_due(len(trainer.step_times), state.planned_steps, trainer.steps_per_epoch):
+            budget = plan_within_epoch(trainer, reporter, clock)
         if budget is not None and budget.out_of_time(clock.now(), budget_s):
             # Slower than planned: stop here so that the last validation and checkpoint still fit in the budget.
             state.planned_steps, state.planned_epochs = state.step, state.epoch + 1
@@ -496,9 +511,36 @@ def plan_for_budget(
     The plan comes from this epoch's steady-state step time and the time its end took; the learning-rate
     decay is re-fitted to the new length from where it stands, and every rank takes the main rank's plan.
     """
-    progress, cfg = trainer.state.progress, trainer.config.run
-    budget = BudgetClock.from_dict(progress.budget_clock)
+    budget = BudgetClock.from_dict(trainer.state.progress.budget_clock)
     budget.observe_epoch(resolution, trainer.step_times, epoch_end_s)
+    trainer.state.progress.budget_clock = budget.to_dict()
+    if apply_plan(trainer, reporter, clock, budget):
+        trainer.save_last()
+
+
+def plan_within_epoch(trainer: Trainer, reporter: ProgressReporter, clock: Clock) -> BudgetClock:
+    """Plan again inside an epoch that is long beside the budget, from its steps so far; returns the clock that
+    the out-of-time check uses (an epoch end not yet measured is estimated from the validation set's size)."""
+    cfg, progress = trainer.config, trainer.state.progress
+    resolution = trainer.resolution(progress.epoch, max(0, progress.step - 1))
+    recorded = BudgetClock.from_dict(progress.budget_clock)
+    step_s = statistics.median(trainer.step_times) if trainer.step_times else 0.0
+    passes = (2 if trainer.ema is not None else 1) * TTA_PASSES.get(cfg.run.eval_tta, 6)
+    end_s = estimate_epoch_end(step_s, cfg.run.batch_size, len(trainer.data.val), passes)
+    budget = recorded.with_partial_epoch(resolution, trainer.step_times, end_s)
+    apply_plan(trainer, reporter, clock, budget)
+    return budget
+
+
+TTA_PASSES = {"none": 1, "flip": 2}  # forward passes per validation image (multi-crop: 6)
+
+
+def apply_plan(trainer: Trainer, reporter: ProgressReporter, clock: Clock, budget: BudgetClock) -> bool:
+    """Plan the rest of the run from `budget`'s times and adopt the main rank's plan; True when it changed.
+
+    The learning-rate decay is re-fitted to the new length from where it stands (`ScheduleAnchor`).
+    """
+    progress, cfg = trainer.state.progress, trainer.config.run
     plan = plan_steps(
         budget, budget_s=cfg.time_budget_min * 60, elapsed_s=clock.now(), step=progress.step,
         steps_per_epoch=trainer.steps_per_epoch, max_steps=cfg.epochs * trainer.steps_per_epoch,
@@ -507,19 +549,22 @@ def plan_for_budget(
     )  # fmt: skip
     plan = distributed.broadcast_object(plan, trainer.runtime)
     old_total = trainer.total_steps
-    progress.budget_clock = budget.to_dict()
-    if plan.total_steps != old_total or not progress.planned_steps:
-        anchor = trainer.schedule_anchor.moved_to(progress.step, trainer.warmup, old_total)
+    changed = plan.total_steps != old_total or not progress.planned_steps
+    if changed:
+        anchor = trainer.schedule_anchor.moved_to(progress.step, trainer.schedule_warmup, old_total)
         progress.schedule_anchor = anchor.to_dict()
         progress.planned_steps, progress.switch_step = plan.total_steps, plan.switch_step
         # An epoch cut short by the last plan leaves its steps to one more (partial) epoch when the new plan is longer.
         more = progress.epoch + 1 if plan.total_steps > progress.step else progress.epoch
+        if progress.batch:  # planned within an epoch: the current one is not over
+            more = progress.epoch + 1
         progress.planned_epochs = max(more, math.ceil(plan.total_steps / trainer.steps_per_epoch))
         reporter.set_total(trainer.total_steps)
-        trainer.save_last()
     left = (plan.total_steps - progress.step) * (budget.step_time(trainer.config.data.img_size) or 0.0)
     switch = f", {cfg.low_res_size}px until step {plan.switch_step}" if cfg.low_res_share else ""
+    within = f" (within epoch {progress.epoch + 1}, after {progress.batch} steps)" if progress.batch else ""
     reporter.message(
-        f"time budget {cfg.time_budget_min:g} min: {format_duration(clock.now())} used; {plan.total_steps} steps "
-        f"planned (~{progress.planned_epochs} epochs{switch}), about {format_duration(left)} of training left"
+        f"time budget {cfg.time_budget_min:g} min{within}: {format_duration(clock.now())} used; {plan.total_steps} "
+        f"steps planned (~{progress.planned_epochs} epochs{switch}), about {format_duration(left)} of training left"
     )
+    return changed
