@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import pickle
@@ -17,7 +18,7 @@ from PIL import Image
 from vitkit.data import DataConfig, FileSource, TensorSource, load_dataset
 from vitkit.data import imagefolder as imagefolder_module
 from vitkit.data.cifar import read_cifar_pickle
-from vitkit.data.sources import concat_sources
+from vitkit.data.sources import ImageSource, concat_sources, epoch_order
 
 CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"  # ../shared beside the repo
 
@@ -177,6 +178,33 @@ def test_joining_sources_of_different_datasets_is_refused():
     images = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
     with pytest.raises(ValueError, match="cannot join sources of different classes or sizes"):
         concat_sources(TensorSource(images, torch.zeros(2), ["a"]), TensorSource(images, torch.zeros(2), ["b"]))
+
+
+def test_every_source_kind_implements_the_source_interface():
+    from vitkit.data.hf.indexed import HFSource
+    from vitkit.data.hf.stream import HFStreamSource
+    from vitkit.data.shards.source import ShardSource
+
+    for kind in (TensorSource, FileSource, ShardSource, HFSource, HFStreamSource):
+        assert issubclass(kind, ImageSource) and not inspect.isabstract(kind), kind.__name__
+    with pytest.raises(TypeError, match="abstract"):
+        ImageSource()  # subset and concat have no default: every kind says how (or why not)
+
+
+def test_the_interface_defaults_are_what_the_loader_did_without_them(tmp_path):
+    images, labels = torch.arange(4 * 3 * 2 * 2, dtype=torch.uint8).reshape(4, 3, 2, 2), torch.tensor([0, 1, 0, 1])
+    memory = TensorSource(images, labels, ["a", "b"])
+    assert (memory.num_workers, memory.digest, memory.describe(2, 1)) == (0, "", None)
+    assert torch.equal(memory.epoch_order(3, 1), epoch_order(4, shuffle=True, seed=3, epoch=1))
+    part = memory.subset(torch.tensor([3, 0]))
+    assert torch.equal(part.images, images[[3, 0]]) and part.labels.tolist() == [1, 0]
+    files = FileSource(["x.png", "y.png"], torch.tensor([0, 1]), ["a", "b"], size=2, num_workers=3)
+    batch = files.collate([(images[0], 0), (images[1], 1)])
+    assert torch.equal(batch[0], images[:2]) and batch[1].tolist() == [0, 1] and len(batch) == 2
+    joined = concat_sources(files, files.subset(torch.tensor([1])))
+    assert joined.paths == ["x.png", "y.png", "y.png"] and joined.num_workers == 3
+    with pytest.raises(ValueError, match="cannot join a TensorSource and a FileSource; load them the same way"):
+        concat_sources(TensorSource(images[:2], labels[:2], ["a", "b"]), files)
 
 
 def test_empty_folder_is_a_clear_error(tmp_path):

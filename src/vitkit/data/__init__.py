@@ -4,9 +4,9 @@ from vitkit.data.augment import EvalTransform, RandAugment, TrainAugment, smooth
 from vitkit.data.config import AugmentConfig, DataConfig
 from vitkit.data.datasets import load_dataset
 from vitkit.data.decode import BadImageError, SkippedFile, decode_image, load_images
-from vitkit.data.loader import BatchLoader, epoch_order, make_loader, num_batches
+from vitkit.data.loader import BatchLoader, make_loader, num_batches
 from vitkit.data.normalize import Normalize
-from vitkit.data.sources import DatasetSplits, FileSource, ImageSource, TensorSource
+from vitkit.data.sources import DatasetSplits, FileSource, ImageSource, TensorSource, epoch_order
 
 __all__ = [
     "AugmentConfig",

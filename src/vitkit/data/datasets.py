@@ -16,7 +16,7 @@ from vitkit.data.hf import is_hf_path, load_hf
 from vitkit.data.imagefolder import load_imagefolder, stratified_draw, stratified_split
 from vitkit.data.shards.format import shard_root
 from vitkit.data.shards.source import load_shards
-from vitkit.data.sources import DatasetSplits, TensorSource, subset_source
+from vitkit.data.sources import DatasetSplits, TensorSource
 from vitkit.errors import UsageError
 
 logger = logging.getLogger("vitkit.data")
@@ -34,7 +34,7 @@ def load_dataset(config: DataConfig) -> DatasetSplits:
         full = len(splits.train)
         fraction = config.train_fraction  # of each class, at least one image
         kept, _ = stratified_draw(splits.train.labels, lambda n: max(1, round(n * fraction)), config.seed)
-        splits.train = subset_source(splits.train, kept)
+        splits.train = splits.train.subset(kept)
         logger.info("train_fraction %g: %d of %d training images kept", config.train_fraction, len(splits.train), full)
     return splits
 

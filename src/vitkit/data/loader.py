@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from vitkit.data.sources import ImageSource, TensorSource
 from vitkit.errors import UsageError
@@ -20,18 +19,6 @@ def num_batches(source: ImageSource | int, batch_size: int, drop_last: bool = Fa
     if batch_size <= 0:
         raise UsageError(f"batch_size must be positive, got {batch_size}")
     return n // batch_size if drop_last else -(-n // batch_size)
-
-
-def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
-    """The index order of one epoch: a permutation seeded by (seed, epoch) alone, or 0..n-1 without shuffling."""
-    if not shuffle:
-        return torch.arange(n)
-    # A private generator: the order never depends on, or disturbs, the global RNG (dropout draws from it).
-    # Its seed hashes (seed, epoch) to 32 bits, all torch's CPU generator uses (seed * 2**32 + epoch would
-    # drop the seed).
-    digest = hashlib.sha256(f"vitkit-epoch-order:{seed}:{epoch}".encode()).digest()
-    generator = torch.Generator().manual_seed(int.from_bytes(digest[:4], "little"))
-    return torch.randperm(n, generator=generator)
 
 
 class BatchLoader:
@@ -100,7 +87,7 @@ class BatchLoader:
             self.source,
             batch_sampler=[b.tolist() for b in self.batch_indices()],
             num_workers=self.num_workers,
-            collate_fn=getattr(self.source, "collate", None),  # a ShardSource's batches also list replaced samples
+            collate_fn=self.source.collate,  # a streaming source's batches may also list the samples it replaced
             pin_memory=cuda,
             prefetch_factor=PREFETCH_BATCHES if self.num_workers > 0 else None,
         )
@@ -130,13 +117,10 @@ def make_loader(
     the source's own setting, DataConfig.num_workers) with prefetching. With `world_size` > 1 each rank gets
     its contiguous share of every (global) batch of the same order.
     """
-    if not isinstance(source, (TensorSource, Dataset)):
-        raise TypeError(f"make_loader needs a TensorSource or a streaming source, got {type(source).__name__}")
-    workers = getattr(source, "num_workers", 0) if num_workers is None else num_workers
-    if shuffle and hasattr(source, "epoch_order"):  # a source with its own (seed, epoch) order: shard windows
-        order = source.epoch_order(seed, epoch)
-    else:
-        order = epoch_order(len(source), shuffle=shuffle, seed=seed, epoch=epoch)
+    if not isinstance(source, ImageSource):
+        raise TypeError(f"make_loader needs an ImageSource (vitkit.data.sources), got {type(source).__name__}")
+    workers = source.num_workers if num_workers is None else num_workers
+    order = source.epoch_order(seed, epoch) if shuffle else torch.arange(len(source))
     return BatchLoader(
         source, batch_size, order, start_batch, drop_last, torch.device(device), workers, rank, world_size
     )
@@ -162,5 +146,4 @@ def eval_loader(
 ) -> tuple[BatchLoader, int]:
     """The loader of rank `rank`'s part of `source` in order (`rank_rows`) and how many of its rows are real."""
     rows, real = rank_rows(len(source), rank, world_size)
-    workers = getattr(source, "num_workers", 0)
-    return BatchLoader(source, batch_size, rows, 0, False, torch.device(device), workers), real
+    return BatchLoader(source, batch_size, rows, 0, False, torch.device(device), source.num_workers), real

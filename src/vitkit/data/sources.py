@@ -2,23 +2,41 @@
 
 from __future__ import annotations
 
+import abc
+import hashlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from vitkit.data.decode import BadImageError, SkippedFile, decode_image, pil_to_uint8, to_square
 from vitkit.errors import UsageError
 
 
-class ImageSource:
-    """Labelled images stored at one square size `size` (S); subclasses hold them in memory or stream them."""
+class ImageSource(abc.ABC):
+    """What every labelled image source offers the loader, the trainer and evaluation, so no caller probes one.
+
+    Images are stored at one square size `size` (S) and come out as uint8 (3, S, S). Subclasses hold them in
+    memory (`TensorSource`) or decode them in DataLoader workers (files, packed shards, Hugging Face datasets):
+
+        labels, class_names, size              the labels (int64, N), their names, the stored side S
+        num_workers                            decode worker processes the loader starts (0: in memory)
+        digest                                 the identity of packed data a resumed run must read again, or ""
+        epoch_order(seed, epoch)               the training order of one epoch (a pure function of both)
+        collate(items)                         a worker batch -> (images, labels[, samples replaced])
+        note_skipped(replaced)                 record samples a worker replaced (in the main process)
+        describe(batch_size, world_size)       a log line on how an epoch is read, or None
+        subset(rows), concat(other)            the same kind of source over other rows (or refused, saying why)
+    """
 
     labels: torch.Tensor  # int64 (N,)
     class_names: list[str]
     size: int
+    num_workers: int = 0
+    digest: str = ""
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -32,6 +50,43 @@ class ImageSource:
     def in_memory(self) -> bool:
         """True when the images are one uint8 tensor (the loader indexes it directly)."""
         return False
+
+    def epoch_order(self, seed: int, epoch: int) -> torch.Tensor:
+        """The index order of training epoch `epoch` (default: a permutation seeded by (seed, epoch) alone)."""
+        return epoch_order(len(self), shuffle=True, seed=seed, epoch=epoch)
+
+    @staticmethod
+    def collate(items: list[Any]) -> Any:
+        """A batch of worker items: (images (B, 3, S, S), labels (B,)), plus the samples replaced in it if any."""
+        return default_collate(items)
+
+    def note_skipped(self, skipped: list[SkippedFile]) -> None:
+        """Record samples a worker replaced with the next decodable one (default: a source that replaces none)."""
+        return None
+
+    def describe(self, batch_size: int, world_size: int) -> str | None:
+        """One log line on how an epoch of this source is read and shared, or None when there is nothing to say."""
+        return None
+
+    @abc.abstractmethod
+    def subset(self, rows: torch.Tensor) -> ImageSource:
+        """The images at `rows` (an int64 index tensor), in that order, held the same way."""
+
+    @abc.abstractmethod
+    def concat(self, other: Any) -> ImageSource:
+        """These images, then those of `other` (a source of the same kind, classes and size)."""
+
+
+def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
+    """The index order of one epoch: a permutation seeded by (seed, epoch) alone, or 0..n-1 without shuffling."""
+    if not shuffle:
+        return torch.arange(n)
+    # A private generator: the order never depends on, or disturbs, the global RNG (dropout draws from it).
+    # Its seed hashes (seed, epoch) to 32 bits, all torch's CPU generator uses (seed * 2**32 + epoch would
+    # drop the seed).
+    digest = hashlib.sha256(f"vitkit-epoch-order:{seed}:{epoch}".encode()).digest()
+    generator = torch.Generator().manual_seed(int.from_bytes(digest[:4], "little"))
+    return torch.randperm(n, generator=generator)
 
 
 class TensorSource(ImageSource):
@@ -56,6 +111,15 @@ class TensorSource(ImageSource):
     def in_memory(self) -> bool:
         """True: the loader indexes `images` directly."""
         return True
+
+    def subset(self, rows: torch.Tensor) -> TensorSource:
+        """The images at `rows`, in that order."""
+        return TensorSource(self.images[rows], self.labels[rows], self.class_names)
+
+    def concat(self, other: TensorSource) -> TensorSource:
+        """These images, then those of `other`."""
+        labels = torch.cat([self.labels, other.labels])
+        return TensorSource(torch.cat([self.images, other.images]), labels, self.class_names)
 
 
 class FileSource(ImageSource, Dataset):
@@ -88,6 +152,16 @@ class FileSource(ImageSource, Dataset):
             return pil_to_uint8(image), int(self.labels[candidate])
         raise UsageError(f"none of the {len(self.paths)} files of this source could be decoded")
 
+    def subset(self, rows: torch.Tensor) -> FileSource:
+        """The files at `rows`, in that order."""
+        paths = [self.paths[i] for i in rows.tolist()]
+        return FileSource(paths, self.labels[rows], self.class_names, self.size, self.num_workers)
+
+    def concat(self, other: FileSource) -> FileSource:
+        """These files, then those of `other`."""
+        labels = torch.cat([self.labels, other.labels])
+        return FileSource(self.paths + other.paths, labels, self.class_names, self.size, self.num_workers)
+
 
 @dataclass
 class DatasetSplits:
@@ -114,29 +188,12 @@ class DatasetSplits:
 
 
 def concat_sources(first: ImageSource, second: ImageSource) -> ImageSource:
-    """One source holding the images of `first`, then those of `second` (same classes and stored size)."""
+    """One source holding the images of `first`, then those of `second` (same kind, classes and stored size)."""
     if list(first.class_names) != list(second.class_names) or first.size != second.size:
         raise UsageError(
             f"cannot join sources of different classes or sizes ({first.num_classes} classes at {first.size}px "
             f"and {second.num_classes} at {second.size}px); they must come from one dataset"
         )
-    labels = torch.cat([first.labels, second.labels])
-    if hasattr(first, "concat") and type(first) is type(second):  # a source that joins itself (ShardSource)
-        return first.concat(second)
-    if isinstance(first, TensorSource) and isinstance(second, TensorSource):
-        return TensorSource(torch.cat([first.images, second.images]), labels, first.class_names)
-    if isinstance(first, FileSource) and isinstance(second, FileSource):
-        return FileSource(first.paths + second.paths, labels, first.class_names, first.size, first.num_workers)
-    raise UsageError(f"cannot join a {type(first).__name__} and a {type(second).__name__}; load them the same way")
-
-
-def subset_source(source: ImageSource, rows: torch.Tensor) -> ImageSource:
-    """The images of `source` at `rows` (an int64 index tensor), in that order, held the same way."""
-    if isinstance(source, TensorSource):
-        return TensorSource(source.images[rows], source.labels[rows], source.class_names)
-    if hasattr(source, "subset"):  # a source that subsets itself (ShardSource)
-        return source.subset(rows)
-    if isinstance(source, FileSource):
-        paths = [source.paths[i] for i in rows.tolist()]
-        return FileSource(paths, source.labels[rows], source.class_names, source.size, source.num_workers)
-    raise UsageError(f"cannot take a subset of a {type(source).__name__}")
+    if type(first) is not type(second):
+        raise UsageError(f"cannot join a {type(first).__name__} and a {type(second).__name__}; load them the same way")
+    return first.concat(second)

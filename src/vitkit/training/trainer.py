@@ -254,7 +254,7 @@ def stream_position(trainer: Trainer) -> StreamPosition:
     """Where the training order stands: (seed, epoch, global offset) and the identity of the packed data."""
     progress = trainer.state.progress
     offset = progress.batch * trainer.config.run.batch_size
-    return StreamPosition(trainer.config.run.seed, progress.epoch, offset, getattr(trainer.data.train, "digest", ""))
+    return StreamPosition(trainer.config.run.seed, progress.epoch, offset, trainer.data.train.digest)
 
 
 def check_stream(trainer: Trainer) -> None:
@@ -291,8 +291,9 @@ def run(trainer: Trainer, progress_bar: bool | None = None) -> dict[str, Any]:
         warmup=trainer.warmup,
         total_steps=trainer.total_steps,
     )
-    if hasattr(trainer.data.train, "describe"):  # packed shards: how the epoch is cut and shared (drop or pad)
-        reporter.message(trainer.data.train.describe(run_cfg.batch_size, trainer.runtime.dist.world_size))
+    reading = trainer.data.train.describe(run_cfg.batch_size, trainer.runtime.dist.world_size)
+    if reading is not None:  # streamed sources: how the epoch is cut and shared (drop or pad)
+        reporter.message(reading)
     try:
         while state.epoch < state.planned_epochs:
             resolution = trainer.resolution(state.epoch, state.step)

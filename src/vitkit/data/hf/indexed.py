@@ -17,7 +17,7 @@ from vitkit.data.config import DataConfig
 from vitkit.data.decode import BadImageError, SkippedFile, decode_bytes, decode_image, pil_to_uint8, to_square
 from vitkit.data.hf.columns import require_datasets
 from vitkit.data.imagefolder import FLAT_CLASS, parallel_chunks, read_header, stored_size, stratified_split
-from vitkit.data.sources import DatasetSplits, ImageSource, TensorSource, subset_source
+from vitkit.data.sources import DatasetSplits, ImageSource, TensorSource
 from vitkit.errors import UsageError
 
 logger = logging.getLogger("vitkit.data")
@@ -195,7 +195,7 @@ def indexed_splits(
         val = source(val_name)
     else:
         train_rows, val_rows = stratified_split(train.labels, config.val_fraction, config.seed)
-        train, val = subset_source(train, train_rows), subset_source(train, val_rows)
+        train, val = train.subset(train_rows), train.subset(val_rows)
     decode.report_skipped(skipped, config.path)
     how = ("in memory, " + ("cache hit" if all(hits) else "decoded")) if in_memory else "streamed by decode workers"
     logger.info(
