@@ -22,6 +22,11 @@ class DataConfig(Section):
         "saved with save_to_disk, an imagefolder directory, or a Hub name, streamed)",
     )
     img_size: int = knob(32, "model input resolution")
+    eval_img_size: int | None = knob(
+        None,
+        "validation (and the checkpoint's preprocessing) at this size, above img_size (FixRes, Touvron et al. 2019: "
+        "about 1.15x undoes random-resized-crop's zoom); None: img_size",
+    )
     val_fraction: float = knob(0.1, "held-out share (seeded, stratified) when the data has no val/ split")
     seed: int = knob(0, "seed of the train/val split")
     mean: tuple[float, float, float] = knob((0.5, 0.5, 0.5), "normalisation mean (3 values)")
@@ -45,9 +50,16 @@ class DataConfig(Section):
         4, "packed shards (vitkit data pack): samples are shuffled within windows of this many shards"
     )
 
+    @property
+    def decode_size(self) -> int:
+        """The largest resolution the run reads (training or evaluation): images are stored for it."""
+        return max(self.img_size, self.eval_img_size or 0)
+
     def __post_init__(self) -> None:
         if self.img_size <= 0:
             raise UsageError(f"img_size must be positive, got {self.img_size}")
+        if self.eval_img_size is not None and self.eval_img_size <= 0:
+            raise UsageError(f"eval_img_size must be positive or None, got {self.eval_img_size}")
         if not 0.0 < self.val_fraction < 1.0:
             raise UsageError(f"val_fraction must be in (0, 1), got {self.val_fraction}; 0.1 holds out 10%")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:

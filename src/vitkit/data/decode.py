@@ -38,15 +38,19 @@ class SkippedFile:
     reason: str
 
 
-def decode_image(path: str | os.PathLike) -> Image.Image:
-    """Open `path` as an upright RGB image, raising BadImageError(reason) for anything that is not a usable image."""
+def decode_image(path: str | os.PathLike, draft: int | None = None) -> Image.Image:
+    """Open `path` as an upright RGB image, raising BadImageError(reason) for anything that is not a usable image.
+
+    `draft` (a JPEG's shorter side needed, in pixels): decode at the smallest DCT scale (1/2, 1/4, 1/8) that keeps
+    both sides >= `draft` (`Image.draft`), 2-10x faster for photos much larger than the size they are stored at.
+    """
     try:
         empty = os.path.getsize(path) == 0
     except OSError as error:
         raise BadImageError(f"unreadable or truncated: {error}") from None
     if empty:
         raise BadImageError("zero-byte file")
-    return _decode(path)
+    return _decode(path, draft)
 
 
 def decode_bytes(data: bytes) -> Image.Image:
@@ -56,13 +60,15 @@ def decode_bytes(data: bytes) -> Image.Image:
     return _decode(io.BytesIO(data))
 
 
-def _decode(path: str | os.PathLike | io.BytesIO) -> Image.Image:
+def _decode(path: str | os.PathLike | io.BytesIO, draft: int | None = None) -> Image.Image:
     """The one decoding rule behind `decode_image` and `decode_bytes`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 check_pixels(*image.size)
+                if draft and image.format == "JPEG":
+                    image.draft(image.mode, (draft, draft))  # both sides stay >= draft, whatever the orientation
                 image.load()  # Image.open is lazy: a truncated file only fails here
                 return to_rgb(ImageOps.exif_transpose(image))
     except BadImageError:

@@ -190,12 +190,15 @@ def read_header(path: str | bytes) -> tuple[int, int] | str:
     return width, height
 
 
-def decode_chunk(paths: Sequence[str], size: int) -> tuple[torch.Tensor, list[str]]:
-    """Decode files to a uint8 (K, 3, size, size) tensor of the good ones, and a reason per file ("" when good)."""
+def decode_chunk(paths: Sequence[str], size: int, draft: bool = True) -> tuple[torch.Tensor, list[str]]:
+    """Decode files to a uint8 (K, 3, size, size) tensor of the good ones, and a reason per file ("" when good).
+
+    With `draft` a JPEG is decoded at the smallest DCT scale whose shorter side is still >= `size`, then resized.
+    """
     good, reasons = [], []
     for path in paths:
         try:
-            good.append(np.asarray(to_square(decode_image(path), size), dtype=np.uint8))
+            good.append(np.asarray(to_square(decode_image(path, size if draft else None), size), dtype=np.uint8))
             reasons.append("")
         except BadImageError as error:
             reasons.append(str(error))
@@ -255,8 +258,10 @@ def load_imagefolder(root: Path, config: DataConfig) -> tuple[DatasetSplits, boo
             folders.append((folder / name, label, tag))
     labels_t, split_t = torch.tensor(labels, dtype=torch.int64), torch.tensor(split, dtype=torch.int64)
 
+    # Keyed by content and the largest size the run reads (training or evaluation); JPEGs are decoded with draft.
     key = content_key(
-        stats, {"source": "imagefolder", "img_size": config.img_size, "max_pixels": decode.MAX_IMAGE_PIXELS}
+        stats,
+        {"source": "imagefolder", "img_size": config.decode_size, "max_pixels": decode.MAX_IMAGE_PIXELS, "draft": 1},
     )
     cache = cache_root(config.cache_dir)
     index = load_entry(cache_path(cache, "index", key))
@@ -265,7 +270,7 @@ def load_imagefolder(root: Path, config: DataConfig) -> tuple[DatasetSplits, boo
         good = [r for r in results if not isinstance(r, str)]
         index = {
             "bad": {i: r for i, r in enumerate(results) if isinstance(r, str)},
-            "size": stored_size(np.array(good, dtype=np.int64).reshape(-1, 2), config.img_size),
+            "size": stored_size(np.array(good, dtype=np.int64).reshape(-1, 2), config.decode_size),
         }
         save_entry(cache_path(cache, "index", key), index)
     size = int(index["size"])

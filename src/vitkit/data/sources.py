@@ -145,7 +145,7 @@ class FileSource(ImageSource, Dataset):
         for step in range(len(self.paths)):
             candidate = (index + step) % len(self.paths)
             try:
-                image = to_square(decode_image(self.paths[candidate]), self.size)
+                image = to_square(decode_image(self.paths[candidate], draft=self.size), self.size)
             except BadImageError as error:
                 warnings.warn(f"skipped {self.paths[candidate]} while streaming: {error}", stacklevel=2)
                 continue
