@@ -169,15 +169,25 @@ def load_images(
         except BadImageError as error:
             skipped.append(SkippedFile(str(path), str(error)))
             continue
-        good.append(pil_to_uint8(resize_center_crop(image, img_size, crop_fraction)))
+        good.append(prediction_pixels(image, img_size, crop_fraction))
         kept.append(str(path))
     report_skipped(skipped, "load_images")
     if not good:
         return torch.empty(0, 3, img_size, img_size), kept, skipped
-    batch = torch.stack(good).float().div_(255)
+    return normalize_pixels(torch.stack(good), mean, std), kept, skipped
+
+
+def prediction_pixels(image: Image.Image, img_size: int, crop_fraction: float = CROP_FRACTION) -> torch.Tensor:
+    """An RGB image as the (3, img_size, img_size) uint8 pixels prediction classifies (resize, centre crop)."""
+    return pil_to_uint8(resize_center_crop(image, img_size, crop_fraction))
+
+
+def normalize_pixels(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """A (B, 3, H, W) uint8 batch as the normalised float32 batch a model takes."""
+    batch = pixels.float().div_(255)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return (batch - mean_t) / std_t, kept, skipped
+    return (batch - mean_t) / std_t
 
 
 def is_image_name(path: str | Path) -> bool:

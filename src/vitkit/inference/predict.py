@@ -55,13 +55,20 @@ def predict_logits(loaded: LoadedModel, images: Sequence[str]) -> tuple[torch.Te
             batch, kept, bad = load_images(readable, prep.img_size, prep.mean, prep.std)
         skipped.extend(bad)
         if kept:
-            with autocast(prep.precision, device):
-                rows.append(model(batch.to(device)).float().cpu())
+            rows.append(classify(loaded, batch))
             good.extend(kept)
     order = {image: i for i, image in enumerate(images)}
     skipped.sort(key=lambda s: order.get(s.path, len(order)))
     logits = torch.cat(rows) if rows else torch.empty(0, model.config.num_classes)
     return logits, good, skipped
+
+
+@torch.no_grad()
+def classify(loaded: LoadedModel, batch: torch.Tensor) -> torch.Tensor:
+    """Logits (B, K, float32, CPU) of a normalised batch, in the checkpoint's precision (what predict runs)."""
+    model, prep, _, device = loaded
+    with autocast(prep.precision, device):
+        return model(batch.to(device)).float().cpu()
 
 
 def predict_files(
