@@ -277,4 +277,3 @@ def app_from_environment() -> FastAPI:
 def dump_settings(settings: ServeSettings) -> str:
     """The settings as the JSON `settings_from_environment` reads."""
     return json.dumps(asdict(settings))
-

@@ -126,4 +126,8 @@ class MicroBatcher(Generic[Item, Result]):
 
 def describe(batched: Batched[Any]) -> dict[str, Any]:
     """What a response says about its batch."""
-    return {"size": batched.batch_size, "queue_ms": round(batched.queue_s * 1000, 2), "model_ms": round(batched.run_s * 1000, 2)}
+    return {
+        "size": batched.batch_size,
+        "queue_ms": round(batched.queue_s * 1000, 2),
+        "model_ms": round(batched.run_s * 1000, 2),
+    }

@@ -25,9 +25,7 @@ class Metrics:
         self.queue_wait = Histogram(
             "vitkit_queue_wait_seconds", "time an image waited for its batch", buckets=LATENCY_BUCKETS, registry=r
         )
-        self.model_time = Histogram(
-            "vitkit_batch_seconds", "model time per batch", buckets=LATENCY_BUCKETS, registry=r
-        )
+        self.model_time = Histogram("vitkit_batch_seconds", "model time per batch", buckets=LATENCY_BUCKETS, registry=r)
         self.pending = Gauge("vitkit_pending_requests", "admitted requests not yet answered", registry=r)
 
     def batch(self, size: int, waits: list[float], run_s: float) -> None:

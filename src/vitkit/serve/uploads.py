@@ -152,4 +152,3 @@ def identified_outside_allow_list(data: bytes) -> bool:
             return image.format not in FORMATS
     except Exception:  # not an image at all: any error of any plugin means "unknown"
         return False
-
