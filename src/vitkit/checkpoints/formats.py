@@ -86,9 +86,14 @@ def read_directory(path: Path, origin: str, num_heads: int | None = None) -> Che
         if hf.is_transformers_config(document):
             return read_hf_directory(path, document, origin)
         if "architecture" in document:  # timm's hub config.json (its model_args may name the head count)
-            heads = num_heads or (document.get("model_args") or {}).get("num_heads")
-            checkpoint = read_file(find_weights(path, origin), origin, heads)
+            model_args = document.get("model_args") or {}
+            heads = num_heads or model_args.get("num_heads")
+            size = model_args.get("img_size")
+            size = hf.as_pair(size) if isinstance(size, (int, list)) and size else None
+            checkpoint = read_file(find_weights(path, origin), origin, heads, size)
             checkpoint.class_names = listed_names(document.get("label_names"), checkpoint.config.num_classes)
+            if model_args.get("act_layer") == "gelu_tanh":  # the weights do not show it; `vitkit convert --to timm`
+                checkpoint.config = checkpoint.config.replace(activation="gelu_tanh")
             return checkpoint
     weights = [path / name for name in WEIGHT_FILES if (path / name).is_file()]
     if len(weights) == 1 and not config_file.exists():
@@ -130,17 +135,21 @@ def find_weights(path: Path, origin: str) -> Path:
     raise MissingPathError(f"{origin} has a {CONFIG_FILE} but no weights ({' or '.join(WEIGHT_FILES)})")
 
 
-def read_file(path: Path, origin: str, num_heads: int | None = None) -> Checkpoint:
-    """A single weights file: safetensors, PyTorch (zip or legacy pickle) or .npz, told apart by its bytes."""
+def read_file(
+    path: Path, origin: str, num_heads: int | None = None, img_size: tuple[int, int] | None = None
+) -> Checkpoint:
+    """A single weights file: safetensors, PyTorch (zip or legacy pickle) or .npz, told apart by its bytes.
+
+    `num_heads` and `img_size` are for timm state dicts, which record neither (a timm config.json may)."""
     if path.stat().st_size == 0:
         raise UsageError(f"{path} is empty (an interrupted download?); fetch or export it again")
     kind = sniff(path)
     if kind == "npz":
         return from_jax_arrays(read_npz(path), origin)
     if kind == "safetensors":
-        return from_state_dict(read_safetensors(path), origin, num_heads)
+        return from_state_dict(read_safetensors(path), origin, num_heads, img_size)
     if kind == "torch":
-        return from_state_dict(read_torch_file(path), origin, num_heads)
+        return from_state_dict(read_torch_file(path), origin, num_heads, img_size)
     raise UsageError(
         f"{path} is not a checkpoint vitkit recognises (unknown content; if it is one of the supported kinds it "
         f"is truncated or corrupt). Supported: {SUPPORTED}"
@@ -238,12 +247,17 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise corrupt(path, str(error)) from error
 
 
-def from_state_dict(state: dict[str, torch.Tensor], origin: str, num_heads: int | None = None) -> Checkpoint:
+def from_state_dict(
+    state: dict[str, torch.Tensor],
+    origin: str,
+    num_heads: int | None = None,
+    img_size: tuple[int, int] | None = None,
+) -> Checkpoint:
     """A PyTorch state dict whose layout (timm, transformers, bare vitkit) is recognised by its key names."""
     keys = set(state)
     if timm.is_timm_state_dict(keys):
         state = timm.timm_to_vitkit(state, origin)
-        config, state, heads_inferred = infer_config(state, origin, "timm", num_heads=num_heads)
+        config, state, heads_inferred = infer_config(state, origin, "timm", num_heads=num_heads, img_size=img_size)
         return Checkpoint(config, state, "timm", origin, heads_inferred=heads_inferred)
     if hf.is_hf_state_dict(keys):
         raise UsageError(
