@@ -88,6 +88,11 @@ class AugmentConfig(Section):
     mix_prob: float = knob(1.0, "probability of mixing a batch")
     random_erasing: float = knob(0.25, "random-erasing probability (0 disables)")
     label_smoothing: float = knob(0.1, "label smoothing")
+    repeats: int = knob(
+        1,
+        "repeated augmentation (DeiT; Hoffer et al. 2020): each drawn image appears this many times in its batch, "
+        "each copy augmented on its own; an epoch keeps its length (1 disables)",
+    )
 
     def __post_init__(self) -> None:
         if self.crop not in CROPS:
@@ -100,6 +105,8 @@ class AugmentConfig(Section):
             )
         if self.mixup < 0 or self.cutmix < 0:
             raise UsageError(f"mixup and cutmix are Beta alphas >= 0 (0 disables), got {self.mixup}, {self.cutmix}")
+        if self.repeats < 1:
+            raise UsageError(f"repeats must be >= 1 (1: each image once per epoch), got {self.repeats}")
         for name in ("mix_prob", "random_erasing", "label_smoothing"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

@@ -110,8 +110,12 @@ def make_loader(
     num_workers: int | None = None,
     rank: int = 0,
     world_size: int = 1,
+    repeats: int = 1,
 ) -> BatchLoader:
     """The batches of one epoch; order depends only on (seed, epoch), so resuming at start_batch repeats nothing.
+
+    `repeats` > 1 (repeated augmentation) trains each of the first len / repeats images of the shuffled order
+    `repeats` times in a row (`repeated_order`), so the copies share a batch and are augmented differently.
 
     In-memory sources are indexed directly; streaming sources decode in `num_workers` processes (default:
     the source's own setting, DataConfig.num_workers) with prefetching. With `world_size` > 1 each rank gets
@@ -121,9 +125,18 @@ def make_loader(
         raise TypeError(f"make_loader needs an ImageSource (vitkit.data.sources), got {type(source).__name__}")
     workers = source.num_workers if num_workers is None else num_workers
     order = source.epoch_order(seed, epoch) if shuffle else torch.arange(len(source))
+    if repeats > 1:
+        order = repeated_order(order, repeats)
     return BatchLoader(
         source, batch_size, order, start_batch, drop_last, torch.device(device), workers, rank, world_size
     )
+
+
+def repeated_order(order: torch.Tensor, repeats: int) -> torch.Tensor:
+    """Each of the first ceil(len / repeats) entries of `order` `repeats` times in a row, cut to len(order): an
+    epoch of the same length that sees 1/repeats of the images, every one several times (DeiT's RASampler)."""
+    drawn = order[: -(-len(order) // repeats)]
+    return drawn.repeat_interleave(repeats)[: len(order)]
 
 
 def rank_rows(n: int, rank: int, world_size: int) -> tuple[torch.Tensor, int]:

@@ -70,7 +70,8 @@ class CheckpointWriter:
             "data": {
                 "path": data.path,
                 "absolute_path": str(Path(data.path).resolve()) if data.path != "digits" else data.path,
-                "img_size": data.img_size,
+                "img_size": data.eval_img_size or data.img_size,  # what inference feeds (FixRes: above training's)
+                "train_img_size": data.img_size,
                 "mean": list(data.mean),
                 "std": list(data.std),
                 "val_fraction": data.val_fraction,

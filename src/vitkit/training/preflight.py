@@ -19,6 +19,26 @@ def check_run(config: TrainConfig, data: DatasetSplits, model: Model, objective:
             "with at least 2 class folders (for unlabelled images use `vitkit pretrain --objective mpp`)"
         )
     check_low_res(config, model)
+    check_eval_size(config, model)
+
+
+def check_eval_size(config: TrainConfig, model: Model) -> None:
+    """An evaluation size above the training size (FixRes) must be one the model takes: tiled by its patches, or
+    allowed by a ConvNet's pooling."""
+    size = config.data.eval_img_size
+    if not size or size == config.data.img_size:
+        return
+    patch = model.patch_size
+    if patch is not None and (size % patch[0] or size % patch[1]):
+        below, above = size // patch[0] * patch[0], -(-size // patch[0]) * patch[0]
+        raise UsageError(
+            f"data.eval_img_size {size} is not divisible by the patch size {patch[0]}; use {below} or {above}"
+        )
+    if patch is None:
+        try:
+            model.config.replace(img_size=(size, size))
+        except UsageError as error:
+            raise UsageError(f"data.eval_img_size {size} does not suit {type(model).__name__}: {error}") from error
 
 
 def check_low_res(config: TrainConfig, model: Model) -> None:

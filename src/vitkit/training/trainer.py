@@ -243,7 +243,8 @@ def create_trainer(
     for size in {trainer.resolution(0), config.data.img_size}:
         augment = TrainAugment(config.augment, size, mean, std, num_classes, seed=config.run.seed)
         trainer.augment[size] = augment.to(runtime.device)
-    trainer.eval_transform = EvalTransform(config.data.img_size, mean, std).to(runtime.device)
+    eval_size = config.data.eval_img_size or config.data.img_size  # FixRes: may be above the training size
+    trainer.eval_transform = EvalTransform(eval_size, mean, std).to(runtime.device)
     if resume:
         trainer.state = checkpoints.restore(optimizer=optimizer, scaler=trainer.scaler, ema=ema, objective=objective)
         check_stream(trainer)
@@ -330,7 +331,7 @@ def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progress
     loader = make_loader(
         trainer.data.train, cfg.run.batch_size, shuffle=True, seed=cfg.run.seed, epoch=state.epoch,
         start_batch=state.batch, drop_last=True, device=runtime.device, num_workers=cfg.data.num_workers,
-        rank=runtime.dist.rank, world_size=runtime.dist.world_size,
+        rank=runtime.dist.rank, world_size=runtime.dist.world_size, repeats=cfg.augment.repeats,
     )  # fmt: skip
     batches = iter(loader)
     trainer.step_times = []
