@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "eval": "vitkit.cli.evaluate",
     "predict": "vitkit.cli.predict",
     "export": "vitkit.cli.export",
+    "push": "vitkit.cli.push",
     "serve": "vitkit.cli.serve",
     "data": "vitkit.cli.data",
 }
