@@ -16,13 +16,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CKPT",
         help="run directory (uses checkpoints/best/), checkpoint dir, weights file or hub id",
     )
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
     parser.add_argument("--images", nargs="+", default=[], metavar="IMG", help="image files to analyse")
     parser.add_argument("--data", metavar="PATH", help="dataset folder in ImageFolder layout (e.g. val/<class>/*.jpg)")
     parser.add_argument("--num-images", type=int, default=8, metavar="N", help="images to take from --data (8)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    parser.add_argument("--img-size", type=int, help="analyse at this resolution (default: the model's)")
-    parser.add_argument("--device", default="cpu", help="torch device (cpu)")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (16)")
+    runtime = parser.add_argument_group("runtime")
+    runtime.add_argument("--img-size", type=int, help="analyse at this resolution (default: the model's)")
+    runtime.add_argument("--device", default="cpu", help="torch device (cpu)")
+    runtime.add_argument("--batch-size", type=int, default=16, help="images per forward pass (16)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,11 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pack.add_argument(
         "--split", nargs="+", default=["train", "val"], choices=["train", "val"], help="splits to pack (default both)"
     )
-    pack.add_argument("--seed", type=int, default=0, help="seed of the one shuffle of the training split (and split)")
-    pack.add_argument(
+    pack.add_argument("--overwrite", action="store_true", help="replace shards already in SHARDS_DIR")
+    split = pack.add_argument_group("splitting")
+    split.add_argument("--seed", type=int, default=0, help="seed of the one shuffle of the training split (and split)")
+    split.add_argument(
         "--val-fraction", type=float, default=0.1, help="held-out share of a folder without train/ and val/ (0.1)"
     )
-    pack.add_argument("--overwrite", action="store_true", help="replace shards already in SHARDS_DIR")
     verify = sub.add_parser("verify", help="check every shard's size, sha256 and samples against the index")
     verify.add_argument("shards", metavar="SHARDS_DIR", help="a packed directory, or an fsspec URL of one")
     verify.add_argument("--decode", action="store_true", help="also decode every image and list those that fail")

@@ -30,34 +30,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="which images: val (default for the training data and for data with its own train/val split), "
         "train, or all (default for other data)",
     )
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--precision", choices=("bf16", "fp32"), help="default: the precision the run trained with")
     parser.add_argument(
         "--out",
         metavar="DIR",
         help="where to write eval_SPLIT.json and confusion_SPLIT.png (default: the run directory, the checkpoint's "
         "parent directory, or the current directory for a hub id)",
     )
-    parser.add_argument(
-        "--heads",
-        action="store_true",
-        help="also score each head on its own (DeiT: the class and the distillation head; the default output is "
-        "their average)",
-    )
-    parser.add_argument(
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    scoring = parser.add_argument_group("scoring")
+    scoring.add_argument(
         "--tta",
         choices=("none", "flip", "multicrop"),
         default="none",
         help="test-time augmentation: average the logits of each image and its mirror (flip), or of six views, "
         "the image and its mirror each also shifted one pixel up-left and down-right (multicrop, airbench's)",
     )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument(
+    scoring.add_argument(
+        "--heads",
+        action="store_true",
+        help="also score each head on its own (DeiT: the class and the distillation head; the default output is "
+        "their average)",
+    )
+    runtime = parser.add_argument_group("runtime")
+    runtime.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    runtime.add_argument("--precision", choices=("bf16", "fp32"), help="default: the precision the run trained with")
+    runtime.add_argument(
         "--backend",
         choices=("torch", "onnxruntime", "aoti"),
         help="default: onnxruntime for a .onnx file, aoti (AOTInductor) for a .pt2 package, else torch",
     )
+    runtime.add_argument("--batch-size", type=int, default=256, help="images per forward pass (256)")
 
 
 def run(args: argparse.Namespace) -> int:

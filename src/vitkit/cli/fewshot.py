@@ -18,12 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "checkpoint", metavar="CKPT", help="run directory, checkpoint directory, weights file or hub id"
     )
     parser.add_argument("--data", metavar="PATH", required=True, help="dataset ('digits', ImageFolder, CIFAR)")
-    parser.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10, 25], help="images per class")
-    parser.add_argument("--seeds", type=int, default=3, help="draws of the shots; mean and std over them")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--cache-dir", help="feature cache (default ~/.cache/vitkit; env VITKIT_CACHE)")
+    parser.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10, 25], help="images per class (1 5 10 25)")
+    parser.add_argument("--seeds", type=int, default=3, help="draws of the shots; mean and std over them (3)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    runtime = parser.add_argument_group("runtime")
+    runtime.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    runtime.add_argument("--batch-size", type=int, default=256, help="images per forward pass (256)")
+    runtime.add_argument("--cache-dir", help="feature cache (default ~/.cache/vitkit; env VITKIT_CACHE)")
 
 
 def run(args: argparse.Namespace) -> int:

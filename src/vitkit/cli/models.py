@@ -28,11 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"default: {' '.join(DEFAULT_NAMES)}",
     )
     parser.add_argument("--convnets", action="store_true", help=f"list the ConvNets instead: {' '.join(CONVNET_NAMES)}")
-    parser.add_argument(
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    settings = parser.add_argument_group("counted at")
+    settings.add_argument(
         "--img-size", type=int, default=None, help="input resolution for the FLOP count (default: each model's own)"
     )
-    parser.add_argument("--num-classes", type=int, default=None, help="classes of the head (default: each model's own)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    settings.add_argument(
+        "--num-classes", type=int, default=None, help="classes of the head (default: each model's own)"
+    )
 
 
 def format_table(rows: list) -> str:

@@ -19,8 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--to", choices=("vitkit", "hf"), default="vitkit", help="vitkit checkpoint (default) | hf (transformers)"
     )
-    parser.add_argument("--private", action="store_true", help="create the repository as private")
-    parser.add_argument("--token", help="hub token with write access (default: HF_TOKEN or `hf auth login`'s)")
+    hub = parser.add_argument_group("hub")
+    hub.add_argument("--private", action="store_true", help="create the repository as private")
+    hub.add_argument("--token", help="hub token with write access (default: HF_TOKEN or `hf auth login`'s)")
 
 
 def run(args: argparse.Namespace) -> int:
