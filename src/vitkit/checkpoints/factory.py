@@ -15,6 +15,7 @@ from vitkit.models import (
     Model,
     ResNetV2Config,
     ViTConfig,
+    XResNetConfig,
     architecture_of,
     build_model,
     model_config,
@@ -27,6 +28,7 @@ ARCHITECTURE_FIELDS: dict[type, tuple[str, ...]] = {
     CifarResNetConfig: ("layers", "width", "shortcut"),
     ResNetV2Config: ("layers", "width_factor", "preact"),
     CifarVGGConfig: ("widths", "stem_width"),
+    XResNetConfig: ("layers", "bottleneck", "width_factor", "act"),
 }
 
 

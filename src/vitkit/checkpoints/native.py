@@ -1,7 +1,7 @@
 """vitkit's own checkpoint: a directory with `config.json` (rebuilds the model) and `model.safetensors`.
 
-config.json records the architecture ("vit", "resnet_cifar", "resnetv2" or "vgg_cifar"); files written before ConvNets
-existed have none and hold ViTs.
+config.json records the architecture ("vit", "resnet_cifar", "resnetv2", "vgg_cifar" or "xresnet"); files written
+before ConvNets existed have none and hold ViTs.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from vitkit.models.resnet import (
     StdConv2d,
 )
 from vitkit.models.vit import VisionTransformer, ViTOutput
+from vitkit.models.xresnet import XResNet, XResNetConfig
 
 __all__ = [
     "ARCHITECTURES",
@@ -49,6 +50,8 @@ __all__ = [
     "ViTConfig",
     "ViTOutput",
     "VisionTransformer",
+    "XResNet",
+    "XResNetConfig",
     "architecture_of",
     "build_model",
     "config_from_dict",

@@ -91,6 +91,8 @@ class ViTConfig(ConfigDict):
     mlp_dim: int = knob(3072, "hidden size of each block's MLP")
     pool: str = knob("token", "token (class token, paper) | gap (mean of the tokens after the final norm, App. D.3)")
     posemb: str = knob("learned", "learned (1D, paper) | learned_2d (App. D.4) | sincos_2d (fixed) | none")
+    spt: bool = knob(False, "shifted patch tokenization (Lee et al. 2021): image + 4 half-patch shifts, LN, linear")
+    lsa: bool = knob(False, "locality self-attention (Lee et al. 2021): learned temperature, diagonal masked")
     distilled: bool = knob(False, "DeiT: a distillation token after the class token, with its own head")
     representation_size: int | None = knob(None, "pre-logits Dense+tanh layer of this size (pre-training, Sec. 3.1)")
     zero_init_head: bool = knob(True, "zero-initialise the head, as the paper does for fine-tuning (Sec. 3.2)")
@@ -125,6 +127,10 @@ class ViTConfig(ConfigDict):
             raise UsageError(
                 f"distilled=True needs pool='token', got pool={self.pool!r}: DeiT's distillation token is a second "
                 "prefix token beside the class token; use pool='token' or distilled=False"
+            )
+        if self.spt and self.stem:
+            raise UsageError(
+                f"spt=True tokenizes raw patches, but stem={self.stem!r} already makes the tokens; use one or the other"
             )
         if self.hidden_dim % self.num_heads:
             raise UsageError(

@@ -12,7 +12,7 @@ sizes, divisibility checks and position-embedding resampling work as for the pla
 - "C20" (also C32, C44, C56, C110; width "C20x2"): the CIFAR ResNet of He et al. 2016, for 32x32 images. Its
   stages have stride 1, 2, 2, so strides 1, 2 and 4 keep 1, 2 and 3 stages, folded the same way:
   "C20+Mini/4" has stages (3, 3, 3) and feeds an 8x8 grid of 64-channel features to ViT-Mini.
-- "cct2", "conv2" (any layer count n, total stride 2^n): the convolutional tokenizers for small images of
+- "cct2", "conv2", "xres4" (any layer count n, total stride 2^n): the convolutional tokenizers for small images of
   `tokenizers.py` (Compact Convolutional Transformers; Xiao et al.'s early convolutions).
 """
 

@@ -2,7 +2,8 @@
 
 ViTs are variant strings ("B/16", hybrids "R50+B/16") or presets; ConvNets are "resnet20" ... "resnet110"
 (He et al. 2016, CIFAR), "resnetv2_50x1" (BiT, any depth of `RESNETV2_LAYERS`, any integer width), "vgg8"
-and "vgg8_wide" (the fast CIFAR VGGs of the airbench line).
+and "vgg8_wide" (the fast CIFAR VGGs of the airbench line), "xresnet18" ... "xresnet101" (Bag-of-Tricks ResNet-D, the
+Imagenette leaderboard's kind; "xresnet18x0.5" a width, "xresnet18_mish" Mish).
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from vitkit.models.resnet import (
     ResNetV2Config,
 )
 from vitkit.models.vit import VisionTransformer
+from vitkit.models.xresnet import XRESNET_LAYERS, XResNet, XResNetConfig
 
 log = logging.getLogger("vitkit.models")
 
-ArchConfig = ViTConfig | CifarResNetConfig | ResNetV2Config | CifarVGGConfig
+ArchConfig = ViTConfig | CifarResNetConfig | ResNetV2Config | CifarVGGConfig | XResNetConfig
 
 # The "architecture" recorded in a checkpoint's config.json -> (config class, model class).
 ARCHITECTURES: dict[str, tuple[type[ArchConfig], type[Model]]] = {
@@ -39,6 +41,7 @@ ARCHITECTURES: dict[str, tuple[type[ArchConfig], type[Model]]] = {
     "resnet_cifar": (CifarResNetConfig, CifarResNet),
     "resnetv2": (ResNetV2Config, ResNetV2),
     "vgg_cifar": (CifarVGGConfig, CifarVGG),
+    "xresnet": (XResNetConfig, XResNet),
 }
 
 # name: (hidden_dim D, depth L, mlp_dim, num_heads). B, L and H are the ViT paper's Table 1; Ti and S come
@@ -102,15 +105,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _VARIANT_PATTERN = re.compile(
-    r"^(?:(?P<stem>[A-Z]\d+(?:x[\d.]+)?|(?:cct|conv)\d+)\+)?(?P<width>[A-Za-z]+)/(?P<patch>\d+)$"
+    r"^(?:(?P<stem>[A-Z]\d+(?:x[\d.]+)?|(?:cct|conv|xres)\d+)\+)?(?P<width>[A-Za-z]+)/(?P<patch>\d+)$"
 )
 _CIFAR_NAME = re.compile(r"^resnet(?P<depth>\d+)$")
 _RESNETV2_NAME = re.compile(r"^resnetv2_(?P<depth>\d+)(?:x(?P<width>\d+))?$")
+_XRESNET_NAME = re.compile(r"^xresnet(?P<depth>\d+)(?:x(?P<width>\d+(?:\.\d+)?))?(?P<mish>_mish)?$")
 # airbench's networks: its 93% widths, and its 94% ones (3.5x the parameters, ~1.5x the time per image here).
 VGG_WIDTHS = {"vgg8": (64, 128, 128), "vgg8_wide": (64, 256, 256)}
 CONVNET_HELP = (
     f"a CIFAR ResNet ({', '.join(f'resnet{d}' for d in CIFAR_DEPTHS)}) or a BiT ResNetV2 "
-    f"(resnetv2_<depth>x<width>, depth {', '.join(map(str, RESNETV2_LAYERS))}, e.g. resnetv2_50x1), or vgg8 / vgg8_wide"
+    f"(resnetv2_<depth>x<width>, depth {', '.join(map(str, RESNETV2_LAYERS))}, e.g. resnetv2_50x1), vgg8 / vgg8_wide, "
+    f"or an xresnet (xresnet<depth>[x<width>][_mish], depth {', '.join(map(str, XRESNET_LAYERS))}, e.g. xresnet18)"
 )
 
 
@@ -155,6 +160,19 @@ def warn_renamed(old: str) -> None:
 
 def named_fields(name: str) -> tuple[type[ArchConfig], dict[str, Any]]:
     """The config class of a variant string, preset or ConvNet name, and the fields the name fixes."""
+    if match := _XRESNET_NAME.match(name):
+        depth = int(match["depth"])
+        if depth not in XRESNET_LAYERS:
+            raise UsageError(f"unknown model {name!r}: use {CONVNET_HELP}")
+        layers, bottleneck = XRESNET_LAYERS[depth]
+        width, act = float(match["width"] or 1), "mish" if match["mish"] else "relu"
+        return XResNetConfig, {
+            "layers": layers,
+            "bottleneck": bottleneck,
+            "width_factor": width,
+            "act": act,
+            "name": name,
+        }
     if name in VGG_WIDTHS:
         return CifarVGGConfig, {"name": name, "widths": VGG_WIDTHS[name]}
     if match := _CIFAR_NAME.match(name):

@@ -8,6 +8,11 @@
 Variants live in `registry.py`, position-embedding builders in `posemb.py`, foreign weights in
 `vitkit.checkpoints`. DeiT's distillation token (Touvron et al. 2021, Sec. 4) is one option: a second
 prefix token x_dist after x_class, with its own position and its own head; inference averages both heads.
+
+Two options for small data from Lee et al. 2021 ("Vision Transformer for Small-Size Datasets"), each one config
+field: shifted patch tokenization (`ViTConfig.spt`, their Sec. 3.2: `ShiftedPatchEmbedding`) widens what one
+token sees; locality self-attention (`ViTConfig.lsa`, Sec. 3.3: a learned softmax temperature and the diagonal
+masked in `Attention`) sharpens the attention that is otherwise nearly uniform at initialisation.
 """
 
 from __future__ import annotations
@@ -48,6 +53,49 @@ class PatchEmbedding(nn.Module):
         return tokens.flatten(2).transpose(1, 2), (tokens.shape[2], tokens.shape[3])
 
 
+def shift_image(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """The image moved by (dy, dx) pixels (down, right when positive), zeros filling the uncovered border."""
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)))
+    top, left = max(-dy, 0), max(-dx, 0)
+    return padded[..., top : top + height, left : left + width]
+
+
+class ShiftedPatchEmbedding(nn.Module):
+    """Shifted patch tokenization (Lee et al. 2021, Sec. 3.2, eq. 2): the image and its four diagonal shifts by half
+    a patch, concatenated along channels (5C), split into P x P patches, then LayerNorm and a linear map to D.
+
+    Each token sees the pixels of its own patch and of half of each neighbour: a wider receptive field for the
+    first layer, where a plain ViT's tokens know only their own 16 x 16 pixels.
+    """
+
+    def __init__(self, patch_size: tuple[int, int], in_chans: int, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.patch_size, self.in_chans = patch_size, in_chans
+        features = 5 * in_chans * patch_size[0] * patch_size[1]
+        self.norm = nn.LayerNorm(features, eps=eps)
+        self.proj = nn.Linear(features, dim)
+
+    def shifts(self) -> list[tuple[int, int]]:
+        """The four diagonal half-patch shifts (up-left, up-right, down-left, down-right)."""
+        sy, sx = self.patch_size[0] // 2, self.patch_size[1] // 2
+        return [(-sy, -sx), (-sy, sx), (sy, -sx), (sy, sx)]
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(B, C, H, W) -> (B, N, D) tokens of the shifted patches and the (H/P, W/P) grid."""
+        if images.ndim != 4:
+            raise UsageError(f"expected images of shape (batch, channels, height, width), got {tuple(images.shape)}")
+        if images.shape[1] != self.in_chans:
+            raise UsageError(f"expected {self.in_chans} image channels, got {images.shape[1]}")
+        check_divisible((images.shape[2], images.shape[3]), self.patch_size)
+        stacked = torch.cat([images] + [shift_image(images, dy, dx) for dy, dx in self.shifts()], dim=1)
+        batch, chans, height, width = stacked.shape
+        (ph, pw), grid = self.patch_size, (height // self.patch_size[0], width // self.patch_size[1])
+        patches = stacked.reshape(batch, chans, grid[0], ph, grid[1], pw).permute(0, 2, 4, 3, 5, 1)
+        patches = patches.reshape(batch, grid[0] * grid[1], ph * pw * chans)  # row-major tokens, (y, x, channel)
+        return self.proj(self.norm(patches)), grid
+
+
 _eager_attention = False  # set by `eager_attention()`; a module global, which torch.compile guards on
 
 
@@ -69,36 +117,64 @@ def eager_attention(enabled: bool = True) -> Iterator[None]:
 
 
 def attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0, need_weights: bool = False
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    dropout: float = 0.0,
+    need_weights: bool = False,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """softmax(q k^T / sqrt(d)) v over (B, heads, N, d) tensors, plus the probabilities when `need_weights`.
 
+    `mask`, a boolean (N, N), keeps the logits where it is True and sets the others to -inf (LSA's diagonal).
     The explicit path is the same function as the fused kernel, spelled out: for the probabilities, or where
     `eager_attention()` chose it for speed.
     """
     if not (need_weights or _eager_attention):
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout), None
-    weights = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout), None
+    logits = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    weights = logits.softmax(dim=-1)
     out = F.dropout(weights, dropout, dropout > 0) @ v
     return out, weights if need_weights else None
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention (Appendix A) with fused qkv; the explicit path when weights are asked for."""
+    """Multi-head self-attention (Appendix A) with fused qkv; the explicit path when weights are asked for.
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_dropout: float, dropout: float) -> None:
+    With `locality` (LSA, Lee et al. 2021, Sec. 3.3) the logits are divided by a learned temperature tau,
+    initialised at sqrt(d_head) (so training starts from the usual scaling), and each token's logit for itself
+    is masked to -inf: attention goes to the other tokens, and tau can learn to sharpen it.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, qkv_bias: bool, attn_dropout: float, dropout: float, locality: bool = False
+    ) -> None:
         super().__init__()
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.attn_dropout, self.proj_dropout = attn_dropout, nn.Dropout(dropout)
+        # log tau: a positive temperature whatever the step; a 0-dim parameter, so never weight-decayed.
+        self.log_temperature = nn.Parameter(torch.tensor(0.5 * math.log(self.head_dim))) if locality else None
+
+    @property
+    def temperature(self) -> torch.Tensor | None:
+        """LSA's softmax temperature tau (sqrt(d_head) at initialisation), or None without LSA."""
+        return None if self.log_temperature is None else self.log_temperature.exp()
 
     def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, N, D) -> (B, N, D), plus the (B, heads, N, N) attention probabilities when `need_weights`."""
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        out, weights = attend(q, k, v, self.attn_dropout if self.training else 0.0, need_weights)
+        mask = None
+        if self.log_temperature is not None:
+            # attend() scales by 1/sqrt(d); q * sqrt(d)/tau makes the logits q k^T / tau.
+            q = q * (math.sqrt(self.head_dim) / self.log_temperature.exp()).to(q.dtype)
+            mask = ~torch.eye(tokens, dtype=torch.bool, device=x.device)
+        out, weights = attend(q, k, v, self.attn_dropout if self.training else 0.0, need_weights, mask)
         out = out.transpose(1, 2).reshape(batch, tokens, dim)
         return self.proj_dropout(self.proj(out)), weights
 
@@ -146,7 +222,9 @@ class Block(nn.Module):
         super().__init__()
         dim, eps = config.hidden_dim, config.layer_norm_eps
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, config.num_heads, config.qkv_bias, config.attn_dropout, config.dropout)
+        self.attn = Attention(
+            dim, config.num_heads, config.qkv_bias, config.attn_dropout, config.dropout, locality=config.lsa
+        )
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, config.mlp_dim, config.dropout, config.activation)
         self.drop_path_rate = drop_path_rate
@@ -186,10 +264,15 @@ class VisionTransformer(Model):
         self.config = config
         self.class_names: list[str] | None = None  # labels of the head's outputs, set by checkpoint loading
         dim = config.hidden_dim
-        # Raw patches, or the hybrid's patches of a CNN feature map (Sec. 3.1): same (tokens, grid) interface.
-        self.patch_embed = (
-            HybridEmbedding(config) if config.stem else PatchEmbedding(config.patch_size, config.in_chans, dim)
-        )
+        # Raw patches, shifted patches (SPT), or the hybrid's patches of a CNN feature map (Sec. 3.1): all give the
+        # same (tokens, grid).
+        self.patch_embed: nn.Module
+        if config.stem:
+            self.patch_embed = HybridEmbedding(config)
+        elif config.spt:
+            self.patch_embed = ShiftedPatchEmbedding(config.patch_size, config.in_chans, dim, config.layer_norm_eps)
+        else:
+            self.patch_embed = PatchEmbedding(config.patch_size, config.in_chans, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if config.pool == "token" else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, dim)) if config.distilled else None
         self.pos_embed = PositionEmbedding(config.posemb, config.grid_size, dim, config.num_prefix_tokens)
@@ -222,6 +305,8 @@ class VisionTransformer(Model):
             # The reference initialises q, k and v as three D x D kernels, not one D x 3D kernel.
             for chunk in block.attn.qkv.weight.data.chunk(3, dim=0):
                 nn.init.xavier_uniform_(chunk)
+            if block.attn.log_temperature is not None:
+                nn.init.constant_(block.attn.log_temperature, 0.5 * math.log(block.attn.head_dim))  # tau = sqrt(d)
             if self.config.attn_init == "mimetic":
                 mimetic_init_(block.attn.qkv, block.attn.proj, self.config.num_heads)
         conv = self.patch_embed.proj
