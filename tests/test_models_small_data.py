@@ -206,3 +206,18 @@ def test_vitkit_train_with_spt_and_lsa_flags(tmp_path):
     assert main(argv) == 0
     model = vitkit.load(out / "checkpoints" / "last")
     assert model.config.spt and model.config.lsa and isinstance(model.patch_embed, ShiftedPatchEmbedding)
+
+
+def test_analyze_an_spt_lsa_checkpoint(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from vitkit.analysis import analyze_checkpoint
+
+    model = vitkit.create_model("Mini/8", img_size=32, spt=True, lsa=True, pool="gap", **TINY)
+    vitkit.save(model, tmp_path / "ckpt", class_names=[f"c{i}" for i in range(5)])
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(image)
+    analyze_checkpoint(tmp_path / "ckpt", tmp_path / "out", images=[image])
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "shifted-patch (SPT)" in html

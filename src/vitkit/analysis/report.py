@@ -147,7 +147,8 @@ def analyze_model(
 ) -> ModelAnalysis:
     """The image-independent analyses, plus what was already averaged over the images (distance, token cosines)."""
     similarity = posemb_similarity(model) if has_position_embedding(model) else None
-    filters = None if model.config.stem else embedding_filters(model)
+    # A hybrid's tokens come from a CNN; SPT's from five stacked images after a LayerNorm: no RGB filters of E.
+    filters = None if model.config.stem or model.config.spt else embedding_filters(model)
     result = ModelAnalysis(mean_distance, similarity, filters)
     if token_cosines is not None:
         result.token_similarity = distillation_token_similarity(model, token_cosines)
@@ -357,8 +358,9 @@ def _model_sections(out: Path, document: dict[str, Any]) -> list[str]:
         ]
     else:
         parts.append(
-            "<p>A hybrid: its tokens come from a CNN's feature map, not from pixel patches, so there are no RGB "
-            "filters of E to show (the stem's first convolution is the CNN's own).</p>"
+            "<p>A hybrid or a shifted-patch (SPT) model: its tokens come from a CNN's feature map or from the image "
+            "and four shifted copies after a LayerNorm, not from pixel patches, so there are no RGB filters of E to "
+            "show.</p>"
         )
     parts.append("</section>")
     return parts
