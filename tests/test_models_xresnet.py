@@ -10,7 +10,7 @@ from torch import nn
 
 import vitkit
 from vitkit.errors import UsageError
-from vitkit.models import XResNet, XResNetConfig, build_model, model_config
+from vitkit.models import XResNet, XResNetConfig, build_model, config_from_dict, model_config
 from vitkit.models.xresnet import XBlock, XStem
 
 SMALL = {"num_classes": 3, "width_factor": 0.25}
@@ -98,7 +98,7 @@ def test_native_round_trip(tmp_path):
     assert loaded.config == model.config and loaded.class_names == ["a", "b", "c"]
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
-    assert XResNetConfig.from_dict(json.loads(json.dumps(model.config.to_dict()))) == model.config
+    assert config_from_dict(json.loads(json.dumps(model.config.to_dict())), "xresnet") == model.config
 
 
 def test_errors_name_the_valid_choices():
