@@ -289,3 +289,35 @@ def test_full_server_answers_503_with_retry_after(engine):
         assert [r.status_code for r in results] == [200, 200]
         assert post_raw(client, image_bytes(3)).status_code == 200
         assert 'vitkit_errors_total{kind="overloaded"} 1.0' in client.get("/metrics").text
+
+
+def test_onnxruntime_backend_serves_what_predict_gives_on_the_onnx_file(checkpoint, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from vitkit.export import export_onnx
+
+    onnx, _ = export_onnx(checkpoint, tmp_path / "tiny.onnx")
+    picture = tmp_path / "picture.png"
+    picture.write_bytes(image_bytes(21, (50, 36)))
+    expected = predict_cli(onnx, [picture], capsys)[str(picture)]
+    engine = Engine.load(onnx)
+    assert engine.backend == "onnxruntime" and not engine.explains
+    with TestClient(create_app(engine)) as client:
+        served = post_file(client, picture.read_bytes()).json()["top_k"]
+        response = post_raw(client, picture.read_bytes(), path="/v1/explain")
+    assert [s["label"] for s in served] == [e["label"] for e in expected]
+    np.testing.assert_allclose([s["probability"] for s in served], [e["probability"] for e in expected], atol=2e-6)
+    assert response.status_code == 422 and "--backend torch" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max-batch", "0"], "--max-batch must be >= 1"),
+        (["--max-upload-mb", "0"], "--max-upload-mb must be > 0"),
+        (["--max-wait-ms", "-1"], "--max-wait-ms must be >= 0"),
+    ],
+)
+def test_serve_flags_are_checked_before_loading(flags, message, capsys):
+    assert main(["serve", "no/such/run", *flags]) == 2
+    assert message in capsys.readouterr().err

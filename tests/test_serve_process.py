@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -64,3 +65,34 @@ def test_sigterm_finishes_requests_in_flight(tmp_path):
         httpx.get(f"{url}/healthz", timeout=2)
     log = process.stderr.read()
     assert "127.0.0.1" in log and "Finished server process" in log
+
+
+def worker_processes(pid: int) -> list[int]:
+    """The children of `pid` that multiprocessing spawned as workers (not its resource tracker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+@pytest.mark.slow
+def test_workers_are_replicas_of_one_model(tmp_path):
+    """--workers 2: two processes behind one port, each loading the model; every request is answered."""
+    checkpoint = tiny_checkpoint(tmp_path / "tiny")
+    port = free_port()
+    command = [sys.executable, "-m", "vitkit", "serve", str(checkpoint), "--port", str(port), "--workers", "2"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, seconds=90)
+        answers = [
+            httpx.post(
+                f"{url}/v1/predict", content=image_bytes(seed), headers={"content-type": "image/png"}, timeout=30
+            )
+            for seed in range(6)
+        ]
+        workers = worker_processes(process.pid)
+        card = httpx.get(f"{url}/v1/model", timeout=10).json()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    assert [answer.status_code for answer in answers] == [200] * 6
+    assert len(workers) == 2 and card["serving"]["max_batch"] == 32 and card["serving"]["threads"] >= 1

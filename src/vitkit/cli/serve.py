@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="default: onnxruntime for a .onnx file, aoti (AOTInductor) for a .pt2 package, else torch",
     )
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (torch backend; default cpu)")
+    parser.add_argument(
+        "--precision", choices=("bf16", "fp32"), help="torch backend; default: the precision the run trained with"
+    )
     parser.add_argument("--max-batch", type=int, default=32, help="most images per model call (default 32)")
     parser.add_argument(
         "--max-wait-ms", type=float, default=5.0, help="longest a request waits for others to join its batch (5)"
@@ -68,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         source=args.checkpoint,
         backend=args.backend,
         device=args.device,
+        precision=args.precision,
         threads=threads,
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
@@ -80,14 +84,15 @@ def run(args: argparse.Namespace) -> int:
     options = {"host": args.host, "port": args.port, "log_level": "info", "timeout_graceful_shutdown": 30}
     where = f"http://{args.host}:{args.port}"
     if args.workers == 1:
-        engine = Engine.load(settings.source, settings.backend, settings.device, settings.threads)
+        engine = Engine.load(settings.source, settings.backend, settings.device, settings.threads, settings.precision)
         engine.warm_up(settings.max_batch)
         logging.getLogger("vitkit.serve").info(
             "serving %s (%s) at %s: page /, API docs /docs", engine.name, engine.backend, where
         )
         uvicorn.run(create_app(engine, settings), **options)
         return 0
-    Engine.load(settings.source, settings.backend, "cpu", 1)  # fail here, once, on a bad CKPT (not in N workers)
+    # Fail here, once, on a bad CKPT (not in each of N workers).
+    Engine.load(settings.source, settings.backend, "cpu", 1, settings.precision)
     os.environ[ENV_SETTINGS] = dump_settings(settings)
     logging.getLogger("vitkit.serve").info("serving %s with %d workers at %s", args.checkpoint, args.workers, where)
     uvicorn.run("vitkit.serve.app:app_from_environment", factory=True, workers=args.workers, **options)

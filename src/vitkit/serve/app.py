@@ -51,6 +51,7 @@ class ServeSettings:
     source: str = ""
     backend: str | None = None
     device: str = "cpu"
+    precision: str | None = None  # torch backend: fp32 | bf16 (None: the checkpoint's, as `vitkit predict`)
     threads: int = 0  # torch / ONNX Runtime intra-op threads (0: the runtime's default)
     max_batch: int = 32
     max_wait_ms: float = 5.0
@@ -95,9 +96,12 @@ class Server:
     async def classify(self, request: Request) -> tuple[torch.Tensor, Batched[torch.Tensor]]:
         """Read, decode and classify the request's image: its pixels and its batched probabilities."""
         data = await read_image_bytes(request, self.settings.max_bytes)
-        image = await self.in_thread(self.decoder, decode_upload, data, self.settings.max_pixels)
-        pixels = await self.in_thread(self.decoder, self.engine.pixels, image)
+        pixels = await self.in_thread(self.decoder, self.decode, data)
         return pixels, await self.batcher.submit(pixels)
+
+    def decode(self, data: bytes) -> torch.Tensor:
+        """Encoded bytes -> the (3, S, S) uint8 pixels the model classifies (in a decoding thread)."""
+        return self.engine.pixels(decode_upload(data, self.settings.max_pixels))
 
     def answer(self, pixels: torch.Tensor, batched: Batched[torch.Tensor], top_k: int, started: float) -> dict:
         """The JSON both predict and explain return."""
@@ -140,14 +144,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
     app.state.server = server
     install_error_handlers(app, server.metrics)
 
-    @app.middleware("http")
-    async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        endpoint = request.url.path if request.url.path in KNOWN_PATHS else "other"
-        server.metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        server.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(CountRequests, metrics=server.metrics)
 
     async def guarded(handler: Callable[[], Awaitable[Response | dict]]) -> Response | dict:
         """Admission control around a request that uses the model: 503 + Retry-After when the server is full."""
@@ -232,6 +229,32 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
     return app
 
 
+class CountRequests:
+    """ASGI middleware counting every HTTP answer by endpoint and status, with its latency (a plain ASGI wrapper:
+    Starlette's BaseHTTPMiddleware costs a task and a stream per request)."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), [500]
+
+        async def sending(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            endpoint = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
+            self.metrics.requests.labels(endpoint, str(status[0])).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+
 KNOWN_PATHS = {"/", "/v1/predict", "/v1/explain", "/v1/model", "/healthz", "/readyz", "/metrics", "/docs"}
 
 
@@ -269,7 +292,7 @@ def settings_from_environment() -> ServeSettings:
 def app_from_environment() -> FastAPI:
     """uvicorn's app factory in each worker process of `--workers N`: load the model, build the app."""
     settings = settings_from_environment()
-    engine = Engine.load(settings.source, settings.backend, settings.device, settings.threads)
+    engine = Engine.load(settings.source, settings.backend, settings.device, settings.threads, settings.precision)
     engine.warm_up(settings.max_batch)
     return create_app(engine, settings)
 

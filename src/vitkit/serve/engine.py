@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from vitkit.data.decode import normalize_pixels, prediction_pixels
-from vitkit.inference import LoadedModel, load_for_inference
+from vitkit.errors import UsageError
+from vitkit.inference import LoadedModel, load_for_inference, with_precision
 from vitkit.inference.loading import require_head
 from vitkit.inference.predict import classify
 from vitkit.models import VisionTransformer
@@ -30,14 +31,29 @@ class Engine:
     sha256: str  # of the weights (or the exported file) served
 
     @classmethod
-    def load(cls, source: str | Path, backend: str | None = None, device: str = "cpu", threads: int = 0) -> Engine:
-        """The model `source` names (anything `vitkit predict` takes), on the backend `vitkit predict` would pick."""
+    def load(
+        cls,
+        source: str | Path,
+        backend: str | None = None,
+        device: str = "cpu",
+        threads: int = 0,
+        precision: str | None = None,
+    ) -> Engine:
+        """The model `source` names (anything `vitkit predict` takes), on the backend `vitkit predict` would pick,
+        in `precision` (None: the checkpoint's, as predict)."""
         from vitkit.export.runtime import backend_for, load_exported
 
         chosen = backend_for(backend, source)
         if threads:
             torch.set_num_threads(threads)
-        loaded = load_for_inference(source, device) if chosen == "torch" else load_exported(source, threads)
+        if chosen == "torch":
+            loaded = with_precision(load_for_inference(source, device), precision)
+        elif precision:
+            raise UsageError(
+                f"--precision is for PyTorch checkpoints; {source} computes in the precision it was exported in"
+            )
+        else:
+            loaded = load_exported(source, threads)
         require_head(loaded.model, loaded.path)
         return cls(loaded, chosen, display_name(source), weights_digest(loaded.path))
 
