@@ -321,3 +321,13 @@ def test_onnxruntime_backend_serves_what_predict_gives_on_the_onnx_file(checkpoi
 def test_serve_flags_are_checked_before_loading(flags, message, capsys):
     assert main(["serve", "no/such/run", *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_lone_request_does_not_wait_for_a_batch_to_fill(engine):
+    """With a 3-s batching window and nobody else in the server, the request runs at once."""
+    with TestClient(create_app(engine, ServeSettings(max_batch=8, max_wait_ms=3000))) as client:
+        post_raw(client, image_bytes(1))
+        started = time.perf_counter()
+        answer = post_raw(client, image_bytes(2)).json()
+        elapsed = time.perf_counter() - started
+    assert answer["batch"]["size"] == 1 and answer["batch"]["queue_ms"] < 1000 and elapsed < 2.0

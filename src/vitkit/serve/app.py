@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from vitkit.serve.batcher import Batched, MicroBatcher, Overloaded, describe
+from vitkit.serve.batcher import Batched, MicroBatcher, Overloaded, Ticket, describe
 from vitkit.serve.engine import Engine, overlay_png
 from vitkit.serve.errors import ServeError, error_body
 from vitkit.serve.metrics import Metrics
@@ -93,11 +93,11 @@ class Server:
         """Run blocking work (decoding, PNG encoding, rollout) in a pool, never on the event loop."""
         return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
 
-    async def classify(self, request: Request) -> tuple[torch.Tensor, Batched[torch.Tensor]]:
+    async def classify(self, request: Request, ticket: Ticket) -> tuple[torch.Tensor, Batched[torch.Tensor]]:
         """Read, decode and classify the request's image: its pixels and its batched probabilities."""
         data = await read_image_bytes(request, self.settings.max_bytes)
         pixels = await self.in_thread(self.decoder, self.decode, data)
-        return pixels, await self.batcher.submit(pixels)
+        return pixels, await self.batcher.submit(pixels, ticket)
 
     def decode(self, data: bytes) -> torch.Tensor:
         """Encoded bytes -> the (3, S, S) uint8 pixels the model classifies (in a decoding thread)."""
@@ -146,14 +146,14 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
 
     app.add_middleware(CountRequests, metrics=server.metrics)
 
-    async def guarded(handler: Callable[[], Awaitable[Response | dict]]) -> Response | dict:
+    async def guarded(handler: Callable[[Ticket], Awaitable[Response]]) -> Response:
         """Admission control around a request that uses the model: 503 + Retry-After when the server is full."""
         if not server.ready:
             raise ServeError(503, "not_ready", "the server is starting or shutting down", {"Retry-After": "1"})
         try:
-            with server.batcher.admit():
+            with server.batcher.admit() as ticket:
                 server.metrics.pending.set(server.batcher.pending)
-                return await handler()
+                return await handler(ticket)
         except Overloaded:
             raise ServeError(
                 503,
@@ -170,10 +170,10 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
 
     @app.post("/v1/predict", openapi_extra=UPLOAD_SCHEMA, summary="Top-k classes of one uploaded image")
     async def predict(request: Request, top_k: int = Query(settings.top_k, ge=1, le=1000)) -> Any:
-        async def handle() -> dict:
+        async def handle(ticket: Ticket) -> Response:
             started = time.perf_counter()
-            pixels, batched = await server.classify(request)
-            return server.answer(pixels, batched, top_k, started)
+            pixels, batched = await server.classify(request, ticket)
+            return JSONResponse(server.answer(pixels, batched, top_k, started))
 
         return await guarded(handle)
 
@@ -192,9 +192,9 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         if not engine.explains:
             raise ServeError(422, "no_attention", engine.why_no_explanation())
 
-        async def handle() -> Response | dict:
+        async def handle(ticket: Ticket) -> Response:
             started = time.perf_counter()
-            pixels, batched = await server.classify(request)
+            pixels, batched = await server.classify(request, ticket)
             rollout = await server.in_thread(server.runner, engine.rollout, pixels)
             png = await server.in_thread(server.decoder, overlay_png, pixels, rollout)
             if format == "png":
@@ -202,7 +202,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
             answer = server.answer(pixels, batched, top_k, started)
             answer["rollout"] = {"grid": list(rollout.shape), "values": rollout.round(6).tolist()}
             answer["overlay_png"] = "data:image/png;base64," + base64.b64encode(png).decode()
-            return answer
+            return JSONResponse(answer)
 
         return await guarded(handle)
 

@@ -3,7 +3,8 @@
 One loop takes the first waiting item, gathers more until the batch holds `max_batch` or `max_wait_ms` has
 passed since it started waiting, and runs the batch in the model's single thread (off the event loop); what
 arrives while a batch runs is already waiting when it ends, so under load batches fill without waiting at all.
-Admission is bounded: past `max_pending` requests in the server, `admit` refuses (the caller answers 503).
+Admission is bounded: past `max_pending` requests in the server, `admit` refuses (the caller answers 503). The
+loop does not wait for a batch to fill when no admitted request is still being read or decoded.
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ class Overloaded(Exception):
     """More requests are in the server than it admits."""
 
 
+@dataclass
+class Ticket:
+    """One admitted request; `submitted` once its item is queued."""
+
+    submitted: bool = False
+
+
 class MicroBatcher(Generic[Item, Result]):
     """Runs `run_batch(items) -> results` (same order) on batches of concurrently submitted items."""
 
@@ -52,19 +60,24 @@ class MicroBatcher(Generic[Item, Result]):
         self.run_batch, self.executor, self.on_batch = run_batch, executor, on_batch
         self.max_batch, self.max_wait, self.max_pending = max_batch, max_wait_ms / 1000, max_pending
         self.pending = 0  # admitted requests not yet answered (decoding, queued or running)
+        self.arriving = 0  # admitted requests whose item is not queued yet (reading or decoding their upload)
         self.queue: asyncio.Queue[tuple[Item, asyncio.Future, float]] = asyncio.Queue()
         self.task: asyncio.Task | None = None
 
     @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
+    def admit(self) -> Iterator[Ticket]:
         """Hold one of the `max_pending` places for the length of a request, or raise Overloaded."""
         if self.pending >= self.max_pending:
             raise Overloaded
         self.pending += 1
+        self.arriving += 1
+        ticket = Ticket()
         try:
-            yield
+            yield ticket
         finally:
             self.pending -= 1
+            if not ticket.submitted:
+                self.arriving -= 1
 
     def start(self) -> None:
         """Start the batching loop on the running event loop."""
@@ -79,8 +92,11 @@ class MicroBatcher(Generic[Item, Result]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
 
-    async def submit(self, item: Item) -> Batched[Result]:
-        """Queue one item and wait for its result from the batch it runs in."""
+    async def submit(self, item: Item, ticket: Ticket | None = None) -> Batched[Result]:
+        """Queue one item (of the admitted request `ticket`) and wait for its result from the batch it runs in."""
+        if ticket is not None and not ticket.submitted:
+            ticket.submitted = True
+            self.arriving -= 1
         future = asyncio.get_running_loop().create_future()
         self.queue.put_nowait((item, future, time.perf_counter()))
         return await future
@@ -107,7 +123,8 @@ class MicroBatcher(Generic[Item, Result]):
                     future.set_result(Batched(result, len(batch), wait, run_s))
 
     async def gather(self) -> list[tuple[Item, asyncio.Future, float]]:
-        """The next batch: the first item, then whatever else comes within max_wait, up to max_batch."""
+        """The next batch: the first item, then whatever else comes within max_wait, up to max_batch. It does not
+        wait when no admitted request is still on its way (a lone caller pays no batching delay)."""
         batch = [await self.queue.get()]
         deadline = time.perf_counter() + self.max_wait
         while len(batch) < self.max_batch:
@@ -115,7 +132,7 @@ class MicroBatcher(Generic[Item, Result]):
                 batch.append(self.queue.get_nowait())
                 continue
             left = deadline - time.perf_counter()
-            if left <= 0:
+            if left <= 0 or self.arriving == 0:
                 break
             try:
                 batch.append(await asyncio.wait_for(self.queue.get(), left))
