@@ -1,5 +1,8 @@
 """Train a ViT: `vitkit train` alone trains the embedded digits recipe; --config RECIPE and flags change it.
 
+`vitkit train --data DIR` with no recipe and no --model plans the run for that data and this machine
+(`vitkit.training.autoplan`): resolution, model, augmentation and schedule, printed with a reason each.
+
 Every recipe knob has a flag (explicit flags override the --config file). `--resume RUN_DIR` continues a
 stopped run exactly where its last checkpoint left it.
 """
@@ -109,7 +112,43 @@ def run(args: argparse.Namespace) -> int:
         if args.config or args.out or args.overwrite:
             raise UsageError("--resume RUN_DIR takes the config and directory of that run; drop --config/--out")
         return train_and_report(None, args, "train", overrides)
+    if args.config is None and overrides.get("data.path", "digits") != "digits" and "model.name" not in overrides:
+        return train_and_report(planned_config(overrides), args, "train")
     return train_and_report(load_config(args.config, overrides), args, "train")
+
+
+def planned_config(overrides: dict[str, Any]) -> Any:
+    """--data with no recipe and no model: the data-aware plan (`vitkit.training.autoplan`), printed with its
+    reasons, then every flag given over it."""
+    import torch
+
+    from vitkit.inference.device import resolve_device
+    from vitkit.training import autoplan
+    from vitkit.training.config import TrainConfig
+    from vitkit.training.runtime import default_threads, resolve_precision
+
+    path = overrides["data.path"]
+    stats = autoplan.read_stats(path)
+    device = resolve_device(overrides.get("runtime.device", "auto"))
+    torch.set_num_threads(overrides.get("runtime.threads") or default_threads())
+    precision = resolve_precision(overrides.get("runtime.precision", "auto"), device)[0]
+    img_size = overrides.get("data.img_size")
+    started = time.perf_counter()
+    timings = autoplan.time_candidates(autoplan.pairs_to_time(stats, img_size), stats.classes, precision, str(device))
+    plan = autoplan.make_plan(
+        stats, timings, epochs=overrides.get("run.epochs"), budget_min=overrides.get("run.time_budget_min") or None,
+        img_size=img_size,
+    )  # fmt: skip
+    print(
+        f"vitkit train: no recipe and no model given, so the run is planned for {path} ({stats.train_images} "
+        f"training / {stats.val_images} validation images, {stats.classes} classes, median shorter side "
+        f"{stats.short_side} px) and this machine ({precision}, {torch.get_num_threads()} threads; candidates timed "
+        f"in {time.perf_counter() - started:.0f} s); a flag replaces any choice:\n{plan.describe(set(overrides))}",
+        flush=True,
+    )
+    return TrainConfig.from_dict(plan.recipe(), origin="the data-aware plan", complete=False).replace(
+        overrides, origin="command line"
+    )
 
 
 def train_and_report(

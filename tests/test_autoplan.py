@@ -1,0 +1,124 @@
+"""Data-aware defaults: the planner's choices for different data and budgets, and `vitkit train --data DIR`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from vitkit.cli.main import main
+from vitkit.training import autoplan
+from vitkit.training.autoplan import PHOTO_LARGE, PHOTO_SMALL, SMALL_IMAGES, DatasetStats, make_plan, read_stats
+
+TINY = DatasetStats(train_images=90, val_images=10, classes=10, short_side=32)
+PHOTOS = DatasetStats(train_images=9000, val_images=3900, classes=40, short_side=300)
+FAST = {(SMALL_IMAGES.label, 32): 2e-4, (PHOTO_LARGE.label, 128): 2e-3, (PHOTO_SMALL.label, 128): 5e-4,
+        (PHOTO_LARGE.label, 96): 1.2e-3, (PHOTO_SMALL.label, 96): 3e-4, (PHOTO_SMALL.label, 64): 1.5e-4}  # fmt: skip
+
+
+def folder(root: Path, classes: int, per_class: int, size: tuple[int, int]) -> Path:
+    """root/<class>/<i>.jpg: `per_class` noisy JPEGs of `size` in each of `classes` classes."""
+    rng = np.random.default_rng(0)
+    for label in range(classes):
+        for index in range(per_class):
+            path = root / f"class{label:02d}" / f"{index}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(path)
+    return root
+
+
+def test_small_images_are_trained_near_their_size_with_light_augmentation_for_few_epochs():
+    recipe = make_plan(TINY, FAST, epochs=5).recipe()
+    assert recipe["data"]["img_size"] == 32 and recipe["model"]["name"] == SMALL_IMAGES.name
+    assert recipe["augment"]["crop"] == "pad" and recipe["augment"]["mixup"] == 0.0
+    assert recipe["augment"]["randaugment_n"] == 0
+    assert recipe["run"]["epochs"] == 5 and recipe["run"]["time_budget_min"] == 0.0
+    assert recipe["run"]["batch_size"] == 8  # 90 images: at least 8 steps an epoch
+
+
+def test_photos_get_128_px_a_convolutional_stem_and_imagenet_statistics():
+    recipe = make_plan(PHOTOS, FAST, epochs=5).recipe()
+    assert recipe["data"]["img_size"] == 128 and recipe["model"]["name"] == PHOTO_SMALL.name
+    assert recipe["data"]["mean"] == autoplan.IMAGENET_MEAN and recipe["augment"]["crop"] == "rrc"
+    assert recipe["run"]["batch_size"] == 128
+
+
+def test_long_schedules_get_strong_regularisation_and_the_larger_model():
+    short = make_plan(PHOTOS, FAST, epochs=10).recipe()
+    medium = make_plan(PHOTOS, FAST, epochs=30).recipe()
+    long = make_plan(PHOTOS, FAST, epochs=80).recipe()
+    assert [plan["augment"]["randaugment_n"] for plan in (short, medium, long)] == [0, 1, 2]
+    assert short["augment"]["mixup"] == medium["augment"]["mixup"] == 0.0 < long["augment"]["mixup"]
+    assert short["model"]["drop_path"] < medium["model"]["drop_path"] < long["model"]["drop_path"]
+    assert long["model"]["name"] == PHOTO_LARGE.name and short["model"]["name"] == PHOTO_SMALL.name
+
+
+def test_a_budget_on_a_slow_machine_lowers_the_resolution_and_plans_the_epochs():
+    generous = make_plan(PHOTOS, FAST, budget_min=30).recipe()
+    slow = {key: seconds * 60 for key, seconds in FAST.items()}  # 128 px: 5.5 epochs; 96 px: 9
+    tight = make_plan(PHOTOS, slow, budget_min=30).recipe()
+    assert generous["data"]["img_size"] == 128 and tight["data"]["img_size"] == 96
+    assert generous["run"]["time_budget_min"] == tight["run"]["time_budget_min"] == 30
+    # Neither --epochs nor a budget: the stated default budget.
+    assert make_plan(PHOTOS, FAST).recipe()["run"]["time_budget_min"] == autoplan.DEFAULT_BUDGET_MIN
+
+
+def test_every_choice_has_a_reason_and_a_given_flag_is_named():
+    plan = make_plan(PHOTOS, FAST, epochs=5)
+    text = plan.describe({"data.img_size"})
+    for what in ("resolution", "model", "length", "batch", "augmentation", "schedule"):
+        assert f"  {what}:" in text
+    assert text.count("because") == len(plan.choices)
+    assert "replaced by the flag(s) for data.img_size" in text
+
+
+def test_stats_come_from_headers_of_a_sample(tmp_path):
+    stats = read_stats(str(folder(tmp_path / "photos", 3, 5, (300, 220))))
+    assert stats == DatasetStats(train_images=14, val_images=1, classes=3, short_side=220) or (
+        stats.classes == 3 and stats.short_side == 220 and stats.train_images + stats.val_images == 15
+    )
+
+
+@pytest.fixture
+def fake_timings(monkeypatch):
+    """The candidates' speed without timing them (the CLI's timing is exercised by the small-image test)."""
+    monkeypatch.setattr(autoplan, "time_candidates", lambda pairs, *args, **kwargs: dict(FAST))
+
+
+def test_train_with_only_data_plans_prints_reasons_and_writes_the_recipe(tmp_path, capsys):
+    data = folder(tmp_path / "tiny", 4, 10, (32, 32))
+    out = tmp_path / "run"
+    small = ["--hidden-dim", "32", "--depth", "1", "--num-heads", "1", "--mlp-dim", "32"]  # model fields, not --model
+    code = main(["train", "--data", str(data), "--epochs", "1", *small, "--out", str(out), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "planned for" in printed and "because" in printed
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written["data"]["img_size"] == 32 and written["model"]["name"] == SMALL_IMAGES.name
+    assert written["run"]["epochs"] == 1 and written["model"]["depth"] == 1 and written["model"]["pool"] == "gap"
+
+
+def test_a_flag_given_wins_over_the_plan(tmp_path, capsys, fake_timings):
+    data = folder(tmp_path / "photos", 3, 12, (300, 240))
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--epochs", "1", "--img-size", "64", "--batch-size", "4",
+            "--randaugment-n", "1", "--depth", "1", "--hidden-dim", "32", "--num-heads", "1", "--mlp-dim", "32",
+            "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written["data"]["img_size"] == 64 and written["run"]["batch_size"] == 4
+    assert written["augment"]["randaugment_n"] == 1 and written["augment"]["crop"] == "rrc"
+    assert "replaced by the flag(s) for data.img_size" in printed
+
+
+def test_a_recipe_or_a_model_turns_the_plan_off(tmp_path, capsys):
+    data = folder(tmp_path / "tiny", 2, 10, (32, 32))
+    argv = ["train", "--data", str(data), "--model", "mu/4", "--img-size", "8", "--hidden-dim", "16", "--depth", "1",
+            "--num-heads", "2", "--mlp-dim", "16", "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "run"),
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert "planned for" not in capsys.readouterr().out
