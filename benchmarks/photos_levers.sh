@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The Imagenette lever runs of docs/photos.md (issue 25): 128 px from the 160 px copy, official val split,
+# random init, no test-time augmentation; each one `vitkit train` command on 1 thread.
+#   benchmarks/photos_levers.sh NAME [EPOCHS] [SEED]   # e.g. vit6_patch16 5 0; resumes a stopped run
+# Results: runs/photos/<name>_<epochs>ep[_s<seed>]/{summary.json,metrics.csv}; table: benchmarks/photos_table.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_WAIT_POLICY=PASSIVE  # a spinning OpenMP thread costs a lot on a CPU shared by two jobs
+NAME=$1; EPOCHS=${2:-5}; SEED=${3:-0}
+OUT=runs/photos/${NAME}_${EPOCHS}ep$([ "$SEED" = 0 ] || echo "_s$SEED")
+if [ -f "$OUT/checkpoints/last/config.json" ]; then exec .venv/bin/vitkit train --resume "$OUT"; fi
+
+# Every run: light augmentation at 5-20 epochs (crops and flips; RandAugment and mixup only for long schedules),
+# label smoothing 0.1, one epoch of warm-up then cosine, AdamW, batch 64 (147 steps per epoch).
+COMMON=(--data ../shared/data/imagenette-160 --img-size 128 --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225
+  --crop rrc --rrc-scale 0.35 1 --hflip --randaugment-n 0 --mixup 0 --cutmix 0 --random-erasing 0
+  --label-smoothing 0.1 --batch-size 64 --warmup-epochs 1 --schedule cosine --epochs "$EPOCHS" --seed "$SEED"
+  --threads 1 --no-progress --eval-batch-size 250)
+# The ViT body of every lever: Ti's width (D=192, 3 heads), 6 blocks, MLP 384, GAP, learned position embeddings
+# (the CIFAR-10 recipes' transformer), 16x16 patches: 64 tokens at 128 px.
+BODY=(--depth 6 --mlp-dim 384 --pool gap --posemb learned --lr 1e-3 --weight-decay 0.05)
+
+case $NAME in
+  vit6_patch16) ARGS=(--model Ti/16 "${BODY[@]}") ;;                     # baseline: plain 16x16 patches
+  vit6_conv4) ARGS=(--model conv4+Ti/16 "${BODY[@]}") ;;                 # Xiao et al. early convolutions
+  vit6_xres4) ARGS=(--model xres4+Ti/16 "${BODY[@]}") ;;                 # the xresnet stem + 2 strided convs
+  vit6_cct4) ARGS=(--model cct4+Ti/16 "${BODY[@]}") ;;                   # CCT's tokenizer
+  vit6_spt) ARGS=(--model Ti/16 --spt "${BODY[@]}") ;;                   # shifted patch tokenization
+  vit6_lsa) ARGS=(--model Ti/16 --lsa "${BODY[@]}") ;;                   # locality self-attention
+  vit6_spt_lsa) ARGS=(--model Ti/16 --spt --lsa "${BODY[@]}") ;;         # both (SL-ViT)
+  vit6_conv4_lsa) ARGS=(--model conv4+Ti/16 --lsa "${BODY[@]}") ;;
+  xresnet18x0.5) ARGS=(--model xresnet18x0.5 --lr 3e-3 --weight-decay 0.05) ;;  # the ConvNet, half width
+  xresnet18) ARGS=(--model xresnet18 --lr 3e-3 --weight-decay 0.05) ;;
+  *) echo "unknown run $NAME" >&2; exit 2 ;;
+esac
+exec .venv/bin/vitkit train "${COMMON[@]}" "${ARGS[@]}" --out "$OUT" --overwrite
