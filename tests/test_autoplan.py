@@ -67,6 +67,27 @@ def test_a_budget_on_a_slow_machine_lowers_the_resolution_and_plans_the_epochs()
     assert make_plan(PHOTOS, FAST).recipe()["run"]["time_budget_min"] == autoplan.DEFAULT_BUDGET_MIN
 
 
+def test_only_what_the_choice_needs_is_timed():
+    def timer(timings):
+        def time_pairs(pairs):
+            timed.extend((model.label, size) for model, size in pairs)
+            return {(model.label, size): timings[(model.label, size)] for model, size in pairs}
+
+        return time_pairs
+
+    timed = []
+    plan, _ = autoplan.plan_run(PHOTOS, timer(FAST), budget_min=30)
+    assert timed == [(PHOTO_SMALL.label, 128), (PHOTO_LARGE.label, 128)] and plan.model is PHOTO_LARGE
+    timed = []
+    slow = {key: seconds * 60 for key, seconds in FAST.items()}
+    plan, _ = autoplan.plan_run(PHOTOS, timer(slow), budget_min=30)
+    assert timed == [(PHOTO_SMALL.label, 128), (PHOTO_SMALL.label, 96)] and (plan.size, plan.model) == (96, PHOTO_SMALL)
+    assert "the budget fits under 8 epochs at the larger sizes" in plan.describe()
+    timed = []
+    autoplan.plan_run(PHOTOS, timer(FAST), epochs=5)
+    assert timed == [(PHOTO_SMALL.label, 128)]
+
+
 def test_every_choice_has_a_reason_and_a_given_flag_is_named():
     plan = make_plan(PHOTOS, FAST, epochs=5)
     text = plan.describe({"data.img_size"})

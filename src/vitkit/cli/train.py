@@ -134,16 +134,16 @@ def planned_config(overrides: dict[str, Any]) -> Any:
     precision = resolve_precision(overrides.get("runtime.precision", "auto"), device)[0]
     img_size = overrides.get("data.img_size")
     started = time.perf_counter()
-    timings = autoplan.time_candidates(autoplan.pairs_to_time(stats, img_size), stats.classes, precision, str(device))
-    plan = autoplan.make_plan(
-        stats, timings, epochs=overrides.get("run.epochs"), budget_min=overrides.get("run.time_budget_min") or None,
-        img_size=img_size,
+    plan, timings = autoplan.plan_run(
+        stats, lambda pairs: autoplan.time_candidates(pairs, stats.classes, precision, str(device)),
+        epochs=overrides.get("run.epochs"), budget_min=overrides.get("run.time_budget_min") or None, img_size=img_size,
     )  # fmt: skip
     print(
         f"vitkit train: no recipe and no model given, so the run is planned for {path} ({stats.train_images} "
         f"training / {stats.val_images} validation images, {stats.classes} classes, median shorter side "
-        f"{stats.short_side} px) and this machine ({precision}, {torch.get_num_threads()} threads; candidates timed "
-        f"in {time.perf_counter() - started:.0f} s); a flag replaces any choice:\n{plan.describe(set(overrides))}",
+        f"{stats.short_side} px) and this machine ({precision}, {torch.get_num_threads()} threads; {len(timings)} "
+        f"candidate(s) timed in {time.perf_counter() - started:.0f} s); a flag replaces any choice:\n"
+        + plan.describe(set(overrides)),
         flush=True,
     )
     return TrainConfig.from_dict(plan.recipe(), origin="the data-aware plan", complete=False).replace(

@@ -30,6 +30,7 @@ import os
 import random
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,10 @@ class Plan:
     """A resolved recipe (nested sections) and the choices behind it, in order."""
 
     choices: list[Choice] = field(default_factory=list)
+    size: int = 0  # the chosen resolution
+    model: Candidate | None = None  # the chosen model
+    epochs: int = 0  # the epochs planned (or expected in the budget)
+    fallback: bool = False  # nothing measured fitted: the fastest measured option was taken
 
     def add(self, what: str, values: dict[str, Any], reason: str) -> None:
         """Record a choice."""
@@ -192,11 +197,13 @@ def make_plan(
         if fits(size, model) >= need:
             chosen = (size, model)
             break
+    plan.fallback = chosen is None
     if chosen is None:
         measured = [o for o in options if timings.get((o[1].label, o[0]))] or options
         chosen = min(measured, key=lambda o: timings.get((o[1].label, o[0]), math.inf))
     size, model = chosen
     planned = min(MAX_EPOCHS, max(1, int(fits(size, model)))) if budget_min is not None else int(epochs or 1)
+    plan.size, plan.model, plan.epochs = size, model, planned
     rate = timings.get((model.label, size))
     rate_text = f"{1 / rate:.0f} training images/s measured here" if rate else "speed not measured"
 
@@ -355,6 +362,36 @@ def time_candidates(
         scratch.write_text(json.dumps(stored, indent=1))
         scratch.replace(cache)
     return out
+
+
+def plan_run(
+    stats: DatasetStats,
+    time_pairs: Callable[[list[tuple[Candidate, int]]], dict[tuple[str, int], float]],
+    *,
+    epochs: int | None = None,
+    budget_min: float | None = None,
+    img_size: int | None = None,
+) -> tuple[Plan, dict[tuple[str, int], float]]:
+    """`make_plan`, timing only what the choice needs: resolutions largest first, the smaller model first (the larger
+    is slower, so it is timed only when the smaller one leaves it a long schedule); stops at the first that fits."""
+    timings: dict[tuple[str, int], float] = {}
+
+    def measure(model: Candidate, size: int) -> None:
+        if (model.label, size) not in timings:
+            timings.update(time_pairs([(model, size)]))
+
+    plan = Plan()
+    for size in [img_size] if img_size else candidate_sizes(stats.short_side):
+        models = candidates_for(size)
+        measure(models[-1], size)
+        plan = make_plan(stats, timings, epochs=epochs, budget_min=budget_min, img_size=size)
+        if len(models) > 1 and not plan.fallback and plan.epochs >= LONG_EPOCHS:
+            measure(models[0], size)
+            plan = make_plan(stats, timings, epochs=epochs, budget_min=budget_min, img_size=size)
+        if not plan.fallback:
+            break
+    # Planned again over every size weighed, so the reasons speak of them (unmeasured pairs count as not fitting).
+    return make_plan(stats, timings, epochs=epochs, budget_min=budget_min, img_size=img_size), timings
 
 
 def pairs_to_time(stats: DatasetStats, img_size: int | None = None) -> list[tuple[Candidate, int]]:
