@@ -213,6 +213,7 @@ async def soak(url: str, good: list[bytes], total: int, bad_fraction: float, con
     plan = [rng.choice(bad) if rng.random() < bad_fraction else (rng.choice(good), "image/jpeg") for _ in range(total)]
     statuses: dict[int, int] = {}
     rss = {"start": rss_mib(pid), "peak": 0.0}
+    timeline: list[tuple[int, float]] = []  # (requests sent, RSS MiB) every 2,000 requests
     counter = iter(range(total))
     failures = 0
 
@@ -228,6 +229,8 @@ async def soak(url: str, good: list[bytes], total: int, bad_fraction: float, con
                 failures += 1
             if index % 500 == 0:
                 rss["peak"] = max(rss["peak"], rss_mib(pid))
+            if index % 2000 == 0:
+                timeline.append((index, round(rss_mib(pid), 1)))
         connection.close()
 
     started = time.perf_counter()
@@ -243,6 +246,7 @@ async def soak(url: str, good: list[bytes], total: int, bad_fraction: float, con
         "connection_failures": failures,
         "rss_mib": {key: round(value, 1) for key, value in rss.items()},
         "rss_growth_mib": round(rss["end"] - rss["start"], 1),
+        "rss_timeline_mib": timeline,
         "server_alive": True,
     }
 
@@ -257,6 +261,8 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=2, help="model threads of each server and of offline predict")
+    parser.add_argument("--workers", type=int, default=1, help="processes of the batched server (--workers)")
+    parser.add_argument("--skip-naive", action="store_true", help="measure the batched server only")
     parser.add_argument("--soak", type=int, default=0, help="run the soak with this many requests instead")
     parser.add_argument("--bad-fraction", type=float, default=0.05)
     parser.add_argument("--soak-concurrency", type=int, default=32)
@@ -269,8 +275,10 @@ def main() -> None:
     bodies = [(body, kind) for body in good]
     common = ["--threads", str(args.threads), "--max-pending", "1024"]
     batched_flags = [*common, "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
+    if args.workers > 1:  # each worker gets threads / workers model threads
+        batched_flags += ["--workers", str(args.workers), "--threads", str(max(1, args.threads // args.workers))]
     results: dict = {"checkpoint": args.checkpoint, "data": str(args.data), "threads": args.threads,
-                     "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
+                     "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "workers": args.workers,
                      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
     if args.soak:
         with Server(args.checkpoint, *batched_flags) as server:
@@ -283,8 +291,9 @@ def main() -> None:
             )
         print(json.dumps(results["soak"], indent=2))
     else:
-        for name, flags in (("naive", [*common, "--max-batch", "1", "--max-wait-ms", "0", "--decode-threads", "1"]),
-                            ("batched", batched_flags)):  # fmt: skip
+        naive_flags = [*common, "--max-batch", "1", "--max-wait-ms", "0", "--decode-threads", "1"]
+        servers = [("naive", naive_flags), ("batched", batched_flags)][1 if args.skip_naive else 0 :]
+        for name, flags in servers:
             with Server(args.checkpoint, *flags) as server:
                 asyncio.run(load(server.url, bodies, 8, 64))  # warm-up
                 results[name] = [asyncio.run(load(server.url, bodies, c, args.requests)) for c in args.concurrency]
@@ -294,12 +303,13 @@ def main() -> None:
         print("offline predict", json.dumps(results["offline_predict"]))
         top = max(args.concurrency)
         batched = next(r for r in results["batched"] if r["concurrency"] == top)
-        naive = next(r for r in results["naive"] if r["concurrency"] == top)
         results["summary"] = {
-            f"speedup_at_{top}": round(batched["images_per_s"] / naive["images_per_s"], 2),
             f"p99_ms_at_{top}": batched["p99_ms"],
             "share_of_offline": round(batched["images_per_s"] / results["offline_predict"]["images_per_s"], 2),
         }
+        if "naive" in results:
+            naive = next(r for r in results["naive"] if r["concurrency"] == top)
+            results["summary"][f"speedup_at_{top}"] = round(batched["images_per_s"] / naive["images_per_s"], 2)
         print("summary", json.dumps(results["summary"]))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -305,9 +305,11 @@ def test_onnxruntime_backend_serves_what_predict_gives_on_the_onnx_file(checkpoi
     with TestClient(create_app(engine)) as client:
         served = post_file(client, picture.read_bytes()).json()["top_k"]
         response = post_raw(client, picture.read_bytes(), path="/v1/explain")
+        card = client.get("/v1/model").json()
     assert [s["label"] for s in served] == [e["label"] for e in expected]
     np.testing.assert_allclose([s["probability"] for s in served], [e["probability"] for e in expected], atol=2e-6)
     assert response.status_code == 422 and "--backend torch" in response.json()["error"]["message"]
+    assert card["name"] == "tiny.onnx" and str(tmp_path) not in json.dumps(card)  # the file's name, not its path
 
 
 @pytest.mark.parametrize(

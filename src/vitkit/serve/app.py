@@ -109,7 +109,7 @@ class Server:
         return {
             "top_k": engine.top(batched.value, top_k),
             "model": {"name": engine.name, "backend": engine.backend, "sha256": engine.sha256},
-            "preprocessing": engine.loaded.preprocessing.to_dict(),
+            "preprocessing": engine.preprocessing(),
             "input": {"width": int(pixels.shape[-1]), "height": int(pixels.shape[-2])},
             "batch": describe(batched),
             "latency_ms": round((time.perf_counter() - started) * 1000, 2),

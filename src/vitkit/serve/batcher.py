@@ -85,7 +85,7 @@ class MicroBatcher(Generic[Item, Result]):
 
     async def stop(self) -> None:
         """Finish what is queued, then stop the loop."""
-        while not self.queue.empty():
+        while not self.queue.empty() and self.task is not None and not self.task.done():
             await asyncio.sleep(0.005)
         if self.task is not None:
             self.task.cancel()

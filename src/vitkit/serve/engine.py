@@ -83,6 +83,12 @@ class Engine:
         family = type(self.loaded.model).__name__
         return f"this model ({family}) has no attention to roll out; /v1/explain serves Vision Transformers only"
 
+    def preprocessing(self) -> dict[str, Any]:
+        """The preprocessing as predict reports it, with the checkpoint named as `name` (not its full path)."""
+        described = self.loaded.preprocessing.to_dict()
+        described["source"] = described["source"].replace(str(self.loaded.path), self.name)
+        return described
+
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """An RGB image as the (3, S, S) uint8 pixels the model classifies (predict's resize and centre crop)."""
         return prediction_pixels(image, self.img_size)
@@ -126,7 +132,7 @@ class Engine:
             "classes": self.class_names,
             "num_classes": len(self.class_names),
             "img_size": self.img_size,
-            "preprocessing": self.loaded.preprocessing.to_dict(),
+            "preprocessing": self.preprocessing(),
             "sha256": self.sha256,
             "explain": self.explains,
         }
