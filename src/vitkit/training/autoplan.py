@@ -80,6 +80,7 @@ def narrow_vit(stem: str, patch: int, depth: int, label: str, width: int = 192) 
 SMALL_IMAGES = narrow_vit("cct2", 4, 4, "CCT tokenizer (2 conv-pool layers, stride 4) + 4x192 ViT")
 PHOTO_SMALL = narrow_vit("conv4", 16, 6, "early-convolution stem (4 stride-2 convs, stride 16) + 6x192 ViT")
 PHOTO_LARGE = narrow_vit("cct3", 8, 6, "CCT tokenizer (3 conv-pool layers, stride 8) + 6x192 ViT")
+PHOTO_LOW_RES = narrow_vit("conv3", 8, 6, "early-convolution stem (3 stride-2 convs, stride 8) + 6x192 ViT")
 
 
 @dataclass
@@ -147,7 +148,8 @@ def candidates_for(size: int) -> list[Candidate]:
     """Models for a resolution, the larger first."""
     if size <= 48:
         return [SMALL_IMAGES]
-    return [PHOTO_LARGE, PHOTO_SMALL] if size >= 96 else [PHOTO_SMALL]
+    # 128 px: 64 tokens at stride 16 (256 at stride 8 for long schedules); 96 and 64 px: stride 8 (144 and 64 tokens).
+    return [PHOTO_LARGE, PHOTO_SMALL] if size >= 128 else [PHOTO_LOW_RES]
 
 
 def batch_size_for(train_images: int) -> int:
@@ -222,9 +224,10 @@ def make_plan(
     if model is PHOTO_LARGE:
         why_model = f"the budget holds {planned} epochs even with 4x the tokens of the stride-16 stem ({rate_text})"
     elif size > 48:
+        stride = int(model.name.rsplit("/", 1)[1])
         why_model = (
-            "a ViT needs a convolutional prior on small photo sets; a stride-16 stem keeps 64 tokens at 128 px "
-            f"({rate_text})"
+            f"a ViT needs a convolutional prior on small photo sets; a stride-{stride} stem makes "
+            f"{(size // stride) ** 2} tokens at {size} px ({rate_text})"
         )
     else:
         why_model = f"CIFAR-sized images: the CIFAR-10 recipes' model, 85% there in 60 min ({rate_text})"
