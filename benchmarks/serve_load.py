@@ -4,6 +4,7 @@ throughput; and a soak (many requests with bad uploads mixed in: status counts a
 
     python benchmarks/serve_load.py runs/cifar10 --data ../shared/data/cifar10/val --out runs/serve_load
     python benchmarks/serve_load.py runs/cifar10 --data ../shared/data/cifar10/val --soak 20000 --bad-fraction 0.05
+    python benchmarks/serve_load.py --table runs/serve_load/*.json     # the results as a markdown table
 
 Each server is `python -m vitkit serve` in a subprocess on 127.0.0.1 (the "naive" one: --max-batch 1
 --decode-threads 1, so one image runs at a time); the load generator (asyncio + httpx, one process) shares the
@@ -251,7 +252,29 @@ async def soak(url: str, good: list[bytes], total: int, bad_fraction: float, con
     }
 
 
+def markdown_table(paths: list[Path]) -> str:
+    """The results files of several runs as one markdown table (what docs/serve.md shows)."""
+    lines = [
+        "| model | server | c=1: img/s, p50 / p99 ms | c=8 | c=32 | mean batch at 32 | offline predict img/s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for path in paths:
+        result = json.loads(path.read_text())
+        for name in ("naive", "batched"):
+            if name not in result:
+                continue
+            cells = [f"{r['images_per_s']:.0f}, {r['p50_ms']:.0f} / {r['p99_ms']:.0f}" for r in result[name]]
+            server = name if result.get("workers", 1) == 1 else f"{name}, --workers {result['workers']}"
+            offline = result["offline_predict"]["images_per_s"] if name == "batched" else ""
+            lines.append(f"| {result['checkpoint']} | {server} | {' | '.join(cells)} | "
+                         f"{result[name][-1]['mean_batch']} | {offline} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--table"]:
+        print(markdown_table([Path(p) for p in sys.argv[2:]]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="anything `vitkit serve` takes (run dir, .onnx, ...)")
     parser.add_argument("--data", type=Path, required=True, help="folder of images to send")
