@@ -170,3 +170,14 @@ def test_an_existing_destination_is_not_replaced(tmp_path, capsys):
     assert main(["convert", str(source), str(tmp_path / "taken"), "--to", "hf"]) == 2
     assert "taken exists and is not empty; choose a new DST or remove it first" in capsys.readouterr().err
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+
+
+def test_a_run_directory_converts_its_best_checkpoint(tmp_path, capsys):
+    source, model = saved_vit(tmp_path)
+    run = tmp_path / "runs" / "r"
+    (run / "checkpoints").mkdir(parents=True)
+    source.rename(run / "checkpoints" / "best")
+    out = convert(capsys, str(run), str(tmp_path / "timm"), "--to", "timm")
+    assert f"mean {MEAN} std {STD} (checkpoint metadata)" in out
+    x = batch(model)
+    torch.testing.assert_close(logits(vitkit.load(tmp_path / "timm"), x), logits(model, x), atol=1e-5, rtol=0)

@@ -41,11 +41,13 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vitkit.checkpoints import create_model
+    from vitkit.checkpoints.hub import is_hub_id
     from vitkit.inference import read_preprocessing, resolve_checkpoint
 
     destination = Path(args.dst)
     refuse_to_overwrite(destination, args.to)
-    source = resolve_checkpoint(args.src)
+    # A run directory reads as its best checkpoint; a hub id stays one, so the model records where it came from.
+    source = args.src if is_hub_id(args.src) else resolve_checkpoint(args.src)
     model = create_model(
         args.model, pretrained=source, num_classes=args.num_classes, img_size=args.img_size, num_heads=args.num_heads
     )
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from vitkit.checkpoints.to_hf import write_hf
     from vitkit.checkpoints.to_timm import write_timm
 
-    prep = read_preprocessing(source, model)
+    prep = read_preprocessing(resolve_checkpoint(source), model)  # a hub id's files are in the cache by now
     writer = {"hf": write_hf, "timm": write_timm}[args.to]
     writer(model, destination, mean=prep.mean, std=prep.std, class_names=model.class_names)
     config = model.config
