@@ -333,3 +333,19 @@ def test_a_lone_request_does_not_wait_for_a_batch_to_fill(engine):
         answer = post_raw(client, image_bytes(2)).json()
         elapsed = time.perf_counter() - started
     assert answer["batch"]["size"] == 1 and answer["batch"]["queue_ms"] < 1000 and elapsed < 2.0
+
+
+@pytest.mark.slow  # one AOTInductor compile: 12-18 s on 2 busy cores
+def test_aoti_backend_serves_what_predict_gives_on_the_pt2_package(checkpoint, tmp_path, capsys):
+    pytest.importorskip("torch._inductor")
+    package = tmp_path / "tiny.pt2"
+    assert main(["export", str(checkpoint), "--format", "pt2", "--out", str(package)]) == 0
+    picture = tmp_path / "picture.png"
+    picture.write_bytes(image_bytes(22, (44, 52)))
+    expected = predict_cli(package, [picture], capsys)[str(picture)]
+    engine = Engine.load(package)
+    assert engine.backend == "aoti" and not engine.explains
+    with TestClient(create_app(engine)) as client:
+        served = post_raw(client, picture.read_bytes()).json()["top_k"]
+    assert [s["label"] for s in served] == [e["label"] for e in expected]
+    np.testing.assert_allclose([s["probability"] for s in served], [e["probability"] for e in expected], atol=2e-6)
