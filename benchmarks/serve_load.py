@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 import httpx
+from fastapi import Request
+from fastapi.responses import JSONResponse
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -69,10 +71,12 @@ def children(pid: int) -> list[int]:
 class Server:
     """`vitkit serve CKPT ...` in a subprocess on a free loopback port."""
 
-    def __init__(self, checkpoint: str, *flags: str) -> None:
+    def __init__(self, checkpoint: str, *flags: str, serial: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "vitkit", "serve", checkpoint, "--port", str(self.port), *flags]
+        if serial:  # the one-request-at-a-time script below, not vitkit serve
+            command = [sys.executable, __file__, "--serial-app", checkpoint, str(self.port), *flags]
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
@@ -260,7 +264,7 @@ def markdown_table(paths: list[Path]) -> str:
     ]
     for path in paths:
         result = json.loads(path.read_text())
-        for name in ("naive", "batched"):
+        for name in ("serial", "naive", "batched"):
             if name not in result:
                 continue
             cells = [f"{r['images_per_s']:.0f}, {r['p50_ms']:.0f} / {r['p99_ms']:.0f}" for r in result[name]]
@@ -271,9 +275,37 @@ def markdown_table(paths: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def serial_app(checkpoint: str, port: int, threads: int) -> None:
+    """What people write before `vitkit serve`: one endpoint that decodes and classifies on the event loop, so one
+    request at a time (nothing overlaps), with vitkit's own loading, decoding and classification."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    from vitkit.data.decode import decode_bytes
+    from vitkit.serve.engine import Engine
+
+    engine = Engine.load(checkpoint, threads=threads)
+    engine.warm_up(1)
+    app = FastAPI()
+
+    @app.post("/v1/predict")
+    async def predict(request: Request) -> JSONResponse:
+        pixels = engine.pixels(decode_bytes(await request.body()))  # blocks the loop: requests run one by one
+        return JSONResponse({"top_k": engine.top(engine.probabilities([pixels])[0], 1), "batch": {"size": 1}})
+
+    @app.get("/readyz")
+    async def ready() -> dict:
+        return {"status": "ready"}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--table"]:
         print(markdown_table([Path(p) for p in sys.argv[2:]]))
+        return
+    if sys.argv[1:2] == ["--serial-app"]:
+        serial_app(sys.argv[2], int(sys.argv[3]), int(sys.argv[sys.argv.index("--threads") + 1]))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="anything `vitkit serve` takes (run dir, .onnx, ...)")
@@ -286,6 +318,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="model threads of each server and of offline predict")
     parser.add_argument("--workers", type=int, default=1, help="processes of the batched server (--workers)")
     parser.add_argument("--skip-naive", action="store_true", help="measure the batched server only")
+    parser.add_argument("--serial", action="store_true", help="measure the one-request-at-a-time script only")
     parser.add_argument("--soak", type=int, default=0, help="run the soak with this many requests instead")
     parser.add_argument("--bad-fraction", type=float, default=0.05)
     parser.add_argument("--soak-concurrency", type=int, default=32)
@@ -316,8 +349,10 @@ def main() -> None:
     else:
         naive_flags = [*common, "--max-batch", "1", "--max-wait-ms", "0", "--decode-threads", "1"]
         servers = [("naive", naive_flags), ("batched", batched_flags)][1 if args.skip_naive else 0 :]
+        if args.serial:
+            servers = [("serial", common[:2])]
         for name, flags in servers:
-            with Server(args.checkpoint, *flags) as server:
+            with Server(args.checkpoint, *flags, serial=name == "serial") as server:
                 asyncio.run(load(server.url, bodies, 8, 64))  # warm-up
                 results[name] = [asyncio.run(load(server.url, bodies, c, args.requests)) for c in args.concurrency]
             for row in results[name]:
@@ -325,14 +360,17 @@ def main() -> None:
         results["offline_predict"] = offline_predict(args.checkpoint, files, args.threads)
         print("offline predict", json.dumps(results["offline_predict"]))
         top = max(args.concurrency)
-        batched = next(r for r in results["batched"] if r["concurrency"] == top)
-        results["summary"] = {
-            f"p99_ms_at_{top}": batched["p99_ms"],
-            "share_of_offline": round(batched["images_per_s"] / results["offline_predict"]["images_per_s"], 2),
-        }
-        if "naive" in results:
-            naive = next(r for r in results["naive"] if r["concurrency"] == top)
-            results["summary"][f"speedup_at_{top}"] = round(batched["images_per_s"] / naive["images_per_s"], 2)
+        if "batched" not in results:
+            results["summary"] = {}
+        else:
+            batched = next(r for r in results["batched"] if r["concurrency"] == top)
+            results["summary"] = {
+                f"p99_ms_at_{top}": batched["p99_ms"],
+                "share_of_offline": round(batched["images_per_s"] / results["offline_predict"]["images_per_s"], 2),
+            }
+            if "naive" in results:
+                naive = next(r for r in results["naive"] if r["concurrency"] == top)
+                results["summary"][f"speedup_at_{top}"] = round(batched["images_per_s"] / naive["images_per_s"], 2)
         print("summary", json.dumps(results["summary"]))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

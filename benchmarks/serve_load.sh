@@ -27,3 +27,8 @@ $PY benchmarks/serve_load.py runs/serve_cifar10_int8.onnx --data $C10 --requests
 $PY benchmarks/serve_load.py runs/serve_imagenette --data $IN --requests 480 --out $OUT/imagenette_torch.json
 $PY benchmarks/serve_load.py runs/serve_imagenette_int8.onnx --data $IN --requests 480 --out $OUT/imagenette_ort_int8.json
 $PY benchmarks/serve_load.py runs/serve_cifar10 --data $C10 --soak 20000 --bad-fraction 0.05 --out $OUT/soak_cifar10_torch.json
+# the one-request-at-a-time script (decode and classify on the event loop), for each model
+$PY benchmarks/serve_load.py runs/serve_cifar10 --data $C10 --requests 960 --serial --out $OUT/cifar10_torch_serial.json
+$PY benchmarks/serve_load.py runs/serve_cifar10_int8.onnx --data $C10 --requests 960 --serial --out $OUT/cifar10_ort_int8_serial.json
+$PY benchmarks/serve_load.py runs/serve_imagenette --data $IN --requests 480 --serial --out $OUT/imagenette_torch_serial.json
+$PY benchmarks/serve_load.py runs/serve_imagenette_int8.onnx --data $IN --requests 480 --serial --out $OUT/imagenette_ort_int8_serial.json
