@@ -255,7 +255,9 @@ def test_metadata_is_read_defensively(tmp_path: Path) -> None:
     assert select_eval_data(prep)[0].val_fraction == 0.2
     document["metadata"]["data"]["std"] = [0.5, 0.5]
     (checkpoint / "config.json").write_text(json.dumps(document))
-    with pytest.raises(ValueError, match=r"std must be three numbers \(one per RGB channel\), got \[0.5, 0.5\]"):
+    with pytest.raises(
+        ValueError, match=r"std must be 3 numbers \(one per input channel of the model\), got \[0.5, 0.5\]"
+    ):
         read_preprocessing(checkpoint, tiny_model())
 
 

@@ -271,8 +271,9 @@ def add_flag(group: argparse._ArgumentGroup | argparse.ArgumentParser, knob: Kno
     if base is bool:
         group.add_argument(knob.flag, action=argparse.BooleanOptionalAction, **common)
     elif typing.get_origin(base) is tuple:
-        element = typing.get_args(base)[0]
-        group.add_argument(knob.flag, type=element, nargs=len(typing.get_args(base)), metavar="X", **common)
+        element, *rest = typing.get_args(base)
+        count = "+" if rest == [Ellipsis] else len(rest) + 1  # tuple[float, ...]: any number of values
+        group.add_argument(knob.flag, type=element, nargs=count, metavar="X", **common)
     elif base in (int, float, str):
         nullable_ = type(None) in typing.get_args(hint)
         metavar = knob.key.rsplit(".", 1)[1].upper()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vitkit.data import normalize as normalize_module
 from vitkit.errors import MissingPathError, UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -127,8 +128,7 @@ def load_images(
     if not arrays:
         return torch.empty(0, 3, *img_size), good, skipped
     batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-    batch = (batch - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    return batch.float(), good, skipped
+    return normalize_module.normalize(batch.float(), mean, std), good, skipped
 
 
 def fit_image(image, size: tuple[int, int]):  # PIL.Image.Image -> PIL.Image.Image
@@ -145,7 +145,5 @@ def fit_image(image, size: tuple[int, int]):  # PIL.Image.Image -> PIL.Image.Ima
 
 def denormalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """(B, C, H, W) normalised batch -> (B, H, W, C) floats in [0, 1] for display."""
-    chans = batch.shape[1]
-    pixels = batch.detach().float().cpu() * torch.tensor(std[:chans]).view(1, -1, 1, 1)
-    pixels = pixels + torch.tensor(mean[:chans]).view(1, -1, 1, 1)
+    pixels = normalize_module.denormalize(batch.detach().float().cpu(), mean, std)
     return pixels.clamp(0, 1).permute(0, 2, 3, 1).numpy()

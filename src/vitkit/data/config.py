@@ -29,8 +29,8 @@ class DataConfig(Section):
     )
     val_fraction: float = knob(0.1, "held-out share (seeded, stratified) when the data has no val/ split")
     seed: int = knob(0, "seed of the train/val split")
-    mean: tuple[float, float, float] = knob((0.5, 0.5, 0.5), "normalisation mean (3 values)")
-    std: tuple[float, float, float] = knob((0.5, 0.5, 0.5), "normalisation std (3 values)")
+    mean: tuple[float, ...] = knob((0.5, 0.5, 0.5), "normalisation mean (one value per image channel)")
+    std: tuple[float, ...] = knob((0.5, 0.5, 0.5), "normalisation std (one value per image channel)")
     cache_dir: str | None = knob(None, "decoded-image cache (default ~/.cache/vitkit; env VITKIT_CACHE)")
     num_workers: int = knob(2, "decode worker processes (first decode of an in-memory dataset, and streaming)")
     max_memory_gb: float = knob(4.0, "hold decoded images in memory when they fit under this")
@@ -62,8 +62,10 @@ class DataConfig(Section):
             raise UsageError(f"eval_img_size must be positive or None, got {self.eval_img_size}")
         if not 0.0 < self.val_fraction < 1.0:
             raise UsageError(f"val_fraction must be in (0, 1), got {self.val_fraction}; 0.1 holds out 10%")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise UsageError(f"mean and std need 3 values each with std > 0, got mean={self.mean} std={self.std}")
+        if not self.mean or len(self.mean) != len(self.std) or min(self.std) <= 0:
+            raise UsageError(
+                f"mean and std need one value per image channel each, std > 0, got mean={self.mean} std={self.std}"
+            )
         if self.limit_per_class is not None and self.limit_per_class <= 0:
             raise UsageError(f"limit_per_class must be positive or None, got {self.limit_per_class}")
         if self.shard_window < 1:

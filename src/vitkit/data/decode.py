@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vitkit.data.normalize import normalize
 from vitkit.errors import UsageError
 
 logger = logging.getLogger("vitkit.data")
@@ -183,11 +184,8 @@ def prediction_pixels(image: Image.Image, img_size: int, crop_fraction: float = 
 
 
 def normalize_pixels(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """A (B, 3, H, W) uint8 batch as the normalised float32 batch a model takes."""
-    batch = pixels.float().div_(255)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return (batch - mean_t) / std_t
+    """A (B, C, H, W) uint8 batch as the normalised float32 batch a model takes (`vitkit.data.normalize`)."""
+    return normalize(pixels.float().div_(255), mean, std)
 
 
 def is_image_name(path: str | Path) -> bool:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import vitkit
+from vitkit.data.normalize import Normalize
 from vitkit.errors import UsageError
 from vitkit.export.metadata import ExportMetadata, source_sha256
 from vitkit.models import architecture_of
@@ -25,14 +26,13 @@ class Exportable(nn.Module):
     def __init__(self, model: nn.Module, mean: list[float], std: list[float], uint8_input: bool) -> None:
         super().__init__()
         self.model, self.uint8_input = model, uint8_input
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.normalize = Normalize(mean, std)
         self.both_heads = getattr(getattr(model, "config", None), "distilled", False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """(B, 3, S, S) -> logits, or (averaged, class-head, distillation-head) logits for DeiT."""
+        """(B, C, S, S) -> logits, or (averaged, class-head, distillation-head) logits for DeiT."""
         if self.uint8_input:
-            images = (images.float() / 255 - self.mean) / self.std
+            images = self.normalize(images.float() / 255)
         if not self.both_heads:
             return self.model(images)
         heads = self.model.forward_heads(self.model.forward_features(images))

@@ -5,7 +5,7 @@ metadata, `get_metadata()` of the loaded package), string -> string with each va
 and in a config.json beside the file, so any runtime can read it.
 
     vitkit.img_size        int      side of the square input the graph takes (a --dynamic-size graph: its default)
-    vitkit.mean, .std      [3 floats]  per-channel normalisation of pixels in [0, 1]
+    vitkit.mean, .std      [C floats]  per-channel normalisation of pixels in [0, 1] (C: the input channels)
     vitkit.crop_fraction   float    images are resized so their shorter side is round(img_size / crop_fraction),
                                     then centre-cropped to img_size (vitkit's load_images / EvalTransform)
     vitkit.input           "float" (normalised NCHW float32) | "uint8" (NCHW uint8 RGB; normalised in the graph)
@@ -78,8 +78,10 @@ class ExportMetadata:
             raise UsageError(f"{where}: vitkit.img_size must be a positive integer, got {self.img_size!r}")
         for name in ("mean", "std"):
             value = getattr(self, name)
-            if not isinstance(value, list) or len(value) != 3 or not all(isinstance(v, (int, float)) for v in value):
-                raise UsageError(f"{where}: vitkit.{name} must be three numbers (one per RGB channel), got {value!r}")
+            if not isinstance(value, list) or not value or not all(isinstance(v, (int, float)) for v in value):
+                raise UsageError(f"{where}: vitkit.{name} must be numbers (one per image channel), got {value!r}")
+        if len(self.mean) != len(self.std):
+            raise UsageError(f"{where}: vitkit.mean and vitkit.std differ in length: {self.mean!r}, {self.std!r}")
         if min(self.std) <= 0:
             raise UsageError(f"{where}: vitkit.std must be positive, got {self.std!r}")
         if self.input not in INPUTS:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vitkit.data.normalize import Normalize
 from vitkit.errors import UsageError
 from vitkit.export.deps import require
 from vitkit.export.metadata import ExportMetadata, metadata_from_props, read_metadata
@@ -30,18 +31,17 @@ class ExportedModel(nn.Module):
         super().__init__()
         self.path, self.meta, self.class_names = Path(path), meta, meta.class_names
         self.config = SimpleNamespace(num_classes=num_classes, img_size=(meta.img_size,) * 2)
-        self.register_buffer("mean", torch.tensor(meta.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(meta.std).view(1, 3, 1, 1), persistent=False)
+        self.normalize = Normalize(meta.mean, meta.std)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalised float (B, 3, S, S) -> logits (B, K) float32."""
+        """Normalised float (B, C, S, S) -> logits (B, K) float32."""
         return torch.from_numpy(self.run(images)[0])
 
     def run(self, images: torch.Tensor) -> list[np.ndarray]:
         """Every graph output for a normalised float batch."""
         x = images.detach().float().cpu()
         if self.meta.input == "uint8":
-            x = ((x * self.std + self.mean) * 255).round().clamp(0, 255).to(torch.uint8)
+            x = (self.normalize.inverse(x) * 255).round().clamp(0, 255).to(torch.uint8)
         return self.infer(x.contiguous())
 
     def infer(self, inputs: torch.Tensor) -> list[np.ndarray]:

@@ -72,8 +72,8 @@ class Preprocessing:
     """How a checkpoint's inputs are prepared: resolution, normalisation, precision, and where that was read."""
 
     img_size: int  # side of the square input in pixels
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]  # one value per input channel
+    std: tuple[float, ...]
     class_names: list[str] | None = None  # the head's labels, in order (None: the checkpoint has none)
     precision: str = "fp32"  # "fp32" or "bf16"
     data: dict[str, Any] = field(default_factory=dict)  # metadata["data"] as recorded ({} without metadata)
@@ -117,9 +117,11 @@ def read_preprocessing(path: str | Path, model: Model) -> Preprocessing:
         "training_data": as_dict(as_dict(metadata.get("training")).get("data")),
     }
     if recorded.get("mean") is not None and recorded.get("std") is not None:
-        mean, std = triple(recorded["mean"], "mean", path), triple(recorded["std"], "std", path)
+        channels = model.config.in_chans
+        mean = per_channel(recorded["mean"], "mean", path, channels)
+        std = per_channel(recorded["std"], "std", path, channels)
         return Preprocessing(mean=mean, std=std, source=METADATA, **base)
-    found = foreign_normalization(path)
+    found = foreign_normalization(path, model.config.in_chans)
     if found is not None:
         return Preprocessing(mean=found[0], std=found[1], source=found[2], **base)
     source_format = model.config.extra.get("source_format", "vitkit")
@@ -134,7 +136,7 @@ def native_metadata(path: Path) -> dict[str, Any]:
     return as_dict(read_native_document(path).get("metadata"))
 
 
-def foreign_normalization(path: Path) -> tuple[tuple[float, ...], tuple[float, ...], str] | None:
+def foreign_normalization(path: Path, channels: int = 3) -> tuple[tuple[float, ...], tuple[float, ...], str] | None:
     """(mean, std, source) from the settings file a transformers or timm-hub directory ships, if any."""
     if not path.is_dir():
         return None
@@ -142,24 +144,27 @@ def foreign_normalization(path: Path) -> tuple[tuple[float, ...], tuple[float, .
     if hf_file.is_file():
         settings = read_settings(hf_file)
         if settings.get("do_normalize") is False:  # transformers then only rescales pixels to [0, 1]
-            return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), f"{HF_PREPROCESSOR_FILE} (do_normalize: false)"
-        found = normalization_in(settings, "image_mean", "image_std", hf_file)
+            return (0.0,) * channels, (1.0,) * channels, f"{HF_PREPROCESSOR_FILE} (do_normalize: false)"
+        found = normalization_in(settings, "image_mean", "image_std", hf_file, channels)
         if found is not None:
             return (*found, HF_PREPROCESSOR_FILE)
     if timm_file.is_file() and not is_native_checkpoint(path):
-        found = normalization_in(as_dict(read_settings(timm_file).get("pretrained_cfg")), "mean", "std", timm_file)
+        found = normalization_in(
+            as_dict(read_settings(timm_file).get("pretrained_cfg")), "mean", "std", timm_file, channels
+        )
         if found is not None:
             return (*found, f"{CONFIG_FILE} (timm pretrained_cfg)")
     return None
 
 
 def normalization_in(
-    settings: dict[str, Any], mean_key: str, std_key: str, file: Path
-) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
+    settings: dict[str, Any], mean_key: str, std_key: str, file: Path, channels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     """(mean, std) under the given keys of a settings dict, or None when either is absent."""
     if settings.get(mean_key) is None or settings.get(std_key) is None:
         return None
-    return triple(settings[mean_key], mean_key, file), triple(settings[std_key], std_key, file)
+    mean = per_channel(settings[mean_key], mean_key, file, channels)
+    return mean, per_channel(settings[std_key], std_key, file, channels)
 
 
 def read_settings(path: Path) -> dict[str, Any]:
@@ -175,18 +180,20 @@ def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def triple(value: Any, key: str, where: Path) -> tuple[float, float, float]:
-    """A per-channel RGB setting as three floats (one number applies to all three)."""
-    values = [value] * 3 if isinstance(value, (int, float)) else value
+def per_channel(value: Any, key: str, where: Path, channels: int) -> tuple[float, ...]:
+    """A per-channel setting as one float per input channel of the model (one number applies to all)."""
+    values = [value] * channels if isinstance(value, (int, float)) else value
     if (
         not isinstance(values, (list, tuple))
-        or len(values) != 3
+        or len(values) != channels
         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     ):
-        raise UsageError(f"{where}: {key} must be three numbers (one per RGB channel), got {value!r}")
+        raise UsageError(
+            f"{where}: {key} must be {channels} numbers (one per input channel of the model), got {value!r}"
+        )
     if key.endswith("std") and min(values) <= 0:
         raise UsageError(f"{where}: {key} must be positive, got {value!r}")
-    return (float(values[0]), float(values[1]), float(values[2]))
+    return tuple(float(v) for v in values)
 
 
 class LoadedModel(NamedTuple):

@@ -61,6 +61,7 @@ class ConfigDict:
     """
 
     label: ClassVar[str] = "model"  # the model family, for error messages
+    in_chans: int  # every family's input channels (the data's normalisation has one mean and std per channel)
 
     def replace(self: ConfigT, **changes: Any) -> ConfigT:
         """A copy with some fields changed, validated again (`vitkit.configs.replace`)."""

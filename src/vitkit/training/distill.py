@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitkit.configs import knob
+from vitkit.data.normalize import denormalize, normalize
 from vitkit.errors import UsageError
 from vitkit.inference import Preprocessing, evaluate, load_for_inference
 from vitkit.inference.evaluate import check_class_names
@@ -154,10 +155,9 @@ class TeacherInputs:
     img_size: int | None = None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) normalised for the student -> normalised (and sized) for the teacher."""
+        """(B, C, H, W) normalised for the student -> normalised (and sized) for the teacher."""
         if tuple(self.mean) != tuple(self.student_mean) or tuple(self.std) != tuple(self.student_std):
-            pixels = images * channels(self.student_std, images) + channels(self.student_mean, images)
-            images = (pixels - channels(self.mean, images)) / channels(self.std, images)
+            images = normalize(denormalize(images, self.student_mean, self.student_std), self.mean, self.std)
         if self.img_size is not None and tuple(images.shape[-2:]) != (self.img_size, self.img_size):
             images = F.interpolate(images, size=(self.img_size, self.img_size), mode="bilinear", antialias=True)
         return images
@@ -168,11 +168,6 @@ class TeacherInputs:
         same = tuple(self.mean) == tuple(self.student_mean) and tuple(self.std) == tuple(self.student_std)
         norm = "the student's normalisation" if same else f"mean {list(self.mean)}, std {list(self.std)}"
         return f"{size}, {norm}"
-
-
-def channels(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
-    """Per-channel values shaped (1, C, 1, 1), on the device and in the dtype of `like`."""
-    return torch.tensor(list(values), dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
 
 
 class Distillation(Objective):

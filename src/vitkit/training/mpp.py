@@ -11,7 +11,7 @@ the training state only; the model checkpoint is a plain ViT that `vitkit finetu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitkit.configs import knob
-from vitkit.data.normalize import channel_values
+from vitkit.data.normalize import Normalize
 from vitkit.errors import UsageError
 from vitkit.inference.device import autocast
 from vitkit.inference.evaluate import eval_batches
@@ -122,8 +122,8 @@ class MaskedPatchPrediction(Objective):
         self,
         dim: int,
         patch_size: tuple[int, int],
-        mean: tuple[float, float, float],
-        std: tuple[float, float, float],
+        mean: Sequence[float],
+        std: Sequence[float],
         target: str = "mean3bit",
         ratio: float = 0.5,
         in_chans: int = 3,
@@ -136,8 +136,7 @@ class MaskedPatchPrediction(Objective):
         outputs = {"mean3bit": COLOURS, "4x4": 16 * COLOURS, "l2": in_chans * patch_size[0] * patch_size[1]}
         self.head = nn.Linear(dim, outputs[target])
         nn.init.trunc_normal_(self.mask_token, std=0.02)
-        self.register_buffer("mean", channel_values(mean), persistent=False)
-        self.register_buffer("std", channel_values(std), persistent=False)
+        self.normalize = Normalize(mean, std)  # of the input images: their pixels give the colour targets
 
     def forward(self, model: nn.Module, batch: Batch) -> StepOutput:
         """Corrupt, encode, predict the corrupted patches' targets; loss and accuracy over those patches."""
@@ -149,7 +148,7 @@ class MaskedPatchPrediction(Objective):
         features = model.forward_features(images, corrupt=self.corruption(found, generator))
         corrupted = found["corrupted"]
         predicted = self.head(features[:, model.num_prefix_tokens :][corrupted]).float()  # (M, outputs)
-        raw = (images.float() * self.std + self.mean).clamp(0, 1)
+        raw = self.normalize.inverse(images.float()).clamp(0, 1)
         targets = mpp_targets(raw, images.float(), self.patch_size, self.target)[corrupted]
         if self.target == "l2":
             loss = F.mse_loss(predicted, targets)

@@ -18,6 +18,7 @@ def check_run(config: TrainConfig, data: DatasetSplits, model: Model, objective:
             f"{config.data.path} has {len(data.class_names)} class: the {objective.name} objective needs labelled data "
             "with at least 2 class folders (for unlabelled images use `vitkit pretrain --objective mpp`)"
         )
+    check_channels(config, model)
     check_low_res(config, model)
     check_eval_size(config, model)
 
@@ -39,6 +40,16 @@ def check_eval_size(config: TrainConfig, model: Model) -> None:
             model.config.replace(img_size=(size, size))
         except UsageError as error:
             raise UsageError(f"data.eval_img_size {size} does not suit {type(model).__name__}: {error}") from error
+
+
+def check_channels(config: TrainConfig, model: Model) -> None:
+    """The normalisation has one mean and std per input channel of the model (`in_chans`)."""
+    channels = model.config.in_chans
+    if len(config.data.mean) != channels:
+        raise UsageError(
+            f"data.mean and data.std have {len(config.data.mean)} values but the model takes {channels}-channel "
+            f"images (model.in_chans); give one value per channel (--mean and --std with {channels} values each)"
+        )
 
 
 def check_low_res(config: TrainConfig, model: Model) -> None:
