@@ -233,3 +233,20 @@ def test_a_hub_name_is_streamed(dataset: Path, monkeypatch: pytest.MonkeyPatch) 
     assert ids_of(images) == list(range(60, 75)) and labels.tolist() == [0] * 5 + [1] * 5 + [2] * 5
     with pytest.raises(UsageError, match="streamed, so it needs a held-out split of its own"):
         load("hf:owner/name:train")
+
+
+def test_a_hub_that_gives_no_dataset_is_a_usage_error_with_its_cause(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(name: str, streaming: bool = False) -> None:
+        raise datasets.exceptions.DatasetNotFoundError(f"Dataset '{name}' doesn't exist on the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", missing)
+    with pytest.raises(UsageError, match=r"hf:owner/none: no local directory .*DatasetNotFoundError") as caught:
+        load("hf:owner/none")
+    assert isinstance(caught.value.__cause__, datasets.exceptions.DatasetNotFoundError)
+
+    def broken(name: str, streaming: bool = False) -> None:
+        raise TypeError("load_dataset() got an unexpected keyword argument")
+
+    monkeypatch.setattr(datasets, "load_dataset", broken)
+    with pytest.raises(TypeError, match="unexpected keyword"):  # a bug is not reported as a missing dataset
+        load("hf:owner/none")

@@ -4,16 +4,17 @@ Every module under src/vitkit is parsed with `ast`. An edge A -> B is an `import
 `from vitkit[.B] import name` (relative imports resolved; `from vitkit.pkg import name` counts as an edge to
 `vitkit.pkg.name` when that is a module, else to the package `vitkit.pkg`) that runs when A is imported:
 module-level statements, including those under `if TYPE_CHECKING:` and in `try`/`if` blocks. Imports inside
-functions and methods are not edges: they run on call, after every module has loaded (that is the way to
-break a cycle when it must be broken). A package's `__init__` importing its own submodules is an edge as well;
-the implicit import of a module's parent packages is not (every package that re-exports its submodules would
-otherwise be a cycle with each of them). The test fails naming, for every group of modules that import each
+functions and methods run on call, after every module has loaded: they defer heavy dependencies (torch for
+`vitkit --help`), and a second test checks that none of them hides a cycle either. A package's `__init__`
+importing its own submodules is an edge as well; the implicit import of a module's parent packages is not
+(every package that re-exports its submodules would otherwise be a cycle with each of them). The test fails naming, for every group of modules that import each
 other, one cycle through them as a chain of modules and the whole group.
 """
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -127,6 +128,19 @@ def import_graph() -> dict[str, set[str]]:
 def test_src_has_no_import_cycle() -> None:
     cycles = find_cycles(import_graph())
     assert not cycles, "import cycles:\n" + "\n".join(
+        f"{' -> '.join(cycle)} (modules in the cycle group: {', '.join(sorted(group))})" for cycle, group in cycles
+    )
+
+
+def every_import(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement of a module, those inside functions and methods included."""
+    return [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+
+
+def test_no_import_inside_a_function_hides_a_cycle(monkeypatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "load_time_imports", every_import)
+    cycles = find_cycles(import_graph())
+    assert not cycles, "import cycles closed by imports inside functions:\n" + "\n".join(
         f"{' -> '.join(cycle)} (modules in the cycle group: {', '.join(sorted(group))})" for cycle, group in cycles
     )
 

@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 import vitkit
 from vitkit.checkpoints import read_checkpoint
+from vitkit.checkpoints.formats import read_torch_file
 from vitkit.models import VisionTransformer, ViTConfig
 from vitkit.models.posemb import resample_posemb
 
@@ -419,6 +420,28 @@ def test_corrupt_npz_member_is_reported_by_name(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"vit\.npz.*truncated or corrupt"):
         read_checkpoint(path)
+
+
+@pytest.mark.parametrize("damage", ["text", "zip_start", "legacy_cut"])
+def test_damaged_torch_files_are_reported_with_their_cause(tmp_path, damage):
+    path = tmp_path / "vit.pth"
+    torch.save(to_timm(random_vit()), path, _use_new_zipfile_serialization=damage != "legacy_cut")
+    data = path.read_bytes()
+    path.write_bytes({"text": b"hello world", "zip_start": data[:100], "legacy_cut": data[: len(data) // 3]}[damage])
+    with pytest.raises(ValueError, match=r"vit\.pth.*truncated or corrupt") as caught:
+        read_torch_file(path)
+    assert caught.value.__cause__ is not None  # torch's own reason stays attached
+
+
+def test_a_bug_while_reading_a_torch_file_keeps_its_traceback(tmp_path, monkeypatch):
+    torch.save(to_timm(random_vit()), tmp_path / "vit.pth")
+
+    def broken(*args, **kwargs):
+        raise TypeError("load() got an unexpected keyword argument")
+
+    monkeypatch.setattr(torch, "load", broken)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        read_torch_file(tmp_path / "vit.pth")
 
 
 def test_empty_file(tmp_path):

@@ -111,6 +111,27 @@ def test_network_failure_says_which_file_to_fetch(monkeypatch):
     assert "--pretrained /path/to/model.safetensors" in message and "Failed to resolve" in message
 
 
+def test_an_http_client_error_means_unreachable_and_keeps_its_cause(monkeypatch):
+    client_error = hub.unreachable_errors()[-1]  # the HTTP client's HTTPError (timeouts, refused connections)
+
+    def timed_out(repo_id, filename, **kwargs):
+        raise client_error("The read operation timed out")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", timed_out)
+    with pytest.raises(HubUnavailableError, match="timed out") as caught:
+        vitkit.create_model(pretrained="timm:vit_base_patch16_224.augreg2_in21k_ft_in1k")
+    assert isinstance(caught.value.__cause__, client_error)
+
+
+def test_a_bug_in_the_download_is_not_reported_as_the_hub_being_unreachable(monkeypatch):
+    def broken(repo_id, filename, **kwargs):
+        raise TypeError("hf_hub_download() got an unexpected keyword argument")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", broken)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        vitkit.create_model(pretrained="timm:vit_base_patch16_224.augreg2_in21k_ft_in1k")
+
+
 def test_hf_hub_offline_uses_only_the_cache(monkeypatch, tmp_path):
     # The real download function, told to stay offline: it must look in the (empty) cache only.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -193,6 +193,12 @@ def read_json(path: Path) -> dict[str, Any]:
         raise corrupt(path, f"not valid JSON ({error})") from error
 
 
+# What torch.load(weights_only=True) raises on damaged bytes (it runs no code): a truncated zip archive or a
+# damaged member (RuntimeError from its reader), a cut pickle stream (EOFError, IndexError, KeyError), bytes
+# that do not decode (UnicodeDecodeError, a ValueError). Other failures (the disk, a bug) keep their traceback.
+TORCH_FILE_DAMAGE = (RuntimeError, EOFError, LookupError, ValueError)
+
+
 def read_torch_file(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a torch.save file, loaded with weights_only=True: no code from the file is ever run."""
     try:
@@ -205,7 +211,7 @@ def read_torch_file(path: Path) -> dict[str, torch.Tensor]:
                 "'weights.pth'), or export them to .safetensors"
             ) from error
         raise corrupt(path, "its pickled data cannot be read") from error
-    except Exception as error:  # weights_only runs no code, so any failure means unreadable bytes
+    except TORCH_FILE_DAMAGE as error:
         raise corrupt(path, first_line(error)) from error
     return unwrap_state_dict(obj, path)
 

@@ -40,6 +40,16 @@ def offline_requested() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def unreachable_errors() -> tuple[type[Exception], ...]:
+    """What a hub request raises when the hub cannot be reached or refuses the file: OSError (no connection,
+    offline mode, an HTTP error status, the cache's disk) and the HTTP client's own errors (timeouts, refused
+    connections), the base class huggingface_hub's HfHubHTTPError extends. Anything else is a bug."""
+    from huggingface_hub import errors
+
+    client = [base for base in errors.HfHubHTTPError.__mro__[1:] if base.__name__ == "HTTPError"]
+    return (OSError, *client)
+
+
 def download(source: str) -> Path:
     """Fetch a hub id's config.json and weights; returns the directory holding them (or the weights file)."""
     repo = hub_repo(source)
@@ -57,7 +67,7 @@ def download(source: str) -> Path:
         raise UsageError(repo_not_found_message(source, repo)) from error
     except errors.RevisionNotFoundError as error:
         raise UsageError(f"{source}: revision not found on the hub ({error})") from error
-    except Exception as error:  # network failures surface as many types (httpx, OSError, OfflineModeIsEnabled)
+    except unreachable_errors() as error:
         raise HubUnavailableError(unavailable_message(source, repo, error)) from error
     weights = fetch_weights(source, repo)
     return weights.parent if config is not None else weights
@@ -83,7 +93,7 @@ def fetch_weights(source: str, repo: str) -> Path:
             continue
         except errors.RepositoryNotFoundError as error:
             raise UsageError(repo_not_found_message(source, repo)) from error
-        except Exception as error:  # see `download`
+        except unreachable_errors() as error:
             raise HubUnavailableError(unavailable_message(source, repo, error)) from error
     raise UsageError(f"{source}: {HUB_URL}/{repo} has none of {', '.join(WEIGHT_FILES)}; it is not a ViT checkpoint")
 

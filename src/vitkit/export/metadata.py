@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vitkit.errors import MissingPathError, UsageError
+from vitkit.export.aoti import load_package
 
 PREFIX = "vitkit."
 REQUIRED = ("img_size", "mean", "std", "input")  # what inference cannot run without
@@ -95,8 +96,6 @@ def read_metadata(path: str | Path) -> ExportMetadata:
     if not path.is_file():
         raise MissingPathError(f"exported file {path} not found; create one with `vitkit export CKPT --out {path}`")
     if path.suffix.lower() == ".pt2":
-        from vitkit.export.pt2 import load_package
-
         return metadata_from_props(load_package(path).get_metadata(), path)
     from vitkit.export.deps import require
 

@@ -1,7 +1,7 @@
 """`vitkit export --format pt2`: any checkpoint vitkit loads -> an AOTInductor package (.pt2) with its metadata.
 
 `torch.export.export` with a dynamic batch, then `torch._inductor.aoti_compile_and_package`: the graph is
-compiled ahead of time to C++ kernels in a shared library inside the .pt2 zip, which `load_package` (and
+compiled ahead of time to C++ kernels in a shared library inside the .pt2 zip, which `aoti.load_package` (and
 `vitkit predict`/`eval`) runs without Python model code. The resolution is fixed (E_pos resampled once) unless
 `dynamic_size`, as for ONNX. The package holds machine code for the CPU it was compiled on (its instruction
 set, e.g. AVX-512/AMX) and needs libtorch at run time: it is for serving on the machine type that built it, not
@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from vitkit.errors import MissingPathError, UsageError
+from vitkit.errors import UsageError
+from vitkit.export.aoti import aoti
 from vitkit.export.deployable import deployable, example_input
 from vitkit.export.metadata import ExportMetadata, write_config
 
@@ -48,32 +48,3 @@ def export_pt2(
         )
     write_config(out, meta)
     return out, meta
-
-
-def load_package(path: str | Path) -> Any:
-    """The compiled model of a .pt2 package (callable on CPU tensors; `get_metadata()` gives its metadata)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingPathError(f"{path} not found; create it with `vitkit export CKPT --format pt2 --out {path}`")
-    try:
-        return aoti().aoti_load_package(str(path))
-    except RuntimeError as error:
-        raise UsageError(
-            f"{path} could not be loaded as an AOTInductor package ({str(error).splitlines()[0]}): a .pt2 runs only "
-            "with a torch like the one that compiled it, on a CPU like the one it was compiled on; export it again"
-        ) from error
-
-
-def aoti() -> Any:
-    """`torch._inductor` with AOTInductor packaging, or a UsageError naming the torch version that lacks it."""
-    try:
-        import torch._inductor as inductor
-    except ImportError as error:  # a torch build without inductor
-        raise UsageError(f"--format pt2 needs torch's inductor, missing from torch {torch.__version__}") from error
-    missing = [name for name in ("aoti_compile_and_package", "aoti_load_package") if not hasattr(inductor, name)]
-    if missing or not hasattr(torch, "export"):
-        raise UsageError(
-            f"--format pt2 needs torch.export and AOTInductor packaging ({', '.join(missing) or 'torch.export'} "
-            f"missing from torch {torch.__version__}); upgrade torch or export to ONNX (--format onnx)"
-        )
-    return inductor

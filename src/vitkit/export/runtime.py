@@ -18,6 +18,7 @@ from torch import nn
 
 from vitkit.data.normalize import Normalize
 from vitkit.errors import UsageError
+from vitkit.export.aoti import load_package
 from vitkit.export.deps import require
 from vitkit.export.metadata import ExportMetadata, metadata_from_props, read_metadata
 
@@ -73,8 +74,6 @@ class Pt2Model(ExportedModel):
     kernels follow; 0: leave torch's setting)."""
 
     def __init__(self, path: str | Path, threads: int = 0) -> None:
-        from vitkit.export.pt2 import load_package
-
         runner = load_package(path)
         meta = metadata_from_props(runner.get_metadata(), Path(path))
         super().__init__(path, meta, int(meta.model.get("num_classes") or len(meta.class_names or [])))

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from vitkit.checkpoints.hub import unreachable_errors
 from vitkit.data.cache import cache_root
 from vitkit.data.config import DataConfig
 from vitkit.data.hf.columns import find_columns, require_datasets
@@ -101,10 +102,12 @@ def open_splits(location: str, config: DataConfig) -> tuple[dict[str, Any], bool
             f"hf:{location}: no such directory; give a directory written by save_to_disk, an imagefolder directory "
             "(<split>/<class>/<image>), or a Hub dataset name (hf:OWNER/NAME)"
         )
+    # No network, no such dataset (DatasetNotFoundError) or a gated one: OSErrors; a name that needs a config
+    # or split the Hub does not have: ValueError. Anything else is a bug and keeps its traceback.
     try:
         return dict(datasets.load_dataset(location, streaming=True)), True
-    except Exception as error:  # no network, no such dataset, gated: all mean "cannot read it"
+    except (*unreachable_errors(), ValueError) as error:
         raise UsageError(
             f"hf:{location}: no local directory of that name, and the Hugging Face Hub gave no dataset "
             f"({type(error).__name__}: {error})"
-        ) from None
+        ) from error
