@@ -78,24 +78,48 @@ def add_run_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     )
 
 
+# What --help shows first: the knobs most people touch, one group per section in this order, each with its title.
+# Every other knob follows, in one group per section in recipe order ("more ... options").
+FIRST_KNOBS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "model": ("model", ("name", "pretrained", "new_head", "patch_size", "hidden_dim", "depth", "num_heads",
+                        "mlp_dim", "pool", "posemb", "drop_path")),
+    "data": ("data", ("path", "img_size", "val_fraction", "mean", "std", "num_workers")),
+    "augment": ("augmentation", ("crop", "hflip", "randaugment_n", "randaugment_m", "mixup", "cutmix",
+                                 "label_smoothing")),
+    "optim": ("optimisation", ("optimizer", "lr", "weight_decay", "schedule", "warmup_epochs", "clip_grad",
+                               "ema_decay")),
+    "run": ("run", ("epochs", "steps", "batch_size", "time_budget_min", "seed", "eval_tta")),
+    "runtime": ("runtime", ("device", "precision", "threads", "compile", "distributed")),
+}  # fmt: skip
+
+
 def add_config_flags(
     parser: argparse.ArgumentParser,
     defaults: Any = None,
     skip: tuple[str, ...] = (),
     shown: dict[str, str] | None = None,
 ) -> None:
-    """One flag per recipe knob (except the dotted keys in `skip`), grouped by section; `defaults` as in
+    """One flag per recipe knob (except the dotted keys in `skip`): first the most used ones (`FIRST_KNOBS`), grouped
+    model / data / augmentation / optimisation / run / runtime, then the rest by section; `defaults` as in
     `config_fields`, and `shown` replaces the default a help text names for some keys."""
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for knob in config_fields(defaults):
-        if knob.key in skip:
-            continue
+    knobs = [k for k in config_fields(defaults) if k.key not in skip]
+    first = {f"{section}.{name}": title for section, (title, names) in FIRST_KNOBS.items() for name in names}
+    groups = {
+        title: parser.add_argument_group(f"{title} (recipe section '{s}')") for s, (title, _) in FIRST_KNOBS.items()
+    }
+    for knob in knobs:
         section = knob.key.split(".")[0]
-        if section not in groups:
-            groups[section] = parser.add_argument_group(f"{section} (recipe section '{section}')")
+        title = FIRST_KNOBS[section][0] if section in FIRST_KNOBS else section
+        if knob.key not in first and f"more {title}" not in groups:
+            more = f"more {title} options" if section in FIRST_KNOBS else title
+            groups[f"more {title}"] = parser.add_argument_group(f"{more} (recipe section '{section}')")
+    by_key = {knob.key: knob for knob in knobs}
+    for knob in [by_key[key] for key in first if key in by_key] + [k for k in knobs if k.key not in first]:
         if knob.key in (shown or {}):
             knob = dataclasses.replace(knob, default=Words((shown or {})[knob.key]))
-        add_flag(groups[section], knob)
+        section = knob.key.split(".")[0]
+        title = FIRST_KNOBS[section][0] if section in FIRST_KNOBS else section
+        add_flag(groups[first.get(knob.key) or f"more {title}"], knob)
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
