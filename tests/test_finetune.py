@@ -64,7 +64,7 @@ def test_finetune_from_every_format_starts_from_the_checkpoint(tmp_path, fmt):
     config = finetune_config(path, "digits", 48, overrides)
     assert config.model.new_head and config.model.pretrained == str(path)
     trainer = create_trainer(config, tmp_path / "unused")
-    model, reference = trainer.model, vitkit.load(path, **load_flags)
+    model, reference = trainer.learner.model, vitkit.load(path, **load_flags)
     # Step 0: a zero D x K head for the 10 digits, no pre-logits layer, the body as in the checkpoint.
     assert model.config.num_classes == 10 and model.config.representation_size is None and model.pre_logits is None
     assert model.head.weight.shape == (10, 64) and not model.head.weight.any() and not model.head.bias.any()
@@ -75,8 +75,8 @@ def test_finetune_from_every_format_starts_from_the_checkpoint(tmp_path, fmt):
     resampled = resample_posemb(want["pos_embed.weight"], (6, 6), (4, 4), reference.config.num_prefix_tokens)
     assert torch.equal(model.pos_embed.weight, resampled)
     # The paper's optimizer: SGD, momentum 0.9, no weight decay.
-    assert isinstance(trainer.optimizer, torch.optim.SGD)
-    assert all(g["momentum"] == 0.9 and g["weight_decay"] == 0.0 for g in trainer.optimizer.param_groups)
+    assert isinstance(trainer.learner.optimizer, torch.optim.SGD)
+    assert all(g["momentum"] == 0.9 and g["weight_decay"] == 0.0 for g in trainer.learner.optimizer.param_groups)
     trainer.runtime.close()
     summary = train(config, tmp_path / "run")
     assert summary["steps"] == 3 and summary["epochs"] == 2  # 2 steps per epoch: the second epoch stops at 3

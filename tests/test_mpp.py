@@ -167,8 +167,8 @@ def test_pretrain_a_flat_folder_then_finetune_the_checkpoint(tmp_path):
     config = finetune_config(out, "digits", 32, {"data.limit_per_class": 3, "run.batch_size": 10})
     trainer = create_trainer(config, tmp_path / "unused")
     pretrained = vitkit.load(out / "checkpoints" / "best")
-    assert torch.equal(trainer.model.blocks[1].mlp.fc2.weight, pretrained.blocks[1].mlp.fc2.weight)
-    assert trainer.model.config.num_classes == 10 and not trainer.model.head.weight.any()
+    assert torch.equal(trainer.learner.model.blocks[1].mlp.fc2.weight, pretrained.blocks[1].mlp.fc2.weight)
+    assert trainer.learner.model.config.num_classes == 10 and not trainer.learner.model.head.weight.any()
     trainer.runtime.close()
 
 
@@ -184,10 +184,10 @@ def test_validation_corrupts_the_same_patches_every_time(tmp_path):
         }  # fmt: skip
     )
     trainer = create_trainer(config, tmp_path / "unused")
-    context = ValidationContext(trainer.data.val, trainer.eval_transform, 16, torch.device("cpu"), "fp32")
-    first = trainer.objective.validate(trainer.model, context)
-    second = trainer.objective.validate(trainer.model, context)
-    assert first.values == second.values and first.images == len(trainer.data.val)
+    context = ValidationContext(trainer.inputs.data.val, trainer.inputs.eval_transform, 16, torch.device("cpu"), "fp32")
+    first = trainer.learner.objective.validate(trainer.learner.model, context)
+    second = trainer.learner.objective.validate(trainer.learner.model, context)
+    assert first.values == second.values and first.images == len(trainer.inputs.data.val)
     trainer.runtime.close()
 
 
@@ -220,11 +220,11 @@ def test_validation_through_the_shared_loop_gives_the_same_numbers(tmp_path, pre
         }  # fmt: skip
     )
     trainer = create_trainer(config, tmp_path / "unused")
-    trainer.model.train()
-    context = ValidationContext(trainer.data.val, trainer.eval_transform, 7, torch.device("cpu"), precision)
-    result = trainer.objective.validate(trainer.model, context)
-    assert trainer.model.training and trainer.objective.training  # modes restored
-    assert result.values == hand_written_validation(trainer.objective, trainer.model, context)
+    trainer.learner.model.train()
+    context = ValidationContext(trainer.inputs.data.val, trainer.inputs.eval_transform, 7, torch.device("cpu"), precision)
+    result = trainer.learner.objective.validate(trainer.learner.model, context)
+    assert trainer.learner.model.training and trainer.learner.objective.training  # modes restored
+    assert result.values == hand_written_validation(trainer.learner.objective, trainer.learner.model, context)
     trainer.runtime.close()
 
 

@@ -75,11 +75,11 @@ def test_every_objective_step_is_compiled_and_computes_the_same_loss(objective, 
         images = torch.randn(8, 3, 16, 16)
         targets = torch.nn.functional.one_hot(torch.arange(8) % 10, 10).float()
         batch = Batch(images, targets, targets.argmax(1))
-        eager = ObjectiveStep(trainer.model, trainer.objective)
+        eager = ObjectiveStep(trainer.learner.model, trainer.learner.objective)
         torch.manual_seed(0)
         expected = eager(batch).loss
         torch.manual_seed(0)
-        compiled = trainer.step_module(batch).loss
+        compiled = trainer.learner.step_module(batch).loss
     finally:
         trainer.runtime.close()
         torch._dynamo.reset()

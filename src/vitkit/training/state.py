@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from vitkit.errors import UsageError
+from vitkit.training.budget import BudgetClock, ScheduleAnchor
 
 STATE_FILE = "training_state.pt"
 # 4: a fifth section, the stream position; 3 (four sections) and 2 (one flat "progress" dict) are translated on load
@@ -29,8 +30,23 @@ class Progress:
     # A time budget plans the run in steps (`vitkit.training.budget`); 0 while unplanned or without a budget.
     planned_steps: int = 0
     switch_step: int = 0  # progressive resizing under a budget: steps before it train at run.low_res_size
-    schedule_anchor: dict[str, float] = field(default_factory=dict)  # budget.ScheduleAnchor of the last re-plan
-    budget_clock: dict[str, Any] = field(default_factory=dict)  # budget.BudgetClock: measured step and epoch-end times
+    schedule_anchor: ScheduleAnchor = field(default_factory=ScheduleAnchor)  # where the decay was last re-fitted
+    budget_clock: BudgetClock = field(default_factory=BudgetClock)  # measured step and epoch-end times
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (the anchor and the clock as their own `to_dict`)."""
+        return {
+            **asdict(self),
+            "schedule_anchor": self.schedule_anchor.to_dict(),
+            "budget_clock": self.budget_clock.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Progress:
+        """Rebuild what `to_dict` returned (a state saved before the anchor and the clock starts without them)."""
+        anchor = ScheduleAnchor(**(values.get("schedule_anchor") or {}))
+        clock = BudgetClock.from_dict(values.get("budget_clock"))
+        return cls(**{**values, "schedule_anchor": anchor, "budget_clock": clock})
 
 
 @dataclass
@@ -96,12 +112,15 @@ class RunState:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """One plain dict per section, safe for `torch.load(weights_only=True)`."""
-        return {name: asdict(getattr(self, name)) for name in SECTIONS}
+        return {
+            name: self.progress.to_dict() if name == "progress" else asdict(getattr(self, name)) for name in SECTIONS
+        }
 
     @classmethod
     def from_dict(cls, sections: dict[str, dict[str, Any]]) -> RunState:
         """Rebuild what `to_dict` returned."""
-        return cls(**{name: section(**sections[name]) for name, section in SECTIONS.items()})
+        rebuilt = {name: section(**sections[name]) for name, section in SECTIONS.items() if section is not Progress}
+        return cls(progress=Progress.from_dict(sections["progress"]), **rebuilt)
 
 
 def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:

@@ -7,9 +7,11 @@ kernel, DDP/FSDP under torchrun) is the `Runtime`, resolved once. A run director
 `metrics.csv`, `curves.png`, `summary.json` and `checkpoints/{last,best,ema}`; `last` resumes a killed run
 exactly (on CPU with one process and the same threads: bit-identical weights).
 
-`Trainer` holds the session's objects; the checkpoints are written by its `CheckpointWriter`, the opening lines
-and summary.json by its `RunRecord`, each given only what it records. The run's counters are a `RunState` of
-four sections: progress, scores, timers and the metrics log position.
+`Trainer` holds the session, one typed part per concern, all built by `create_trainer`: the `Learner` (model,
+objective, their wrapped step, optimizer, loss scaler, EMA), the `Inputs` (data, augmentations, evaluation
+transform), the `Schedule` (length, learning rate and resolution in steps), the `RunState` (progress, scores,
+timers, metrics log and stream position, saved with each checkpoint), its `CheckpointWriter` and `RunRecord`.
+The loop's orchestrators (`run`, `train_epoch`, `finish_epoch`) take the session; the rest take what they use.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import contextlib
 import math
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +33,13 @@ from vitkit.errors import UsageError
 from vitkit.training import checkpointing, distributed
 from vitkit.training.budget import (
     BudgetClock,
-    ScheduleAnchor,
     capped_warmup,
     estimate_epoch_end,
     plan_steps,
     replan_due,
 )
 from vitkit.training.checkpointing import CheckpointWriter
-from vitkit.training.config import TrainConfig, build_objective
+from vitkit.training.config import OptimConfig, RunConfig, TrainConfig, build_objective
 from vitkit.training.ema import ModelEma
 from vitkit.training.metrics import MetricsLog, metric_columns, plot_curves
 from vitkit.training.objectives import Batch, Objective, ObjectiveStep, Validation, ValidationContext
@@ -62,77 +63,93 @@ class TrainingDiverged(RuntimeError):
     """The loss or the gradient norm became NaN or infinite; the message says at which step and what to try."""
 
 
-@dataclass(kw_only=True)
-class Trainer:
-    """The objects of one training session (built by `create_trainer`)."""
+@dataclass(frozen=True, kw_only=True)
+class Learner:
+    """What trains: the bare model (what is saved and evaluated), the objective, both wrapped for DDP/FSDP (what
+    steps), the optimizer, the loss scaler and the weight EMA."""
 
-    config: TrainConfig
-    run_dir: Path
-    runtime: Runtime
-    data: DatasetSplits
-    model: nn.Module  # the bare model: what is saved and evaluated
+    model: nn.Module
     objective: Objective
-    step_module: nn.Module  # model + objective, wrapped for DDP/FSDP: what trains
+    step_module: nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     ema: ModelEma | None
-    state: RunState
+
+
+@dataclass(frozen=True, kw_only=True)
+class Inputs:
+    """The data, and the transforms that turn its uint8 batches into model inputs."""
+
+    data: DatasetSplits
+    augment: dict[int, TrainAugment]  # by training resolution
+    eval_transform: EvalTransform
+
+
+@dataclass(frozen=True, kw_only=True)
+class Schedule:
+    """The run's length and learning-rate schedule in steps, and the training resolution at each step."""
+
+    run: RunConfig
+    img_size: int  # data.img_size: the full training resolution, and every evaluation's
     steps_per_epoch: int
-    warmup: int
-    checkpoints: CheckpointWriter
-    record: RunRecord
-    augment: dict[int, TrainAugment] = field(default_factory=dict)  # by training resolution
-    eval_transform: EvalTransform | None = None
-    step_times: list[float] = field(default_factory=list)  # this epoch's step durations (the budget's measure)
+    warmup: int  # the recipe's warm-up steps
 
-    @property
-    def total_steps(self) -> int:
+    def total_steps(self, progress: Progress) -> int:
         """Optimizer steps in the whole (planned) run: a time budget's plan, `run.steps`, else whole epochs."""
-        if self.state.progress.planned_steps:
-            return self.state.progress.planned_steps
-        whole_epochs = self.state.progress.planned_epochs * self.steps_per_epoch
-        return min(whole_epochs, self.config.run.steps) if self.config.run.steps else whole_epochs
+        if progress.planned_steps:
+            return progress.planned_steps
+        whole_epochs = progress.planned_epochs * self.steps_per_epoch
+        return min(whole_epochs, self.run.steps) if self.run.steps else whole_epochs
 
-    @property
-    def schedule_warmup(self) -> int:
+    def warmup_steps(self, progress: Progress) -> int:
         """Warm-up steps of the schedule: the recipe's, capped at a share of a time budget's planned steps."""
-        return capped_warmup(self.warmup, self.state.progress.planned_steps)
+        return capped_warmup(self.warmup, progress.planned_steps)
 
-    @property
-    def schedule_anchor(self) -> ScheduleAnchor:
-        """Where the learning-rate decay was re-fitted to a new plan (the plain schedule when never)."""
-        return ScheduleAnchor(**self.state.progress.schedule_anchor)
+    def learning_rate(self, optim: OptimConfig, progress: Progress) -> float:
+        """The learning rate of the step about to be taken."""
+        total = self.total_steps(progress)
+        return learning_rate(progress.step, optim, self.warmup_steps(progress), total, progress.schedule_anchor)
 
-    @property
-    def checkpoint_dir(self) -> Path:
-        """RUN_DIR/checkpoints."""
-        return self.checkpoints.directory
-
-    def save_last(self) -> None:
-        """Write checkpoints/last with everything this session would need to resume."""
-        self.state.stream = stream_position(self)
-        self.checkpoints.save_last(
-            self.state, optimizer=self.optimizer, scaler=self.scaler, ema=self.ema, objective=self.objective
-        )
-
-    def write_summary(self, status: str, error: str | None = None) -> dict[str, Any]:
-        """RUN_DIR/summary.json as the run stands now."""
-        return self.record.write_summary(self.state, status, error)
-
-    def resolution(self, epoch: int, step: int = 0) -> int:
+    def resolution(self, progress: Progress, epoch: int, step: int = 0) -> int:
         """The training resolution at `epoch` and `step` (progressive resizing trains the first ones smaller).
 
         Without a budget the low-resolution phase is `run.low_res_epochs` epochs; under a budget it is the
         planned `switch_step` (every step while unplanned, in the first epoch).
         """
-        run, progress = self.config.run, self.state.progress
-        if not run.low_res_size:
-            return self.config.data.img_size
-        if run.low_res_share > 0:
+        if not self.run.low_res_size:
+            return self.img_size
+        if self.run.low_res_share > 0:
             low = not progress.planned_steps or step < progress.switch_step
         else:
-            low = epoch < run.low_res_epochs
-        return run.low_res_size if low else self.config.data.img_size
+            low = epoch < self.run.low_res_epochs
+        return self.run.low_res_size if low else self.img_size
+
+
+@dataclass(frozen=True, kw_only=True)
+class Trainer:
+    """The objects of one training session, each concern its own (built whole by `create_trainer`)."""
+
+    config: TrainConfig
+    run_dir: Path
+    runtime: Runtime
+    learner: Learner
+    inputs: Inputs
+    schedule: Schedule
+    state: RunState  # the run's counters, updated in place as it trains (restored from checkpoints/last on resume)
+    checkpoints: CheckpointWriter  # RUN_DIR/checkpoints
+    record: RunRecord  # the opening lines and summary.json
+
+    def save_last(self) -> None:
+        """Write checkpoints/last with everything this session would need to resume."""
+        self.state.stream = stream_position(self.state.progress, self.config.run, self.inputs.data.train.digest)
+        learner = self.learner
+        self.checkpoints.save_last(
+            self.state, optimizer=learner.optimizer, scaler=learner.scaler, ema=learner.ema, objective=learner.objective
+        )
+
+    def write_summary(self, status: str, error: str | None = None) -> dict[str, Any]:
+        """RUN_DIR/summary.json as the run stands now."""
+        return self.record.write_summary(self.state, status, error)
 
 
 def train(
@@ -174,6 +191,62 @@ def create_trainer(
     runtime = Runtime.create(config.runtime)
     seed_everything(config.run.seed)
     data = load_dataset(config.data)
+    learner = create_learner(config, run_dir, resume, runtime, data, objective)
+    steps_per_epoch = num_batches(data.train, config.run.batch_size, drop_last=True)
+    # run.steps: the fewest epochs that cover them; the loop stops at exactly that step (Schedule.total_steps).
+    epochs = math.ceil(config.run.steps / steps_per_epoch) if config.run.steps else config.run.epochs
+    schedule = Schedule(
+        run=config.run,
+        img_size=config.data.img_size,
+        steps_per_epoch=steps_per_epoch,
+        warmup=warmup_steps(config.optim, steps_per_epoch),
+    )
+    checkpoints = CheckpointWriter(
+        run_dir=run_dir,
+        runtime=runtime,
+        model=learner.model,
+        class_names=data.class_names,
+        config=config,
+        objective_name=learner.objective.name,
+    )
+    # The augmentations are built before a resumed run's random generators are restored, as they always were.
+    inputs = create_inputs(config, data, schedule.resolution(Progress(), 0), runtime.device)
+    state = RunState(progress=Progress(planned_epochs=epochs))
+    if resume:
+        state = checkpoints.restore(
+            optimizer=learner.optimizer, scaler=learner.scaler, ema=learner.ema, objective=learner.objective
+        )
+        check_stream(state.stream, stream_position(state.progress, config.run, data.train.digest), config)
+    return Trainer(
+        config=config,
+        run_dir=run_dir,
+        runtime=runtime,
+        learner=learner,
+        inputs=inputs,
+        schedule=schedule,
+        state=state,
+        checkpoints=checkpoints,
+        record=RunRecord(
+            run_dir=run_dir,
+            runtime=runtime,
+            data=data,
+            model_name=getattr(learner.model.config, "name", "") or config.model.name,
+            params=sum(p.numel() for p in learner.model.parameters()),
+            objective_name=learner.objective.name,
+            best_metric=learner.objective.best_metric,
+        ),
+    )
+
+
+def create_learner(
+    config: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+    runtime: Runtime,
+    data: DatasetSplits,
+    objective: Objective | None,
+) -> Learner:
+    """The model (fresh or from `model.pretrained`), its objective, the wrapped step, the optimizer and the EMA."""
     section = config.model
     # With `pretrained` the checkpoint fixes the architecture: the recipe's model name only labels the run.
     model = create_model(
@@ -202,76 +275,43 @@ def create_trainer(
     if config.optim.ema_decay > 0 and runtime.distributed == "fsdp":
         raise UsageError("optim.ema_decay needs the whole model on every rank; it cannot be used with FSDP")
     ema = ModelEma(model, config.optim.ema_decay) if config.optim.ema_decay > 0 else None
-    steps_per_epoch = num_batches(data.train, config.run.batch_size, drop_last=True)
-    # run.steps: the fewest epochs that cover them; the loop stops at exactly that step (Trainer.total_steps).
-    epochs = math.ceil(config.run.steps / steps_per_epoch) if config.run.steps else config.run.epochs
-    checkpoints = CheckpointWriter(
-        run_dir=run_dir,
-        runtime=runtime,
-        model=model,
-        class_names=data.class_names,
-        config=config,
-        objective_name=objective.name,
+    scaler = make_scaler(runtime.precision, runtime.device)
+    return Learner(
+        model=model, objective=objective, step_module=step_module, optimizer=optimizer, scaler=scaler, ema=ema
     )
-    record = RunRecord(
-        run_dir=run_dir,
-        runtime=runtime,
-        data=data,
-        model_name=getattr(model.config, "name", "") or config.model.name,
-        params=sum(p.numel() for p in model.parameters()),
-        objective_name=objective.name,
-        best_metric=objective.best_metric,
-    )
-    trainer = Trainer(
-        config=config,
-        run_dir=run_dir,
-        runtime=runtime,
-        data=data,
-        model=model,
-        objective=objective,
-        step_module=step_module,
-        optimizer=optimizer,
-        scaler=make_scaler(runtime.precision, runtime.device),
-        ema=ema,
-        state=RunState(progress=Progress(planned_epochs=epochs)),
-        steps_per_epoch=steps_per_epoch,
-        warmup=warmup_steps(config.optim, steps_per_epoch),
-        checkpoints=checkpoints,
-        record=record,
-    )
+
+
+def create_inputs(config: TrainConfig, data: DatasetSplits, first_size: int, device: torch.device) -> Inputs:
+    """The data with a batched augmentation for each training resolution (`first_size` and data.img_size) and the
+    evaluation transform."""
     num_classes, mean, std = len(data.class_names), config.data.mean, config.data.std
-    for size in {trainer.resolution(0), config.data.img_size}:
-        augment = TrainAugment(config.augment, size, mean, std, num_classes, seed=config.run.seed)
-        trainer.augment[size] = augment.to(runtime.device)
+    augment = {
+        size: TrainAugment(config.augment, size, mean, std, num_classes, seed=config.run.seed).to(device)
+        for size in {first_size, config.data.img_size}
+    }
     eval_size = config.data.eval_img_size or config.data.img_size  # FixRes: may be above the training size
-    trainer.eval_transform = EvalTransform(eval_size, mean, std).to(runtime.device)
-    if resume:
-        trainer.state = checkpoints.restore(optimizer=optimizer, scaler=trainer.scaler, ema=ema, objective=objective)
-        check_stream(trainer)
-    return trainer
+    eval_transform = EvalTransform(eval_size, mean, std).to(device)
+    return Inputs(data=data, augment=augment, eval_transform=eval_transform)
 
 
-def stream_position(trainer: Trainer) -> StreamPosition:
-    """Where the training order stands: (seed, epoch, global offset) and the identity of the packed data."""
-    progress = trainer.state.progress
-    offset = progress.batch * trainer.config.run.batch_size
-    return StreamPosition(trainer.config.run.seed, progress.epoch, offset, trainer.data.train.digest)
+def stream_position(progress: Progress, run: RunConfig, index: str) -> StreamPosition:
+    """Where the training order stands: (seed, epoch, global offset) and the identity `index` of the packed data."""
+    return StreamPosition(run.seed, progress.epoch, progress.batch * run.batch_size, index)
 
 
-def check_stream(trainer: Trainer) -> None:
+def check_stream(saved: StreamPosition, now: StreamPosition, config: TrainConfig) -> None:
     """A resumed run over packed shards must read the same data in the same global batches, or it is refused."""
-    saved, now = trainer.state.stream, stream_position(trainer)
     if not saved.index:
         return  # not a streamed source (or a state from before version 4): progress.batch is the position
     if saved.index != now.index:
         raise UsageError(
-            f"{trainer.config.data.path} is not the packed data this run started on (its index differs), so its "
+            f"{config.data.path} is not the packed data this run started on (its index differs), so its "
             "sample order cannot be resumed; point --data at the original shards, or start a new run"
         )
     if saved.offset != now.offset or saved.seed != now.seed:
         raise UsageError(
             f"the checkpoint stands {saved.offset} samples into epoch {saved.epoch + 1} of seed {saved.seed}, which "
-            f"global batches of {trainer.config.run.batch_size} with seed {now.seed} cannot continue exactly; resume "
+            f"global batches of {config.run.batch_size} with seed {now.seed} cannot continue exactly; resume "
             "with the run's own --batch-size and --seed (any number of processes)"
         )
 
@@ -279,30 +319,35 @@ def check_stream(trainer: Trainer) -> None:
 def run(trainer: Trainer, progress_bar: bool | None = None) -> dict[str, Any]:
     """Train the remaining epochs, validating and checkpointing after each, then write the summary."""
     state, run_cfg, main = trainer.state.progress, trainer.config.run, trainer.runtime.dist.is_main
+    schedule, objective = trainer.schedule, trainer.learner.objective
     clock = Clock(time.perf_counter(), trainer.state.timers.elapsed_s)
-    objective = trainer.objective
     columns = metric_columns(list(objective.train_metrics), list(objective.val_metrics))
     metrics = MetricsLog(trainer.run_dir, trainer.state.log.metrics_rows, state.step, columns) if main else None
-    reporter = ProgressReporter(trainer.total_steps, state.step, run_cfg.log_every, progress_bar, enabled=main)
+    total = schedule.total_steps(state)
+    reporter = ProgressReporter(total, state.step, run_cfg.log_every, progress_bar, enabled=main)
     trainer.record.announce(
         reporter,
         trainer.config,
         epochs=state.planned_epochs,
-        steps_per_epoch=trainer.steps_per_epoch,
-        warmup=trainer.warmup,
-        total_steps=trainer.total_steps,
+        steps_per_epoch=schedule.steps_per_epoch,
+        warmup=schedule.warmup,
+        total_steps=total,
     )
-    reading = trainer.data.train.describe(run_cfg.batch_size, trainer.runtime.dist.world_size)
+    reading = trainer.inputs.data.train.describe(run_cfg.batch_size, trainer.runtime.dist.world_size)
     if reading is not None:  # streamed sources: how the epoch is cut and shared (drop or pad)
         reporter.message(reading)
     try:
         while state.epoch < state.planned_epochs:
-            resolution = trainer.resolution(state.epoch, state.step)
-            train_epoch(trainer, metrics, reporter, clock)
+            resolution = schedule.resolution(state, state.epoch, state.step)
+            step_times = train_epoch(trainer, metrics, reporter, clock)
             epoch_end = time.perf_counter()
             finish_epoch(trainer, metrics, reporter, clock)
             if run_cfg.time_budget_min > 0:
-                plan_for_budget(trainer, reporter, clock, resolution, time.perf_counter() - epoch_end)
+                # After each epoch, plan the rest of the run in steps from this epoch's steady-state step time and
+                # the time its end took (`training.budget`).
+                state.budget_clock.observe_epoch(resolution, step_times, time.perf_counter() - epoch_end)
+                if apply_plan(state.budget_clock, state, schedule, trainer.runtime, reporter, clock.now()):
+                    trainer.save_last()
     finally:
         if metrics is not None:
             metrics.close()
@@ -323,38 +368,51 @@ class Clock:
         return self.before + time.perf_counter() - self.session_start
 
 
-def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: ProgressReporter, clock: Clock) -> None:
-    """The remaining batches of the current epoch, checkpointing every `save_every` steps."""
+class NonFiniteStep(ArithmeticError):
+    """A training step's loss or gradient norm was NaN or infinite (the step was not taken)."""
+
+    def __init__(self, what: str, loss: float, norm: float) -> None:
+        super().__init__(what)
+        self.what, self.loss, self.norm = what, loss, norm
+
+
+def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: ProgressReporter, clock: Clock) -> list[float]:
+    """The remaining batches of the current epoch, checkpointing every `save_every` steps; returns the duration of
+    each step (the time budget's measure)."""
     state, timers, cfg, runtime = trainer.state.progress, trainer.state.timers, trainer.config, trainer.runtime
-    trainer.step_module.train()
-    frozen_to_eval(trainer.model)
+    learner, schedule = trainer.learner, trainer.schedule
+    learner.step_module.train()
+    frozen_to_eval(learner.model)
     loader = make_loader(
-        trainer.data.train, cfg.run.batch_size, shuffle=True, seed=cfg.run.seed, epoch=state.epoch,
+        trainer.inputs.data.train, cfg.run.batch_size, shuffle=True, seed=cfg.run.seed, epoch=state.epoch,
         start_batch=state.batch, drop_last=True, device=runtime.device, num_workers=cfg.data.num_workers,
         rank=runtime.dist.rank, world_size=runtime.dist.world_size, repeats=cfg.augment.repeats,
     )  # fmt: skip
     batches = iter(loader)
-    trainer.step_times = []
+    step_times: list[float] = []
     budget_s = cfg.run.time_budget_min * 60
-    budget = BudgetClock.from_dict(state.budget_clock) if budget_s > 0 else None
-    while state.step < trainer.total_steps:  # run.steps may end the last epoch early
+    budget = state.budget_clock if budget_s > 0 else None
+    while state.step < schedule.total_steps(state):  # run.steps may end the last epoch early
         start = time.perf_counter()
         try:
             images, labels = next(batches)
         except StopIteration:
             break
         loaded = time.perf_counter()
-        augment = trainer.augment[trainer.resolution(state.epoch, state.step)]
+        augment = trainer.inputs.augment[schedule.resolution(state, state.epoch, state.step)]
         inputs, targets = augment(images, labels, state.step, runtime.dist.rank, runtime.dist.world_size)
         augmented = time.perf_counter()
-        lr = learning_rate(state.step, cfg.optim, trainer.schedule_warmup, trainer.total_steps, trainer.schedule_anchor)
-        set_learning_rate(trainer.optimizer, lr)
-        values, grad_norm = train_step(trainer, Batch(inputs, targets, labels))
+        lr = schedule.learning_rate(cfg.optim, state)
+        set_learning_rate(learner.optimizer, lr)
+        try:
+            values, grad_norm = train_step(learner, Batch(inputs, targets, labels), runtime, cfg.optim, cfg.run)
+        except NonFiniteStep as bad:
+            raise diverged(trainer, bad) from None
         end = time.perf_counter()
         batch = images.shape[0] * runtime.dist.world_size
         state.step, state.batch, state.images = state.step + 1, state.batch + 1, state.images + batch
         timers.train_s += end - start
-        trainer.step_times.append(end - start)
+        step_times.append(end - start)
         timers.data_wait_s += loaded - start
         timers.augment_s += augmented - loaded
         sums = state.epoch_stats or {"seen": 0.0}
@@ -365,76 +423,81 @@ def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progress
         if metrics is not None:
             metrics.write("step", epoch=state.epoch + 1, step=state.step, time_s=clock.now(), **row)
         reporter.update(state.step, state.epoch + 1, state.planned_epochs, row)
-        if budget is not None and replan_due(len(trainer.step_times), state.planned_steps, trainer.steps_per_epoch):
-            budget = plan_within_epoch(trainer, reporter, clock)
+        if budget is not None and replan_due(len(step_times), state.planned_steps, schedule.steps_per_epoch):
+            passes = (2 if learner.ema is not None else 1) * TTA_PASSES.get(cfg.run.eval_tta, 6)
+            budget = plan_within_epoch(state, schedule, step_times, len(trainer.inputs.data.val), passes)
+            apply_plan(budget, state, schedule, runtime, reporter, clock.now())
         if budget is not None and budget.out_of_time(clock.now(), budget_s):
             # Slower than planned: stop here so that the last validation and checkpoint still fit in the budget.
             state.planned_steps, state.planned_epochs = state.step, state.epoch + 1
             reporter.message(f"time budget {cfg.run.time_budget_min:g} min: stopping at step {state.step}")
             break
-        if cfg.run.save_every and state.step % cfg.run.save_every == 0 and state.batch < trainer.steps_per_epoch:
+        if cfg.run.save_every and state.step % cfg.run.save_every == 0 and state.batch < schedule.steps_per_epoch:
             checkpoint(trainer, metrics, clock)
+    return step_times
 
 
-def train_step(trainer: Trainer, batch: Batch) -> tuple[dict[str, float], float]:
-    """Forward and backward over `grad_accum` micro-batches, clip, step; returns the batch's metrics and grad norm."""
-    cfg, runtime, optimizer, scaler = trainer.config, trainer.runtime, trainer.optimizer, trainer.scaler
-    parts = cfg.run.grad_accum
+def train_step(
+    learner: Learner, batch: Batch, runtime: Runtime, optim: OptimConfig, run: RunConfig
+) -> tuple[dict[str, float], float]:
+    """Forward and backward over `run.grad_accum` micro-batches, clip, step; returns the batch's metrics and grad
+    norm. Raises NonFiniteStep (the step not taken) when the loss or the gradient norm is not finite."""
+    optimizer, scaler, step_module = learner.optimizer, learner.scaler, learner.step_module
+    parts = run.grad_accum
     sums: dict[str, torch.Tensor] = {}
     for index, micro in enumerate(batch.chunk(parts)):
         # DDP synchronises gradients on the last micro-batch only.
-        sync = index == parts - 1 or not hasattr(trainer.step_module, "no_sync")
+        sync = index == parts - 1 or not hasattr(step_module, "no_sync")
         with (runtime.autocast(), runtime.attention_kernel(),
-              trainer.step_module.no_sync() if not sync else contextlib.nullcontext()):  # fmt: skip
-            out = trainer.step_module(micro)
+              step_module.no_sync() if not sync else contextlib.nullcontext()):  # fmt: skip
+            out = step_module(micro)
             scaler.scale(out.loss / parts).backward()
         for key, value in out.metrics.items():
             sums[key] = sums.get(key, 0) + value.detach().float() / parts
     values = {k: v.item() for k, v in distributed.reduce_mean(sums, runtime).items()}
     scaler.unscale_(optimizer)
-    parameters = [p for p in trainer.step_module.parameters() if p.grad is not None]
-    limit = cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else math.inf
+    parameters = [p for p in step_module.parameters() if p.grad is not None]
+    limit = optim.clip_grad if optim.clip_grad > 0 else math.inf
     norm = torch.nn.utils.clip_grad_norm_(parameters, limit)
     grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # a DTensor under FSDP
     loss = values.get("loss", 0.0)
     # fp16 overflows are the GradScaler's to handle (it skips the step and lowers the scale); anything else stops.
     if not math.isfinite(loss) or (not math.isfinite(grad_norm) and not scaler.is_enabled()):
         optimizer.zero_grad(set_to_none=True)
-        raise diverged(trainer, "loss" if not math.isfinite(loss) else "gradient norm", loss, grad_norm)
+        raise NonFiniteStep("loss" if not math.isfinite(loss) else "gradient norm", loss, grad_norm)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    if trainer.ema is not None:
-        trainer.ema.update(trainer.model)
+    if learner.ema is not None:
+        learner.ema.update(learner.model)
     return values, grad_norm
 
 
-def diverged(trainer: Trainer, what: str, loss: float, norm: float) -> TrainingDiverged:
-    """The error for a non-finite loss or gradient, naming the step and the checkpoint that is kept."""
-    state, cfg = trainer.state.progress, trainer.config
-    last = trainer.checkpoint_dir / "last"
+def diverged(trainer: Trainer, bad: NonFiniteStep) -> TrainingDiverged:
+    """Record the divergence in summary.json; the error names the step, the checkpoint that is kept, what to try."""
+    state, optim = trainer.state.progress, trainer.config.optim
+    last = trainer.checkpoints.directory / "last"
     kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint had been written yet"
-    trainer.write_summary("diverged", error=f"non-finite {what} at step {state.step + 1}")
-    hints = [f"a lower --lr (now {cfg.optim.lr:g})"]
+    trainer.write_summary("diverged", error=f"non-finite {bad.what} at step {state.step + 1}")
+    hints = [f"a lower --lr (now {optim.lr:g})"]
     if trainer.runtime.precision != "fp32":
         hints.append("--precision fp32")
-    hints.append(
-        "--clip-grad 1.0" if cfg.optim.clip_grad == 0 else f"a smaller --clip-grad (now {cfg.optim.clip_grad:g})"
-    )
-    if cfg.optim.warmup_steps is None and cfg.optim.warmup_epochs < 5:
+    hints.append("--clip-grad 1.0" if optim.clip_grad == 0 else f"a smaller --clip-grad (now {optim.clip_grad:g})")
+    if optim.warmup_steps is None and optim.warmup_epochs < 5:
         hints.append("a longer --warmup-epochs")
     return TrainingDiverged(
-        f"training stopped: the {what} became non-finite at step {state.step + 1} (epoch {state.epoch + 1}; "
-        f"loss {loss:g}, gradient norm {norm:g}); {kept}. Try {', '.join(hints)}"
+        f"training stopped: the {bad.what} became non-finite at step {state.step + 1} (epoch {state.epoch + 1}; "
+        f"loss {bad.loss:g}, gradient norm {bad.norm:g}); {kept}. Try {', '.join(hints)}"
     )
 
 
 def finish_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: ProgressReporter, clock: Clock) -> None:
     """Validate raw (and EMA) weights, keep the best by the objective's metric, checkpoint, log the epoch."""
-    state, scores, objective = trainer.state.progress, trainer.state.scores, trainer.objective
-    results = {"raw": validate(trainer, trainer.model)}
-    if trainer.ema is not None:
-        results["ema"] = validate(trainer, trainer.ema.model)
+    state, scores, learner = trainer.state.progress, trainer.state.scores, trainer.learner
+    objective, ema = learner.objective, learner.ema
+    results = {"raw": validate(learner.model, learner, trainer.inputs, trainer.config.run, trainer.runtime)}
+    if ema is not None:
+        results["ema"] = validate(ema.model, learner, trainer.inputs, trainer.config.run, trainer.runtime)
     sums = state.epoch_stats or {"seen": 1.0}
     state.epoch, state.batch, state.epoch_stats = state.epoch + 1, 0, {}
     metric = objective.best_metric
@@ -462,10 +525,10 @@ def finish_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progres
     trainer.state.timers.elapsed_s = clock.now()
     # best before last: a kill between the two repeats this epoch and rewrites the same best checkpoint.
     if improved:
-        weights = trainer.model if kind == "raw" else trainer.ema.model
+        weights = learner.model if kind == "raw" or ema is None else ema.model
         trainer.checkpoints.save_weights("best", weights, kind, state, best)
-    if trainer.ema is not None:
-        trainer.checkpoints.save_weights("ema", trainer.ema.model, "ema", state, results["ema"])
+    if ema is not None:
+        trainer.checkpoints.save_weights("ema", ema.model, "ema", state, results["ema"])
     trainer.save_last()
     if metrics is not None:
         plot_curves(metrics.path, trainer.run_dir / "curves.png")
@@ -479,20 +542,20 @@ def finish_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progres
     )
 
 
-def validate(trainer: Trainer, model: nn.Module) -> Validation:
-    """The objective's validation metrics of `model` under the run's precision and attention kernel."""
-    cfg, runtime = trainer.config, trainer.runtime
+def validate(model: nn.Module, learner: Learner, inputs: Inputs, run: RunConfig, runtime: Runtime) -> Validation:
+    """The objective's validation metrics of `model` (the raw or the EMA weights) under the run's precision and
+    attention kernel."""
     sharded = runtime.distributed == "fsdp"
     if sharded:
-        trainer.step_module.unshard()  # the root's parameters (embeddings, head); blocks gather themselves
+        learner.step_module.unshard()  # the root's parameters (embeddings, head); blocks gather themselves
     with runtime.attention_kernel():
         context = ValidationContext(
-            trainer.data.val, trainer.eval_transform, cfg.run.eval_batch_size or cfg.run.batch_size, runtime.device,
+            inputs.data.val, inputs.eval_transform, run.eval_batch_size or run.batch_size, runtime.device,
             runtime.precision, runtime.dist.rank, runtime.dist.world_size,
         )  # fmt: skip
-        result = trainer.objective.validate(model, context)
+        result = learner.objective.validate(model, context)
     if sharded:
-        trainer.step_module.reshard()
+        learner.step_module.reshard()
     return result
 
 
@@ -505,68 +568,56 @@ def checkpoint(trainer: Trainer, metrics: MetricsLog | None, clock: Clock) -> No
     trainer.save_last()
 
 
-def plan_for_budget(
-    trainer: Trainer, reporter: ProgressReporter, clock: Clock, resolution: int, epoch_end_s: float
-) -> None:
-    """After each epoch, plan the rest of the run in steps to end within `time_budget_min` (`training.budget`).
-
-    The plan comes from this epoch's steady-state step time and the time its end took; the learning-rate
-    decay is re-fitted to the new length from where it stands, and every rank takes the main rank's plan.
-    """
-    budget = BudgetClock.from_dict(trainer.state.progress.budget_clock)
-    budget.observe_epoch(resolution, trainer.step_times, epoch_end_s)
-    trainer.state.progress.budget_clock = budget.to_dict()
-    if apply_plan(trainer, reporter, clock, budget):
-        trainer.save_last()
-
-
-def plan_within_epoch(trainer: Trainer, reporter: ProgressReporter, clock: Clock) -> BudgetClock:
-    """Plan again inside an epoch that is long beside the budget, from its steps so far; returns the clock that
-    the out-of-time check uses (an epoch end not yet measured is estimated from the validation set's size)."""
-    cfg, progress = trainer.config, trainer.state.progress
-    resolution = trainer.resolution(progress.epoch, max(0, progress.step - 1))
-    recorded = BudgetClock.from_dict(progress.budget_clock)
-    step_s = statistics.median(trainer.step_times) if trainer.step_times else 0.0
-    passes = (2 if trainer.ema is not None else 1) * TTA_PASSES.get(cfg.run.eval_tta, 6)
-    end_s = estimate_epoch_end(step_s, cfg.run.batch_size, len(trainer.data.val), passes)
-    budget = recorded.with_partial_epoch(resolution, trainer.step_times, end_s)
-    apply_plan(trainer, reporter, clock, budget)
-    return budget
+def plan_within_epoch(
+    progress: Progress, schedule: Schedule, step_times: list[float], val_images: int, eval_passes: int
+) -> BudgetClock:
+    """The clock to plan from inside an epoch that is long beside the budget: its steps so far, and an epoch end not
+    yet measured estimated from the validation set's size (`eval_passes` forward passes per image)."""
+    resolution = schedule.resolution(progress, progress.epoch, max(0, progress.step - 1))
+    step_s = statistics.median(step_times) if step_times else 0.0
+    end_s = estimate_epoch_end(step_s, schedule.run.batch_size, val_images, eval_passes)
+    return progress.budget_clock.with_partial_epoch(resolution, step_times, end_s)
 
 
 TTA_PASSES = {"none": 1, "flip": 2}  # forward passes per validation image (multi-crop: 6)
 
 
-def apply_plan(trainer: Trainer, reporter: ProgressReporter, clock: Clock, budget: BudgetClock) -> bool:
-    """Plan the rest of the run from `budget`'s times and adopt the main rank's plan; True when it changed.
-
-    The learning-rate decay is re-fitted to the new length from where it stands (`ScheduleAnchor`).
-    """
-    progress, cfg = trainer.state.progress, trainer.config.run
+def apply_plan(
+    budget: BudgetClock,
+    progress: Progress,
+    schedule: Schedule,
+    runtime: Runtime,
+    reporter: ProgressReporter,
+    now: float,
+) -> bool:
+    """Plan the rest of the run from `budget`'s times at `now` (seconds of the run so far) and adopt the main rank's
+    plan; True when it changed. The learning-rate decay is re-fitted to the new length from where it stands."""
+    run, steps_per_epoch = schedule.run, schedule.steps_per_epoch
     plan = plan_steps(
-        budget, budget_s=cfg.time_budget_min * 60, elapsed_s=clock.now(), step=progress.step,
-        steps_per_epoch=trainer.steps_per_epoch, max_steps=cfg.epochs * trainer.steps_per_epoch,
-        full_size=trainer.config.data.img_size, low_size=cfg.low_res_size if cfg.low_res_share else None,
-        low_share=cfg.low_res_share, switch_step=progress.switch_step if progress.planned_steps else 10**12,
+        budget, budget_s=run.time_budget_min * 60, elapsed_s=now, step=progress.step,
+        steps_per_epoch=steps_per_epoch, max_steps=run.epochs * steps_per_epoch,
+        full_size=schedule.img_size, low_size=run.low_res_size if run.low_res_share else None,
+        low_share=run.low_res_share, switch_step=progress.switch_step if progress.planned_steps else 10**12,
     )  # fmt: skip
-    plan = distributed.broadcast_object(plan, trainer.runtime)
-    old_total = trainer.total_steps
+    plan = distributed.broadcast_object(plan, runtime)
+    old_total = schedule.total_steps(progress)
     changed = plan.total_steps != old_total or not progress.planned_steps
     if changed:
-        anchor = trainer.schedule_anchor.moved_to(progress.step, trainer.schedule_warmup, old_total)
-        progress.schedule_anchor = anchor.to_dict()
+        progress.schedule_anchor = progress.schedule_anchor.moved_to(
+            progress.step, schedule.warmup_steps(progress), old_total
+        )
         progress.planned_steps, progress.switch_step = plan.total_steps, plan.switch_step
         # An epoch cut short by the last plan leaves its steps to one more (partial) epoch when the new plan is longer.
         more = progress.epoch + 1 if plan.total_steps > progress.step else progress.epoch
         if progress.batch:  # planned within an epoch: the current one is not over
             more = progress.epoch + 1
-        progress.planned_epochs = max(more, math.ceil(plan.total_steps / trainer.steps_per_epoch))
-        reporter.set_total(trainer.total_steps)
-    left = (plan.total_steps - progress.step) * (budget.step_time(trainer.config.data.img_size) or 0.0)
-    switch = f", {cfg.low_res_size}px until step {plan.switch_step}" if cfg.low_res_share else ""
+        progress.planned_epochs = max(more, math.ceil(plan.total_steps / steps_per_epoch))
+        reporter.set_total(schedule.total_steps(progress))
+    left = (plan.total_steps - progress.step) * (budget.step_time(schedule.img_size) or 0.0)
+    switch = f", {run.low_res_size}px until step {plan.switch_step}" if run.low_res_share else ""
     within = f" (within epoch {progress.epoch + 1}, after {progress.batch} steps)" if progress.batch else ""
     reporter.message(
-        f"time budget {cfg.time_budget_min:g} min{within}: {format_duration(clock.now())} used; {plan.total_steps} "
+        f"time budget {run.time_budget_min:g} min{within}: {format_duration(now)} used; {plan.total_steps} "
         f"steps planned (~{progress.planned_epochs} epochs{switch}), about {format_duration(left)} of training left"
     )
     return changed
