@@ -14,7 +14,7 @@ is shuffled, so these are random pairs, and they stay inside every rank's slice 
 even (an image whose partner lies on another rank, only possible with an odd share, is mixed with itself, i.e.
 left as it is). Dropout and stochastic depth keep each rank's own seed.
 
-**Why not kornia.augmentation** (measured with benchmarks/augment_speed.py, CPU: 2-core Intel Xeon Sapphire
+**Why not kornia.augmentation** (measured with benchmarks/speed/augment_speed.py, CPU: 2-core Intel Xeon Sapphire
 Rapids with AMX shared with other jobs (load ~4), torch 2.13, kornia 0.9.0, one thread, median of 31 calls
 timed alternately, uint8 -> float and the parameter draw included, milliseconds):
 

@@ -27,7 +27,7 @@ from vitkit.training.objectives import (
     register_objective,
 )
 from vitkit.training.runtime import Runtime
-from vitkit.training.trainer import TrainingDiverged, train
+from vitkit.training.trainer import Trainer, TrainingDiverged, create_trainer, train
 
 __all__ = [
     "OBJECTIVES",
@@ -50,9 +50,11 @@ __all__ = [
     "Supervised",
     "TeacherInputs",
     "TrainConfig",
+    "Trainer",
     "TrainingDiverged",
     "Validation",
     "ValidationContext",
+    "create_trainer",
     "evaluate",
     "finetune_config",
     "load_config",

@@ -151,6 +151,11 @@ class Trainer:
         """RUN_DIR/summary.json as the run stands now."""
         return self.record.write_summary(self.state, status, error)
 
+    def train_step(self, batch: Batch) -> tuple[dict[str, float], float]:
+        """One optimizer step on an augmented batch, as the loop takes it (its metrics and gradient norm); for
+        benchmarks and experiments that drive the steps themselves. The learning rate is the optimizer's."""
+        return train_step(self.learner, batch, self.runtime, self.config.optim, self.config.run)
+
 
 def train(
     config: TrainConfig | None,

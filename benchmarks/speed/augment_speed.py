@@ -1,6 +1,6 @@
 """vitkit's batched augmentations against kornia.augmentation's, per operation, on the CPU (the training device).
 
-Usage: python benchmarks/augment_speed.py [--repeats 15] [--threads 1]
+Usage: python benchmarks/speed/augment_speed.py [--repeats 15] [--threads 1]
 
 Each cell is the median wall time (ms) of one call on a fresh uint8 batch, uint8 -> float conversion and
 the drawing of the random parameters included, at two shapes: batch 128 at 32 px (CIFAR) and batch 64 at

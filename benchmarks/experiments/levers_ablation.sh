@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The levers of docs/efficiency.md, each against one baseline at equal epochs, two runs at a time on 1 thread each.
-#   benchmarks/levers_ablation.sh [OUT_DIR] [EPOCHS]      (default runs/levers, 5 epochs; ~30 min a pair here)
+#   benchmarks/experiments/levers_ablation.sh [OUT_DIR] [EPOCHS]      (default runs/levers, 5 epochs; ~30 min a pair here)
 # Patch dropout (keep half the patch tokens in training) against the baseline, started together:
-#   benchmarks/levers_ablation.sh OUT_DIR EPOCHS patchdrop
+#   benchmarks/experiments/levers_ablation.sh OUT_DIR EPOCHS patchdrop
 # Then the 30-minute recipe beside the CCT repository's CPU recommendation (needs ../shared/tools):
-#   benchmarks/levers_ablation.sh OUT_DIR EPOCHS final30
+#   benchmarks/experiments/levers_ablation.sh OUT_DIR EPOCHS final30
 # CCT_EPOCHS (default 11) sets the CCT script's epochs: choose them so that it ends near 30 minutes on your CPU
 # (11 on the 2-core Zen 5 and Xeon AMX machines; 4 on a 2-core Zen 3, ~7 min an epoch on one thread).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 out=${1:-runs/levers}; epochs=${2:-5}; phase=${3:-ablation}
 export OMP_NUM_THREADS=1
 VITKIT=${VITKIT:-.venv/bin/vitkit}

@@ -1,6 +1,6 @@
 """Val top-1 against epochs and against minutes for any runs of `vitkit train`, from their metrics.csv.
 
-    python benchmarks/plot_curves.py OUT.png RUN_DIR[=LABEL] [RUN_DIR[=LABEL] ...] [--title TEXT] [--budget MIN]
+    python benchmarks/figures/plot_curves.py OUT.png RUN_DIR[=LABEL] [RUN_DIR[=LABEL] ...] [--title TEXT] [--budget MIN]
 
 Each RUN_DIR is a run directory (its metrics.csv holds one `epoch` row per validation); LABEL defaults to the
 directory's name. `--budget` draws the time budget as a dotted line on the minutes panel.

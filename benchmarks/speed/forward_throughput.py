@@ -1,6 +1,6 @@
 """Forward throughput (images/s) of vitkit against Hugging Face transformers' ViT, same inputs, one run.
 
-Usage: python benchmarks/forward_throughput.py [--models S/16 B/16] [--batch-size 16] [--repeats 10]
+Usage: python benchmarks/speed/forward_throughput.py [--models S/16 B/16] [--batch-size 16] [--repeats 10]
 
 Both models get the same weights (vitkit loads the HF checkpoint), the same batch, the same thread count.
 Calls alternate between the two (A, B, A, B, ...) so that machine noise hits both alike; the median of each

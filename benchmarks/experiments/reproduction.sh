@@ -2,12 +2,12 @@
 # The reproduction report's experiments (docs/reproduction.md, issue 17), each one `vitkit` command on
 # ../shared/data. Every job runs on 1 thread; `all` runs them two at a time (2 cores), in phases whose two jobs
 # start together, so the arms of a time-matched comparison share the machine the same way.
-#   benchmarks/reproduction.sh all [PHASE]     # everything (from PHASE), in the background: tail -f runs/repro/all.log
-#   benchmarks/reproduction.sh deit_plain      # one job, in the foreground
-# Results: runs/repro/<name>/{summary.json,metrics.csv}; figures: benchmarks/reproduction_figures.py.
+#   benchmarks/experiments/reproduction.sh all [PHASE]     # everything (from PHASE), in the background: tail -f runs/repro/all.log
+#   benchmarks/experiments/reproduction.sh deit_plain      # one job, in the foreground
+# Results: runs/repro/<name>/{summary.json,metrics.csv}; figures: benchmarks/figures/reproduction_figures.py.
 # Phases 1-2 also hold issue 18's export measurements (a 160-px Imagenette model, accuracy and speed tables).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 export OMP_WAIT_POLICY=PASSIVE  # a spinning OpenMP thread costs a lot on a CPU shared by two jobs
 VITKIT=.venv/bin/vitkit
 PYTHON=.venv/bin/python
@@ -35,18 +35,18 @@ imagenette_160() {
     --epochs 100 --time-budget-min 13 --eval-tta flip --save-every 0 "${COMMON[@]}" --out "$EXP/imagenette_160"
 }
 export_imagenette() {
-  OMP_NUM_THREADS=1 $PYTHON benchmarks/export_accuracy.py "$EXP/imagenette_160" --data "$DATA/imagenette-160" \
+  OMP_NUM_THREADS=1 $PYTHON benchmarks/experiments/export_accuracy.py "$EXP/imagenette_160" --data "$DATA/imagenette-160" \
     --out "$EXP/export_imagenette" > "$EXP/export_imagenette.md"
 }
 export_cifar10() {
-  OMP_NUM_THREADS=1 $PYTHON benchmarks/export_accuracy.py runs/cifar10_60min --data "$DATA/cifar10" \
+  OMP_NUM_THREADS=1 $PYTHON benchmarks/experiments/export_accuracy.py runs/cifar10_60min --data "$DATA/cifar10" \
     --out "$EXP/export_cifar10" > "$EXP/export_cifar10.md"
 }
 export_speed() {  # alone on the machine; timm's row when ../shared/tools builds it
   local site
   site=$(PYTHON=$PYTHON ../shared/tools/timm-site.sh 2>/dev/null || true)
   for model in cifar10:runs/cifar10_60min imagenette:$EXP/imagenette_160; do
-    OMP_NUM_THREADS=1 PYTHONPATH=$site $PYTHON benchmarks/export_speed.py "${model#*:}" \
+    OMP_NUM_THREADS=1 PYTHONPATH=$site $PYTHON benchmarks/speed/export_speed.py "${model#*:}" \
       --onnx-dir "$EXP/export_${model%%:*}" --rounds 3 --seconds 1.5 > "$EXP/speed_${model%%:*}.md"
   done
 }
@@ -157,7 +157,7 @@ hybrid_cct2_base() { hybrid cct2 base; }
 hybrid_c20_wide() { hybrid C20 wide "${WIDE[@]}"; }
 hybrid_cct2_wide() { hybrid cct2 wide "${WIDE[@]}"; }
 
-# 7. The look inside: `vitkit analyze` on 64 val images of each model benchmarks/reproduction_figures.py compares.
+# 7. The look inside: `vitkit analyze` on 64 val images of each model benchmarks/figures/reproduction_figures.py compares.
 analyze_models() {
   for run in posemb_learned_s0 hybrid_C20_base deit_hard mpp; do
     $VITKIT analyze "$EXP/$run" --data "$DATA/cifar10/val" --num-images 64 --out "$EXP/analysis/$run"
@@ -188,5 +188,5 @@ PHASES=(
   "hybrid_c20_wide hybrid_cct2_wide"
   "analyze_models"  # alone only for the order: it needs runs of three phases before it
 )
-source benchmarks/phases.sh
+source benchmarks/experiments/phases.sh
 main "$0" "$@"; exit $?  # on one line: bash reads no further, so this file may be edited while it runs

@@ -5,7 +5,7 @@ The command is the issue's: ViT-Ti with 4x4 patches at 32x32 on a 5,000-image CI
 epoch's warm-up), RandAugment 2/9 as timm's default. Then a torch.profiler table of a few bare training steps,
 grouped by what the time goes to (matmuls, attention, LayerNorm, GELU, softmax, copies, optimizer, ...).
 
-    .venv/bin/python benchmarks/train_defaults.py [--data ../shared/data/cifar10/val] [--epochs 2] [--compile]
+    .venv/bin/python benchmarks/speed/train_defaults.py [--data ../shared/data/cifar10/val] [--epochs 2] [--compile]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import matmul_peak_tflops  # noqa: E402
 from vitkit import create_model  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Which profiler ops belong to which kind of work (first match wins; the rest is "other").
 GROUPS = [

@@ -1,12 +1,12 @@
 """Top-1 agreement and accuracy of a checkpoint in PyTorch vs its exported files (ONNX Runtime fp32, int8
 dynamic/static; AOTInductor .pt2), optionally with a sweep of static int8 settings.
 
-    OMP_NUM_THREADS=1 python benchmarks/export_accuracy.py CKPT --data DIR [--out DIR] [--calibration-images 128]
-        [--static-sweep] [--no-pt2]
+    OMP_NUM_THREADS=1 python benchmarks/experiments/export_accuracy.py CKPT --data DIR [--out DIR]
+        [--calibration-images 128] [--static-sweep] [--no-pt2]
 
 Every image of the data's val split (CIFAR: the test set) is classified by PyTorch eager fp32 and by each
 exported file; static int8 is calibrated on training images (never the val ones). The files stay in --out for
-benchmarks/export_speed.py.
+benchmarks/speed/export_speed.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Decode speed of an image folder with and without JPEG draft (DCT scaling), at the size a run stores.
 
-    python benchmarks/decode_draft.py --data ../shared/data/imagenette-160/train --img-size 128 --limit 1000
-    python benchmarks/decode_draft.py --make /tmp/photos500 --count 600   # generated 400-500 px JPEGs first
+    python benchmarks/speed/decode_draft.py --data ../shared/data/imagenette-160/train --img-size 128 --limit 1000
+    python benchmarks/speed/decode_draft.py --make /tmp/photos500 --count 600   # generated 400-500 px JPEGs first
 
 Single process (`torch.set_num_threads(1)`); each mode runs once over the same files, page cache warmed first.
 """

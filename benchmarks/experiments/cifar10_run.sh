@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Train a CIFAR-10 recipe in the background (about 60 minutes on a 2-core CPU), then evaluate its best
 # checkpoint. Progress: tail -f runs/cifar10.log; result: runs/cifar10/summary.json (val_top1, wall_s).
-#   benchmarks/cifar10_run.sh                                  # recipes/cifar10.yaml -> runs/cifar10
-#   RECIPE=recipes/cifar10_progressive.yaml OUT=runs/cifar10_progressive benchmarks/cifar10_run.sh
+#   benchmarks/experiments/cifar10_run.sh                                  # recipes/cifar10.yaml -> runs/cifar10
+#   RECIPE=recipes/cifar10_progressive.yaml OUT=runs/cifar10_progressive benchmarks/experiments/cifar10_run.sh
 # Extra arguments go to `vitkit train`. Resume after a stop: .venv/bin/vitkit train --resume runs/cifar10
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 RECIPE=${RECIPE:-recipes/cifar10.yaml}
 OUT=${OUT:-runs/cifar10}
 mkdir -p "$(dirname "$OUT")"

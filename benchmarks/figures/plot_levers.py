@@ -1,7 +1,7 @@
 """docs/figures/levers.png: val top-1 against epochs (the lever ablation) and against minutes (the 30-minute recipe
-beside the CCT script), from the runs of benchmarks/levers_ablation.sh.
+beside the CCT script), from the runs of benchmarks/experiments/levers_ablation.sh.
 
-    python benchmarks/plot_levers.py runs/levers [docs/figures/levers.png]
+    python benchmarks/figures/plot_levers.py runs/levers [docs/figures/levers.png]
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """Training throughput: vitkit's train step against a conventional PyTorch loop, same model, precision and batch.
 
 vitkit: decoded uint8 images held in memory, batched augmentation on the training device (pad-crop, flip,
-RandAugment as whole-batch tensor ops), autocast, AdamW step (`vitkit.training.trainer.train_step`).
+RandAugment as whole-batch tensor ops), autocast, AdamW step (`vitkit.training.Trainer.train_step`).
 conventional: a torch DataLoader whose workers open each JPEG and augment it one image at a time with PIL
 (pad-crop, flip, RandAugment written with PIL ops, as torchvision does), then the same model and AdamW step.
 
 Prints a markdown table, the ratio, the step's share of this machine's measured matmul peak, and where the
 time goes. Not a test: run it by hand (about 3-5 minutes on a 2-core CPU).
 
-    .venv/bin/python benchmarks/train_throughput.py [--data ../shared/data/cifar10] [--steps 20]
+    .venv/bin/python benchmarks/speed/train_throughput.py [--data ../shared/data/cifar10] [--steps 20]
 """
 
 from __future__ import annotations
@@ -28,12 +28,11 @@ from PIL import Image, ImageEnhance, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
 from vitkit.data import AugmentConfig
-from vitkit.training import load_config
+from vitkit.training import create_trainer, load_config
 from vitkit.training.objectives import Batch
 from vitkit.training.runtime import attention_kernel, autocast, resolve_precision
-from vitkit.training.trainer import create_trainer, train_step
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def parse_args() -> argparse.Namespace:
@@ -204,16 +203,16 @@ def run_vitkit(trainer, args, steps: int) -> dict:
     """img/s and the time split of vitkit's loop: loader wait, batched augmentation, train_step."""
     from vitkit.data import make_loader
 
-    loader = make_loader(trainer.data.train, args.batch_size, shuffle=True, seed=0, epoch=0, drop_last=True)
+    loader = make_loader(trainer.inputs.data.train, args.batch_size, shuffle=True, seed=0, epoch=0, drop_last=True)
     batches = iter(loader)
     wait = augment = total = 0.0
     for i in range(steps + 3):
         start = time.perf_counter()
         images, labels = next(batches)
         loaded = time.perf_counter()
-        inputs, targets = trainer.augment[trainer.config.data.img_size](images, labels)
+        inputs, targets = trainer.inputs.augment[trainer.config.data.img_size](images, labels)
         augmented = time.perf_counter()
-        train_step(trainer, Batch(inputs, targets))
+        trainer.train_step(Batch(inputs, targets))
         end = time.perf_counter()
         if i >= 3:
             wait, augment, total = wait + loaded - start, augment + augmented - loaded, total + end - start
@@ -230,11 +229,13 @@ def data_only(args, config, trainer, batches: int) -> dict:
     from vitkit.data import make_loader
 
     out = {}
-    loader = iter(make_loader(trainer.data.train, args.batch_size, shuffle=True, seed=1, epoch=0, drop_last=True))
+    loader = iter(
+        make_loader(trainer.inputs.data.train, args.batch_size, shuffle=True, seed=1, epoch=0, drop_last=True)
+    )
     for i in range(batches + 2):
         if i == 2:
             start = time.perf_counter()
-        trainer.augment[trainer.config.data.img_size](*next(loader))
+        trainer.inputs.augment[trainer.config.data.img_size](*next(loader))
     out["vitkit"] = batches * args.batch_size / (time.perf_counter() - start)
     loader = iter(conventional_loader(args, config))
     for i in range(batches + 2):
@@ -247,7 +248,7 @@ def data_only(args, config, trainer, batches: int) -> dict:
 
 def step_breakdown(trainer, args, repeats: int = 5) -> dict:
     """Median ms of forward, backward and optimizer for one batch (the model part of either loop)."""
-    model, optimizer = trainer.model, trainer.optimizer
+    model, optimizer = trainer.learner.model, trainer.learner.optimizer
     x = torch.randn(args.batch_size, 3, trainer.config.data.img_size, trainer.config.data.img_size)
     y = torch.randint(0, 10, (args.batch_size,))
     times = {"forward": [], "backward": [], "optimizer": []}
@@ -298,7 +299,7 @@ def top_ops(trainer, args, rows: int = 8) -> str:
     y = torch.randint(0, 10, (args.batch_size,))
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(2):
-            train_step(trainer, Batch(*trainer.augment[trainer.config.data.img_size](x, y)))
+            trainer.train_step(Batch(*trainer.inputs.augment[trainer.config.data.img_size](x, y)))
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48)
     return "\n".join(line[:120] for line in table.splitlines())
 
@@ -312,7 +313,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         trainer = create_trainer(config, Path(scratch), resume=False)
     torch.set_num_threads(args.threads)
-    model = trainer.model
+    model = trainer.learner.model
     params = sum(p.numel() for p in model.parameters())
     precision = "bf16 autocast" if args.precision == "bf16" else "fp32"
     print(

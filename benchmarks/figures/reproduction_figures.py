@@ -1,6 +1,8 @@
-"""Figures and tables of the reproduction report (docs/reproduction.md) from the runs of benchmarks/reproduction.sh.
+"""Figures and tables of the reproduction report (docs/reproduction.md) from the runs of
+benchmarks/experiments/reproduction.sh.
 
-    .venv/bin/python benchmarks/reproduction_figures.py [--runs runs/repro] [--out docs/figures] [--only NAME ...]
+    .venv/bin/python benchmarks/figures/reproduction_figures.py [--runs runs/repro] [--out docs/figures]
+        [--only NAME ...]
 
 Reads each run's summary.json, metrics.csv and config.yaml (and, for the look inside the models, the analysis.json
 that `vitkit analyze` wrote under RUNS/analysis/<run>/); writes one PNG per experiment, docs/figures/repro_<name>.png,
@@ -34,7 +36,7 @@ from vitkit.models.summary import summarize  # noqa: E402
 from vitkit.training.config import read_recipe  # noqa: E402
 from vitkit.training.metrics import read_metrics  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Missing(Exception):

@@ -1,7 +1,7 @@
 """Loader throughput (decode + augmentation, images/s): packed shards against the same images in a folder, with a
 cold and a warm page cache; and the data-wait share of a short `vitkit train` on each.
 
-Usage: python benchmarks/loader_throughput.py [--data-root ../shared/data] [--scratch /tmp/vitkit-loader-bench]
+Usage: python benchmarks/speed/loader_throughput.py [--data-root ../shared/data] [--scratch /tmp/vitkit-loader-bench]
                                               [--rounds 3] [--datasets cifar10 imagenette-160]
 
 Per dataset, the folder (train and val) is packed once with `vitkit data pack` into the scratch directory
@@ -44,7 +44,7 @@ from common import machine_description  # noqa: E402
 from vitkit.data import AugmentConfig, DataConfig, TrainAugment, load_dataset, make_loader  # noqa: E402
 from vitkit.data.cache import cache_root  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 IMAGENET_NORM = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
 

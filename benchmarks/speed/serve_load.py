@@ -2,9 +2,10 @@
 batched against a naive one-request-at-a-time server of the same model, beside offline `vitkit predict`
 throughput; and a soak (many requests with bad uploads mixed in: status counts and the server's RSS growth).
 
-    python benchmarks/serve_load.py runs/cifar10 --data ../shared/data/cifar10/val --out runs/serve_load
-    python benchmarks/serve_load.py runs/cifar10 --data ../shared/data/cifar10/val --soak 20000 --bad-fraction 0.05
-    python benchmarks/serve_load.py --table runs/serve_load/*.json     # the results as a markdown table
+    python benchmarks/speed/serve_load.py runs/cifar10 --data ../shared/data/cifar10/val --out runs/serve_load
+    python benchmarks/speed/serve_load.py runs/cifar10 --data ../shared/data/cifar10/val --soak 20000 \
+        --bad-fraction 0.05
+    python benchmarks/speed/serve_load.py --table runs/serve_load/*.json     # the results as a markdown table
 
 Each server is `python -m vitkit serve` in a subprocess on 127.0.0.1 (the "naive" one: --max-batch 1
 --decode-threads 1, so one image runs at a time); the load generator (asyncio + httpx, one process) shares the
@@ -29,7 +30,7 @@ import httpx
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 

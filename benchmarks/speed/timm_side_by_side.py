@@ -16,7 +16,8 @@ vitkit: `metrics.csv` step rows at `--log-every 5`, the same).
 
 Needs timm beside the venv's torch (`../shared/tools/timm-site.sh`); exits with a message where it is absent.
 
-    .venv/bin/python benchmarks/timm_side_by_side.py [--rounds 2] [--precision fp32] [--data ../shared/data/cifar10/val]
+    .venv/bin/python benchmarks/speed/timm_side_by_side.py [--rounds 2] [--precision fp32]
+        [--data ../shared/data/cifar10/val]
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO.parent / "shared" / "tools"
 TIMM_RATE = re.compile(r"Train: (\d+) \[.*?Time: [\d.]+s,\s+([\d.]+)/s")
 

@@ -2,13 +2,13 @@
 # The transfer (issue 10) and ConvNet (issue 11) experiments on ../shared/data, each one `vitkit` command.
 # Each experiment runs on 1 thread; `all` runs them two at a time (2 cores), in phases whose two jobs start
 # together, so the two arms of a time-matched comparison share the machine the same way.
-#   benchmarks/experiments.sh all [PHASE]    # everything (from PHASE), in the background: tail -f runs/exp/all.log
-#   benchmarks/experiments.sh mpp_pretrain   # one experiment, in the foreground
+#   benchmarks/experiments/experiments.sh all [PHASE]    # everything (from PHASE), in the background: tail -f runs/exp/all.log
+#   benchmarks/experiments/experiments.sh mpp_pretrain   # one experiment, in the foreground
 # Results: runs/exp/<name>/summary.json (training runs), runs/exp/fewshot_<model>_<data>.json (few-shot).
 # Prerequisite of the distillation runs: the teacher (vitkit train --config recipes/cifar10_teacher.yaml
 # --out runs/cifar10_teacher). Their baseline without distillation is `deit_plain`.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 export OMP_WAIT_POLICY=PASSIVE  # a spinning OpenMP thread costs a lot on a CPU shared by two jobs
 VITKIT=.venv/bin/vitkit
 DATA=../shared/data
@@ -119,7 +119,7 @@ HYBRID_TIME=(--config recipes/cifar10_patchify_60min.yaml --epochs 100 --time-bu
 hybrid() { $VITKIT train "${HYBRID_TIME[@]}" --model C20+Mini/4 "${VIT_BODY[@]}" "${COMMON[@]}" --out $EXP/hybrid_c20; }
 pure() { $VITKIT train "${HYBRID_TIME[@]}" --model Mini/4 "${VIT_BODY[@]}" "${COMMON[@]}" --out $EXP/pure_vit; }
 
-source benchmarks/phases.sh
+source benchmarks/experiments/phases.sh
 
 # The ConvNet teachers alone on both cores: their target is a wall-clock time (>= 90% in <= 20 minutes).
 train_teacher() {  # $1: recipe name, also the run directory's

@@ -1,12 +1,12 @@
 """Images/s of one checkpoint in PyTorch eager fp32/bf16, torch.compile, ONNX Runtime fp32/int8, AOTInductor
 .pt2 and timm's equivalent ViT, alternating.
 
-    OMP_NUM_THREADS=1 python benchmarks/export_speed.py CKPT --onnx-dir DIR [--rounds 5] [--seconds 2]
+    OMP_NUM_THREADS=1 python benchmarks/speed/export_speed.py CKPT --onnx-dir DIR [--rounds 5] [--seconds 2]
 
 DIR holds model.onnx and model.int8-dynamic.onnx, and if present model.int8-static.onnx and pt2/model.pt2
-(benchmarks/export_accuracy.py writes them all). Each round times every backend once, in turn, at batch 1 and
-32, for about `--seconds` each; the median round is reported, so load from other processes on the machine hits
-all backends alike. One thread everywhere.
+(benchmarks/experiments/export_accuracy.py writes them all). Each round times every backend once, in turn, at
+batch 1 and 32, for about `--seconds` each; the median round is reported, so load from other processes on the
+machine hits all backends alike. One thread everywhere.
 
 The timm row (only when timm imports: PYTHONPATH=$(../shared/tools/timm-site.sh)) is timm's VisionTransformer
 with the checkpoint's transformer (width, depth, heads, MLP, pooling, tokens), random weights, eager fp32; a
