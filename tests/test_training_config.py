@@ -57,7 +57,9 @@ def test_unknown_section_is_named(tmp_path: Path) -> None:
 def test_wrong_type_is_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"optim\.lr must be a number, got 'fast'"):
         load_config(write(tmp_path, "optim:\n  lr: fast\n"))
-    with pytest.raises(ValueError, match=r"data\.mean must be a list of 3 values"):
+    with pytest.raises(ValueError, match=r"data\.mean must be a list of values \(\[float, \.\.\.\]\), got 'grey'"):
+        load_config(write(tmp_path, "data:\n  mean: grey\n"))
+    with pytest.raises(ValueError, match=r"mean and std need one value per image channel each"):
         load_config(write(tmp_path, "data:\n  mean: [0.5, 0.5]\n"))
     with pytest.raises(ValueError, match=r"augment\.hflip must be true or false"):
         load_config(write(tmp_path, "augment:\n  hflip: 3\n"))

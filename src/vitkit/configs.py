@@ -172,7 +172,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         raise UsageError(errors[0] if len(errors) == 1 else f"{key} must be {type_name(hint)}, got {value!r}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
-            raise UsageError(f"{key} must be a list of {len(args)} values ({type_name(hint)}), got {value!r}")
+            count = "values" if args[-1] is Ellipsis else f"{len(args)} values"
+            raise UsageError(f"{key} must be a list of {count} ({type_name(hint)}), got {value!r}")
         element_types = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
         return tuple(coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, element_types, strict=True)))
     if origin is dict or hint is dict:
@@ -204,7 +205,7 @@ def type_name(hint: Any) -> str:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return " or ".join("null" if a is type(None) else type_name(a) for a in args)
     if typing.get_origin(hint) is tuple:
-        return f"[{', '.join(type_name(a) for a in args)}]"
+        return f"[{', '.join('...' if a is Ellipsis else type_name(a) for a in args)}]"
     return getattr(hint, "__name__", str(hint))
 
 
