@@ -1,6 +1,6 @@
 """The lever table of docs/photos.md from Imagenette run directories: one markdown row per run.
 
-    python benchmarks/photos_table.py RUN_DIR[=LABEL] [RUN_DIR[=LABEL] ...]
+    python benchmarks/figures/photos_table.py RUN_DIR[=LABEL] [RUN_DIR[=LABEL] ...]
 
 Each row: the label, parameters, epochs done, training images/s, data-wait share, minutes, best and last val
 top-1 (from summary.json and metrics.csv). A run still going (no summary.json) shows its last finished epoch.

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The Imagenette lever runs of docs/photos.md (issue 25): 128 px from the 160 px copy, official val split,
 # random init, no test-time augmentation; each one `vitkit train` command on 1 thread.
-#   benchmarks/photos_levers.sh NAME [EPOCHS] [SEED]   # e.g. vit6_patch16 5 0; resumes a stopped run
-# Results: runs/photos/<name>_<epochs>ep[_s<seed>]/{summary.json,metrics.csv}; table: benchmarks/photos_table.py.
+#   benchmarks/experiments/photos_levers.sh NAME [EPOCHS] [SEED]   # e.g. vit6_patch16 5 0; resumes a stopped run
+# Results: runs/photos/<name>_<epochs>ep[_s<seed>]/{summary.json,metrics.csv}; table: benchmarks/figures/photos_table.py.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 export OMP_WAIT_POLICY=PASSIVE  # a spinning OpenMP thread costs a lot on a CPU shared by two jobs
 NAME=$1; EPOCHS=${2:-5}; SEED=${3:-0}
 OUT=runs/photos/${NAME}_${EPOCHS}ep$([ "$SEED" = 0 ] || echo "_s$SEED")
