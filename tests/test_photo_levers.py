@@ -70,10 +70,10 @@ def test_progressive_resizing_inside_a_budget_shorter_than_one_epoch(tmp_path: P
     monkeypatch.setattr(trainer_module, "time", clock)
     original, sizes = trainer_module.train_step, []
 
-    def slow_step(trainer, batch):
+    def slow_step(learner, batch, *args):
         sizes.append(batch.images.shape[-1])
         fake["offset"] += 5.0 * (batch.images.shape[-1] / 16) ** 2
-        return original(trainer, batch)
+        return original(learner, batch, *args)
 
     monkeypatch.setattr(trainer_module, "train_step", slow_step)
     overrides = {**TINY, "data.limit_per_class": 40, "data.img_size": 16, "run.batch_size": 2, "run.epochs": 3,
