@@ -8,8 +8,18 @@ import pytest
 import torch
 
 from vitkit import configs
-from vitkit.models import VARIANTS, VisionTransformer, ViTConfig, model_config, resample_posemb, sincos_2d
+from vitkit.models import (
+    ARCHITECTURES,
+    VARIANTS,
+    Model,
+    VisionTransformer,
+    ViTConfig,
+    model_config,
+    resample_posemb,
+    sincos_2d,
+)
 from vitkit.models.posemb import resample_axis
+from vitkit.models.registry import model_class
 from vitkit.models.summary import summarize
 from vitkit.models.vit import drop_path
 
@@ -251,3 +261,10 @@ def test_config_dict_round_trip(tiny_config: ViTConfig) -> None:
     assert configs.make(ViTConfig, config.to_dict()) == config
     config = tiny_config.replace(distilled=True, activation="gelu_tanh")
     assert configs.make(ViTConfig, config.to_dict()) == config
+
+
+def test_every_architecture_names_a_model_class():
+    """The registry names each family's model as "module:Class" (imported when a model is built): each resolves."""
+    for architecture, (config_class, _) in ARCHITECTURES.items():
+        cls = model_class(architecture)
+        assert issubclass(cls, Model) and cls.__name__ != config_class.__name__, architecture

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from vitkit.cli.main import main
-from vitkit.training import OBJECTIVES, Supervised, load_config
-from vitkit.training.objectives import objective_class
+from vitkit.training import OBJECTIVES, Supervised, load_config, register_objective
+from vitkit.training.objective_registry import SETTINGS, objective_class, objective_section
 
 MODULE = '''
 """An objective of a user's own: cross-entropy times a factor, with its own settings section."""
@@ -114,3 +114,19 @@ def test_unknown_objectives_are_named(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_registered_objectives_are_imported_only_when_named() -> None:
     assert OBJECTIVES["mpp"] == "vitkit.training.mpp:MaskedPatchPrediction"
     assert objective_class("supervised") is Supervised
+
+
+def test_the_built_in_settings_are_their_objectives_own() -> None:
+    """`SETTINGS` answers for vitkit's objectives without importing their torch modules: it must name the very
+    `Settings` of each class, whose section is its name."""
+    assert set(SETTINGS) == set(OBJECTIVES)
+    for name in OBJECTIVES:
+        cls = objective_class(name)
+        assert cls.name == name and objective_section(name) == (cls.name, cls.Settings)
+
+
+def test_a_registered_objective_brings_its_own_settings(user_module: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(OBJECTIVES, "scaled", "placeholder:Undone")  # the entry goes again after the test
+    register_objective("scaled", f"{user_module}:Scaled")
+    config = load_config(None, {"objective.name": "scaled", "objective.scaled.scale": 3})
+    assert config.objective.settings.scale == 3.0 and objective_section("scaled")[1].__name__ == "ScaledSettings"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vitkit.lazy import lazy_package
 
 if TYPE_CHECKING:
     from vitkit.checkpoints import create_model, load, save
@@ -12,25 +13,9 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 __all__ = ["ViTConfig", "VisionTransformer", "__version__", "create_model", "load", "save"]
 
-# Name -> module that defines it. Imported on first use (PEP 562), so that `import vitkit` and `vitkit --help`
-# do not import torch: a command imports what it runs.
-_LAZY = {
-    "create_model": "vitkit.checkpoints",
-    "load": "vitkit.checkpoints",
-    "save": "vitkit.checkpoints",
-    "VisionTransformer": "vitkit.models",
-    "ViTConfig": "vitkit.models",
-}
-
-
-def __getattr__(name: str) -> Any:
-    """`vitkit.create_model` and the other public names, imported when first asked for."""
-    if name not in _LAZY:
-        raise AttributeError(f"module 'vitkit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+# Imported on first use, so that `import vitkit` and `vitkit --help` do not import torch: a command imports what it
+# runs.
+lazy_package(
+    __name__,
+    {"vitkit.checkpoints": ("create_model", "load", "save"), "vitkit.models": ("VisionTransformer", "ViTConfig")},
+)

@@ -24,8 +24,8 @@ from vitkit.checkpoints import hf, hub, hybrid, jax, timm
 from vitkit.checkpoints.native import is_native_checkpoint, read_native, read_safetensors
 from vitkit.errors import MissingPathError, UsageError
 from vitkit.models import ArchConfig, ViTConfig
+from vitkit.models.convnet_config import JAX_GN_EPS
 from vitkit.models.registry import infer_num_heads
-from vitkit.models.resnet import JAX_GN_EPS
 
 SUPPORTED = (
     "a vitkit checkpoint directory (written by vitkit.save or `vitkit convert`); a timm ViT or DeiT state dict "

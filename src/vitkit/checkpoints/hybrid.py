@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable
 import torch
 
 from vitkit.errors import UsageError
-from vitkit.models.hybrid import fold_layers
-from vitkit.models.resnet import RESNETV2_LAYERS
+from vitkit.models.convnet_config import RESNETV2_LAYERS
+from vitkit.models.stems import fold_layers
 
 BACKBONE = "patch_embed.backbone."
 _UNIT = re.compile(r"^patch_embed\.backbone\.stages\.(\d+)\.blocks\.(\d+)\.")

@@ -16,7 +16,7 @@ from vitkit.errors import UsageError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `vitkit pretrain`: run control, then every recipe knob with the pre-training defaults."""
-    from vitkit.training.mpp import pretrain_config
+    from vitkit.training.mpp_config import pretrain_config
 
     parser.add_argument("--config", metavar="RECIPE", help="YAML recipe (see recipes/); flags override it")
     add_run_arguments(parser, "pretrain")
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build the pre-training config, train, print where the results are; exit 1 when the loss diverged."""
     from vitkit.training import load_config
-    from vitkit.training.mpp import pretrain_config
+    from vitkit.training.mpp_config import pretrain_config
 
     overrides = overrides_from(args)
     if "data.path" not in overrides and not args.config:

@@ -37,7 +37,7 @@ def config_fields(defaults: Any = None) -> list[Knob]:
     the defaults shown.
     """
     from vitkit.training.config import ModelConfig, TrainConfig, model_knobs
-    from vitkit.training.objectives import OBJECTIVES, objective_class
+    from vitkit.training.objective_registry import OBJECTIVES, settings_class
 
     out: list[Knob] = []
     defaults = defaults or TrainConfig()
@@ -50,9 +50,9 @@ def config_fields(defaults: Any = None) -> list[Knob]:
         elif section.name == "objective":
             out.extend(k for k in knobs(value, "objective", FLAG_NAMES) if k.key == "objective.name")
             for name in OBJECTIVES:
-                settings_class = objective_class(name).Settings
-                if settings_class is not None:
-                    out.extend(knobs(value.sections.get(name) or settings_class(), f"objective.{name}", FLAG_NAMES))
+                settings_type = settings_class(name)
+                if settings_type is not None:
+                    out.extend(knobs(value.sections.get(name) or settings_type(), f"objective.{name}", FLAG_NAMES))
         else:
             out.extend(knobs(value, section.name, FLAG_NAMES))
     return out

@@ -28,26 +28,32 @@ its format's convention (0.5 for vitkit, JAX, transformers and timm ViTs), with
 `Preprocessing.source` = "default (no metadata): <convention>" and a logged warning.
 """
 
-from vitkit.inference.device import INFERENCE_PRECISIONS, PRECISIONS, TRAINING_PRECISIONS, autocast, resolve_device
-from vitkit.inference.evaluate import (
-    EvalData,
-    EvalResult,
-    Evaluation,
-    check_class_names,
-    evaluate,
-    evaluate_checkpoint,
-    plot_confusion,
-    select_eval_data,
-)
-from vitkit.inference.loading import (
-    LoadedModel,
-    Preprocessing,
-    load_for_inference,
-    read_preprocessing,
-    resolve_checkpoint,
-    with_precision,
-)
-from vitkit.inference.predict import Prediction, predict_files, predict_logits
+from typing import TYPE_CHECKING
+
+from vitkit.lazy import lazy_package
+
+if TYPE_CHECKING:
+    from vitkit.inference.device import autocast, resolve_device
+    from vitkit.inference.evaluate import (
+        EvalData,
+        EvalResult,
+        Evaluation,
+        check_class_names,
+        evaluate,
+        evaluate_checkpoint,
+        plot_confusion,
+        select_eval_data,
+    )
+    from vitkit.inference.loading import (
+        LoadedModel,
+        Preprocessing,
+        load_for_inference,
+        read_preprocessing,
+        resolve_checkpoint,
+        with_precision,
+    )
+    from vitkit.inference.modes import INFERENCE_PRECISIONS, PRECISIONS, TRAINING_PRECISIONS
+    from vitkit.inference.predict import Prediction, predict_files, predict_logits
 
 __all__ = [
     "INFERENCE_PRECISIONS",
@@ -73,3 +79,30 @@ __all__ = [
     "resolve_device",
     "select_eval_data",
 ]
+
+lazy_package(
+    __name__,
+    {
+        "vitkit.inference.device": ("autocast", "resolve_device"),
+        "vitkit.inference.modes": ("INFERENCE_PRECISIONS", "PRECISIONS", "TRAINING_PRECISIONS"),
+        "vitkit.inference.evaluate": (
+            "EvalData",
+            "EvalResult",
+            "Evaluation",
+            "check_class_names",
+            "evaluate",
+            "evaluate_checkpoint",
+            "plot_confusion",
+            "select_eval_data",
+        ),
+        "vitkit.inference.loading": (
+            "LoadedModel",
+            "Preprocessing",
+            "load_for_inference",
+            "read_preprocessing",
+            "resolve_checkpoint",
+            "with_precision",
+        ),
+        "vitkit.inference.predict": ("Prediction", "predict_files", "predict_logits"),
+    },
+)

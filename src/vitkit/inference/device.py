@@ -8,13 +8,11 @@ import contextlib
 import torch
 
 from vitkit.errors import UsageError
+from vitkit.inference.modes import INFERENCE_PRECISIONS, PRECISIONS, TRAINING_PRECISIONS
+
+__all__ = ["INFERENCE_PRECISIONS", "PRECISIONS", "TRAINING_PRECISIONS", "autocast", "resolve_device"]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-# Every precision vitkit computes in, and the subsets each side accepts.
-PRECISIONS = ("fp32", "bf16", "fp16")
-TRAINING_PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # "auto": the runtime's timed probe picks bf16 or fp32
-INFERENCE_PRECISIONS = ("fp32", "bf16")  # a run trained in fp16 is evaluated in fp32
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

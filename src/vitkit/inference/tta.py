@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from vitkit.errors import UsageError
-
-TTA_MODES = ("none", "flip", "multicrop")
+from vitkit.inference.modes import TTA_MODES
 
 
 def tta_views(images: torch.Tensor, mode: str) -> list[tuple[torch.Tensor, float]]:

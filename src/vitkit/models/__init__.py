@@ -3,32 +3,30 @@
 Every family implements `Model` (models/interface.py), the one interface the rest of vitkit uses.
 """
 
-from vitkit.models.config import ViTConfig
-from vitkit.models.hybrid import HybridEmbedding
-from vitkit.models.interface import AttentionShape, Labels, Model, labels_of
-from vitkit.models.posemb import PositionEmbedding, resample_posemb, sincos_2d
-from vitkit.models.registry import (
-    ARCHITECTURES,
-    PRESETS,
-    VARIANTS,
-    ArchConfig,
-    architecture_of,
-    build_model,
-    config_from_dict,
-    model_config,
-    parse_variant,
-)
-from vitkit.models.resnet import (
-    CifarResNet,
-    CifarResNetConfig,
-    CifarVGG,
-    CifarVGGConfig,
-    ResNetV2,
-    ResNetV2Config,
-    StdConv2d,
-)
-from vitkit.models.vit import VisionTransformer, ViTOutput
-from vitkit.models.xresnet import XResNet, XResNetConfig
+from typing import TYPE_CHECKING
+
+from vitkit.lazy import lazy_package
+
+if TYPE_CHECKING:
+    from vitkit.models.config import ViTConfig
+    from vitkit.models.convnet_config import CifarResNetConfig, CifarVGGConfig, ResNetV2Config, XResNetConfig
+    from vitkit.models.hybrid import HybridEmbedding
+    from vitkit.models.interface import AttentionShape, Labels, Model, labels_of
+    from vitkit.models.posemb import PositionEmbedding, resample_posemb, sincos_2d
+    from vitkit.models.registry import (
+        ARCHITECTURES,
+        PRESETS,
+        VARIANTS,
+        ArchConfig,
+        architecture_of,
+        build_model,
+        config_from_dict,
+        model_config,
+        parse_variant,
+    )
+    from vitkit.models.resnet import CifarResNet, CifarVGG, ResNetV2, StdConv2d
+    from vitkit.models.vit import VisionTransformer, ViTOutput
+    from vitkit.models.xresnet import XResNet
 
 __all__ = [
     "ARCHITECTURES",
@@ -61,3 +59,28 @@ __all__ = [
     "resample_posemb",
     "sincos_2d",
 ]
+
+lazy_package(
+    __name__,
+    {
+        "vitkit.models.config": ("ViTConfig",),
+        "vitkit.models.convnet_config": ("CifarResNetConfig", "CifarVGGConfig", "ResNetV2Config", "XResNetConfig"),
+        "vitkit.models.hybrid": ("HybridEmbedding",),
+        "vitkit.models.interface": ("AttentionShape", "Labels", "Model", "labels_of"),
+        "vitkit.models.posemb": ("PositionEmbedding", "resample_posemb", "sincos_2d"),
+        "vitkit.models.registry": (
+            "ARCHITECTURES",
+            "PRESETS",
+            "VARIANTS",
+            "ArchConfig",
+            "architecture_of",
+            "build_model",
+            "config_from_dict",
+            "model_config",
+            "parse_variant",
+        ),
+        "vitkit.models.resnet": ("CifarResNet", "CifarVGG", "ResNetV2", "StdConv2d"),
+        "vitkit.models.vit": ("VisionTransformer", "ViTOutput"),
+        "vitkit.models.xresnet": ("XResNet",),
+    },
+)

@@ -18,67 +18,15 @@ sizes, divisibility checks and position-embedding resampling work as for the pla
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import nn
 
 from vitkit.errors import UsageError
 from vitkit.models.config import ViTConfig, nearest_multiples
-from vitkit.models.resnet import CIFAR_DEPTHS, RESNETV2_LAYERS, CifarResNet, CifarResNetConfig, ResNetV2, ResNetV2Config
-from vitkit.models.tokenizers import build_tokenizer, is_tokenizer, tokenizer_layers
-
-STEM_PATTERN = re.compile(r"^(?P<family>[RC])(?P<depth>\d+)(?:x(?P<width>\d+(?:\.\d+)?))?$")
-STEM_HELP = (
-    f"'R<depth>[x<width>]' (ResNetV2 depth {', '.join(map(str, RESNETV2_LAYERS))}; patch size 4, 8, 16 or 32) or "
-    f"'C<depth>[x<width>]' (CIFAR ResNet depth {', '.join(map(str, CIFAR_DEPTHS))}; patch size 1, 2 or 4)"
-)
-
-
-def fold_layers(layers: tuple[int, ...], stages: int) -> tuple[int, ...]:
-    """Keep `stages` stages, moving the units of the removed ones into the last kept stage (App. B)."""
-    return layers[: stages - 1] + (sum(layers[stages - 1 :]),)
-
-
-def stem_config(
-    stem: str, patch_size: tuple[int, int], in_chans: int = 3, weight_std: str = "timm", norm_eps: float = 1e-5
-) -> CifarResNetConfig | ResNetV2Config:
-    """The headless ConvNet config a stem name and a total stride (the ViT's patch size) describe.
-
-    `weight_std` and `norm_eps` are the ResNet stems' conventions (timm's or the JAX releases'); the CIFAR
-    stems use BatchNorm and ignore them.
-    """
-    match = STEM_PATTERN.match(stem)
-    if not match:
-        raise UsageError(f"unknown hybrid stem {stem!r}; use {STEM_HELP}")
-    family, depth, width = match["family"], int(match["depth"]), float(match["width"] or 1)
-    stride = patch_size[0]
-    if family == "R":
-        if depth not in RESNETV2_LAYERS:
-            raise UsageError(f"unknown hybrid stem {stem!r}; use {STEM_HELP}")
-        layers, strides = RESNETV2_LAYERS[depth], {4 * 2**i: i + 1 for i in range(4)}
-    else:
-        if depth not in CIFAR_DEPTHS or width != int(width):
-            raise UsageError(f"unknown hybrid stem {stem!r}; use {STEM_HELP}")
-        layers, strides = ((depth - 2) // 6,) * 3, {2**i: i + 1 for i in range(3)}
-    if patch_size[0] != patch_size[1] or stride not in strides:
-        raise UsageError(
-            f"stem {stem} cannot give patch size {patch_size[0]}x{patch_size[1]}: its stages downsample by "
-            f"{' or '.join(map(str, strides))}; use a variant like '{stem}+B/{max(strides)}'"
-        )
-    layers = fold_layers(layers, strides[stride])
-    if family == "R":
-        conventions = {"weight_std": weight_std, "norm_eps": norm_eps}
-        return ResNetV2Config(layers, width, preact=False, num_classes=0, in_chans=in_chans, name=stem, **conventions)
-    return CifarResNetConfig(layers, int(16 * width), num_classes=0, in_chans=in_chans, name=stem)
-
-
-def check_stem(stem: str, patch_size: tuple[int, int]) -> None:
-    """Refuse a stem name that names no stem, or a patch size (total stride) the stem cannot give."""
-    if is_tokenizer(stem):
-        tokenizer_layers(stem, patch_size)
-    else:
-        stem_config(stem, patch_size)
+from vitkit.models.convnet_config import ResNetV2Config
+from vitkit.models.resnet import CifarResNet, ResNetV2
+from vitkit.models.stems import is_tokenizer, stem_config
+from vitkit.models.tokenizers import build_tokenizer
 
 
 class HybridEmbedding(nn.Module):

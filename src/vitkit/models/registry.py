@@ -9,39 +9,41 @@ Imagenette leaderboard's kind; "xresnet18x0.5" a width, "xresnet18_mish" Mish).
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vitkit import configs
 from vitkit.errors import UsageError
 from vitkit.models.config import ViTConfig
-from vitkit.models.hybrid import check_stem
-from vitkit.models.interface import Model
-from vitkit.models.resnet import (
+from vitkit.models.convnet_config import (
     CIFAR_DEPTHS,
     RESNETV2_LAYERS,
-    CifarResNet,
+    XRESNET_LAYERS,
     CifarResNetConfig,
-    CifarVGG,
     CifarVGGConfig,
-    ResNetV2,
     ResNetV2Config,
+    XResNetConfig,
 )
-from vitkit.models.vit import VisionTransformer
-from vitkit.models.xresnet import XRESNET_LAYERS, XResNet, XResNetConfig
+from vitkit.models.stems import check_stem
+
+if TYPE_CHECKING:
+    from vitkit.models.interface import Model
 
 log = logging.getLogger("vitkit.models")
 
 ArchConfig = ViTConfig | CifarResNetConfig | ResNetV2Config | CifarVGGConfig | XResNetConfig
 
-# The "architecture" recorded in a checkpoint's config.json -> (config class, model class).
-ARCHITECTURES: dict[str, tuple[type[ArchConfig], type[Model]]] = {
-    "vit": (ViTConfig, VisionTransformer),
-    "resnet_cifar": (CifarResNetConfig, CifarResNet),
-    "resnetv2": (ResNetV2Config, ResNetV2),
-    "vgg_cifar": (CifarVGGConfig, CifarVGG),
-    "xresnet": (XResNetConfig, XResNet),
+# The "architecture" recorded in a checkpoint's config.json -> (config class, model class as "module:Class"). The
+# model's module is imported when a model is built (as `vitkit.cli.main.COMMANDS` does), so that names and recipes
+# are checked, and `vitkit train --help` built, without torch.
+ARCHITECTURES: dict[str, tuple[type[ArchConfig], str]] = {
+    "vit": (ViTConfig, "vitkit.models.vit:VisionTransformer"),
+    "resnet_cifar": (CifarResNetConfig, "vitkit.models.resnet:CifarResNet"),
+    "resnetv2": (ResNetV2Config, "vitkit.models.resnet:ResNetV2"),
+    "vgg_cifar": (CifarVGGConfig, "vitkit.models.resnet:CifarVGG"),
+    "xresnet": (XResNetConfig, "vitkit.models.xresnet:XResNet"),
 }
 
 # name: (hidden_dim D, depth L, mlp_dim, num_heads). B, L and H are the ViT paper's Table 1; Ti and S come
@@ -208,7 +210,13 @@ def model_config(name: str, **overrides: Any) -> ArchConfig:
 
 def build_model(config: ArchConfig) -> Model:
     """A fresh model of any config (ViT, hybrid ViT or ConvNet)."""
-    return ARCHITECTURES[architecture_of(config)][1](config)
+    return model_class(architecture_of(config))(config)
+
+
+def model_class(architecture: str) -> type[Model]:
+    """The model class of an architecture name ("vit", "resnet_cifar", ...), its module imported now."""
+    module, _, name = ARCHITECTURES[architecture][1].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def architecture_of(config: ArchConfig) -> str:

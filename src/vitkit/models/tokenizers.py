@@ -22,37 +22,13 @@ Both compute in channels-last layout, as the ConvNets do: a CCT-2 tokenizer in f
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import nn
 
-from vitkit.errors import UsageError
+from vitkit.models.stems import tokenizer_layers
 from vitkit.models.xresnet import XStem, conv_bn
 
-TOKENIZER_PATTERN = re.compile(r"^(?P<kind>cct|conv|xres)(?P<layers>\d+)$")
 CCT_WIDTH = 64  # CCT's channels between its convolutions (`in_planes`)
-
-
-def is_tokenizer(stem: str | None) -> bool:
-    """Whether a stem name names one of the convolutional tokenizers (not a ResNet)."""
-    return stem is not None and TOKENIZER_PATTERN.match(stem) is not None
-
-
-def tokenizer_layers(stem: str, patch_size: tuple[int, int]) -> int:
-    """The number of stride-2 stages of stem `stem`, checked against the ViT's patch size (its total stride)."""
-    match = TOKENIZER_PATTERN.match(stem)
-    if match is None:
-        raise UsageError(f"unknown tokenizer {stem!r}; use 'cct<n>', 'conv<n>' or 'xres<n>' (n stride-2 layers)")
-    layers = int(match["layers"])
-    if match["kind"] == "xres" and layers < 2:
-        raise UsageError(f"stem {stem} is too short: the xresnet stem alone has stride 4; use 'xres2' or more")
-    if layers < 1 or patch_size[0] != patch_size[1] or patch_size[0] != 2**layers:
-        raise UsageError(
-            f"stem {stem} has total stride {2**layers}, so it needs patch size {2**layers}, got "
-            f"{patch_size[0]}x{patch_size[1]}; use '{stem}+Ti/{2**layers}' or another layer count"
-        )
-    return layers
 
 
 class CCTTokenizer(nn.Module):

@@ -18,76 +18,11 @@ Names: "xresnet18", "xresnet50", with a width "xresnet18x0.5", with Mish "xresne
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
 import torch
 from torch import nn
 
-from vitkit.errors import UsageError
-from vitkit.models.config import ConfigDict, to_pair
+from vitkit.models.convnet_config import EXPANSION, STEM_WIDTHS, XResNetConfig
 from vitkit.models.resnet import ConvNet, init_convnet
-
-# depth -> (units per stage, bottleneck)
-XRESNET_LAYERS: dict[int, tuple[tuple[int, ...], bool]] = {
-    10: ((1, 1, 1, 1), False),
-    18: ((2, 2, 2, 2), False),
-    26: ((2, 2, 2, 2), True),
-    34: ((3, 4, 6, 3), False),
-    50: ((3, 4, 6, 3), True),
-    101: ((3, 4, 23, 3), True),
-}
-XRESNET_ACTS = ("relu", "mish")
-STEM_WIDTHS = (32, 32, 64)  # the three stem convolutions (fastai's xresnet; ResNet-C)
-EXPANSION = 4  # a bottleneck's output width over its inner width
-
-
-@dataclass
-class XResNetConfig(ConfigDict):
-    """An xresnet: the 3-convolution stem, then stages of `layers[i]` basic or bottleneck blocks, pool, linear."""
-
-    label: ClassVar[str] = "xresnet"
-    layers: tuple[int, ...] = (2, 2, 2, 2)  # xresnet18
-    bottleneck: bool = False  # 1x1-3x3-1x1 blocks of 4x expansion (xresnet26/50/101) instead of two 3x3 convs
-    width_factor: float = 1.0  # stage widths 64/128/256/512 times this (0.5: a quarter of the compute)
-    act: str = "relu"  # relu | mish (Misra 2019, as the leaderboard's entries)
-    num_classes: int = 1000
-    img_size: tuple[int, int] = (128, 128)  # any size works (global pooling); recorded for training and inference
-    in_chans: int = 3
-    zero_init_head: bool = False  # from scratch: PyTorch's default linear head
-    name: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.layers = tuple(self.layers)
-        self.img_size = to_pair(self.img_size, "img_size")
-        if not self.layers or min(self.layers) < 1:
-            raise UsageError(f"layers must list at least one stage of at least one block, got {self.layers}")
-        if self.act not in XRESNET_ACTS:
-            raise UsageError(f"act must be one of {XRESNET_ACTS}, got {self.act!r}")
-        if self.width_factor <= 0 or 64 * self.width_factor != int(64 * self.width_factor):
-            raise UsageError(f"width_factor {self.width_factor} must give whole channel counts (e.g. 0.25, 0.5, 1, 2)")
-
-    @property
-    def widths(self) -> list[int]:
-        """Each stage's output channels (x4 for bottleneck stages)."""
-        base = int(64 * self.width_factor)
-        return [base * 2**i * (EXPANSION if self.bottleneck else 1) for i in range(len(self.layers))]
-
-    @property
-    def depth(self) -> int:
-        """Weighted layers: the three stem convolutions, 2 or 3 per block, and the head."""
-        return 3 + (3 if self.bottleneck else 2) * sum(self.layers) + 1
-
-    @property
-    def total_stride(self) -> int:
-        """Downsampling of the feature map: 4 in the stem, then 2 in every stage after the first."""
-        return 4 * 2 ** (len(self.layers) - 1)
-
-    @property
-    def num_features(self) -> int:
-        """Channels of the last stage."""
-        return self.widths[-1]
 
 
 def activation(name: str) -> nn.Module:

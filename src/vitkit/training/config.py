@@ -7,9 +7,10 @@ mechanism of `vitkit.configs` (recipes, `config.yaml` and flags alike).
 
 The objective section names the objective and holds the settings section of each objective it was given
 (`objective: {name: distill, distill: {teacher: RUN, kind: hard}}`); each objective declares its settings
-dataclass next to its code (`Objective.Settings`). Keys of the old flat layout (`objective.mpp_target`,
-`objective.teacher`, `objective.distill: hard`, ...) are translated, with a warning, by each settings
-class's `old_keys`.
+dataclass (`Objective.Settings`; vitkit's own in torch-free modules beside their code, `mpp_config.py` and
+`distill_config.py`, found through `vitkit.training.objective_registry`). Keys of the old flat layout
+(`objective.mpp_target`, `objective.teacher`, `objective.distill: hard`, ...) are translated, with a warning, by
+each settings class's `old_keys`.
 """
 
 from __future__ import annotations
@@ -19,17 +20,20 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from vitkit import configs
 from vitkit.configs import Knob, Section, Words, coerce, knob
 from vitkit.data import AugmentConfig, DataConfig
 from vitkit.errors import MissingPathError, UsageError
-from vitkit.inference.device import TRAINING_PRECISIONS as PRECISIONS
-from vitkit.inference.tta import TTA_MODES
-from vitkit.training.objectives import OBJECTIVES, BuildContext, Objective, create_objective, objective_class
+from vitkit.inference.modes import TRAINING_PRECISIONS as PRECISIONS
+from vitkit.inference.modes import TTA_MODES
+from vitkit.training.objective_registry import OBJECTIVES, create_objective, objective_section, settings_class
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from vitkit.training.objectives import Objective
 
 log = logging.getLogger("vitkit.training")
 
@@ -369,7 +373,7 @@ class ObjectiveConfig(Section):
     @property
     def settings(self) -> Any:  # the named objective's own dataclass (MPPSettings, DistillSettings, ...)
         """The settings of the named objective (None for an objective without settings)."""
-        return self.sections.get(objective_class(self.name).name)
+        return self.sections.get(objective_section(self.name)[0])
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe form: the name, then each objective's section."""
@@ -379,31 +383,34 @@ class ObjectiveConfig(Section):
         """A copy with the name and section values of a recipe's objective section (dotted keys or mappings)."""
         values = translate_old_keys(configs.nest(values), origin)
         name = coerce(values.pop("name", self.name), str, "objective.name")
-        chosen = objective_class(name)
+        chosen = objective_section(name)
         sections = dict(self.sections)
         for key, value in values.items():
-            settings_class = section_class(key, chosen, origin)
+            settings_type = section_class(key, chosen, origin)
             if not isinstance(value, dict):
                 raise UsageError(f"{origin}: objective.{key} must be a mapping of keys to values, got {value!r}")
-            current = sections.get(key) or settings_class()
+            current = sections.get(key) or settings_type()
             sections[key] = configs.update(current, value, f"objective.{key}", origin)
         if name == "supervised":  # a section that asks for its objective (a teacher) selects it
             name = next((key for key, settings in sections.items() if settings.selects()), name)
-            chosen = objective_class(name)
-        if chosen.Settings is not None and chosen.name not in sections:
-            sections[chosen.name] = chosen.Settings()
+            chosen = objective_section(name)
+        section, settings_type = chosen
+        if settings_type is not None and section not in sections:
+            sections[section] = settings_type()
         for settings in sections.values():
             settings.check_objective(name)
         return ObjectiveConfig(name, sections)
 
 
-def section_class(key: str, chosen: type, origin: str) -> type:
-    """The settings dataclass of section `objective.<key>`: the chosen objective's, or a registered one's."""
-    if key == chosen.name and chosen.Settings is not None:
-        return chosen.Settings
-    if key in OBJECTIVES and objective_class(key).Settings is not None:
-        return objective_class(key).Settings
-    valid = ["name", *sorted({*(k for k in OBJECTIVES if objective_class(k).Settings), chosen.name} - {"supervised"})]
+def section_class(key: str, chosen: tuple[str, type | None], origin: str) -> type:
+    """The settings dataclass of section `objective.<key>`: the chosen objective's (`objective_section`), or a
+    registered one's."""
+    section, settings_type = chosen
+    if key == section and settings_type is not None:
+        return settings_type
+    if key in OBJECTIVES and settings_class(key) is not None:
+        return settings_class(key)
+    valid = ["name", *sorted({*(k for k in OBJECTIVES if settings_class(k)), section} - {"supervised"})]
     raise UsageError(f"{origin}: unknown key objective.{key}; valid keys of 'objective': {', '.join(valid)}")
 
 
@@ -430,7 +437,7 @@ def translate_old_keys(values: dict[str, Any], origin: str) -> dict[str, Any]:
     if renames:
         log.warning("%s: old objective keys translated (%s)", origin, ", ".join(renames))
     for section, section_values in moved.items():
-        defaults = configs.plain(objective_class(section).Settings())
+        defaults = configs.plain(settings_class(section)())
         if section == values.get("name") or any(defaults.get(k) != configs.plain(v) for k, v in section_values.items()):
             out[section] = {**section_values, **(out.get(section) or {})}
     return out
@@ -439,9 +446,9 @@ def translate_old_keys(values: dict[str, Any], origin: str) -> dict[str, Any]:
 def old_key(key: str) -> tuple[str, str] | None:
     """(section, field) of an old flat key of the objective section, None when no registered objective had it."""
     for name in OBJECTIVES:
-        settings_class = objective_class(name).Settings
-        if settings_class is not None and key in settings_class.old_keys:
-            return name, settings_class.old_keys[key]
+        settings_type = settings_class(name)
+        if settings_type is not None and key in settings_type.old_keys:
+            return name, settings_type.old_keys[key]
     return None
 
 
@@ -512,6 +519,8 @@ class TrainConfig:
 
 def build_objective(config: TrainConfig, model: nn.Module, num_classes: int) -> Objective:
     """The objective a training config names, built from its settings section for `model` and the run's data."""
+    from vitkit.training.objectives import BuildContext  # torch: imported when a run starts, not when a recipe is read
+
     context = BuildContext(model, num_classes, tuple(config.data.mean), tuple(config.data.std), config.run.eval_tta)
     return create_objective(config.objective.name, config.objective.settings, context)
 

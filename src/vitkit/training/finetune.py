@@ -16,9 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from vitkit.checkpoints import read_checkpoint
-from vitkit.inference import read_preprocessing, resolve_checkpoint
-from vitkit.models import ViTConfig
+from vitkit.models.config import ViTConfig
 from vitkit.training.config import TrainConfig
 
 log = logging.getLogger("vitkit.training")
@@ -54,6 +52,10 @@ def finetune_config(
     are normalised as the checkpoint was pre-trained (its metadata, a foreign settings file or its format's
     convention; see `vitkit.inference.read_preprocessing`) unless "data.mean" / "data.std" are given.
     """
+    # Reading checkpoints imports torch: here, not at import, so that `vitkit finetune --help` does not.
+    from vitkit.checkpoints import read_checkpoint
+    from vitkit.inference import read_preprocessing, resolve_checkpoint
+
     overrides = dict(overrides or {})
     path = resolve_checkpoint(pretrained)  # a run directory gives its best checkpoint; hub ids are downloaded
     checkpoint = read_checkpoint(path, num_heads=overrides.get("model.num_heads"))

@@ -6,8 +6,8 @@ The training loop knows nothing else about the task. It hands each augmented bat
 `objective.best_metric`. A new way to train (distillation from a teacher, masked-patch prediction) is a new
 `Objective` subclass in its own module; the loop does not change.
 
-Registry: a recipe's `objective.name` is a name of `OBJECTIVES` (name -> "module:Class", imported only when a
-recipe names it, as `vitkit.cli.main.COMMANDS` does) or a "package.module:Class" path, so a new objective in
+Registry (`vitkit.training.objective_registry`): a recipe's `objective.name` is a name of `OBJECTIVES` (name ->
+"module:Class", imported only when a recipe names it) or a "package.module:Class" path, so a new objective in
 its own module needs no edit here. An objective declares its recipe section with `Settings` (a dataclass of
 `knob` fields, section `objective.<name>`, one flag per field) and builds itself with `build(settings, context)`.
 
@@ -19,7 +19,6 @@ parameter a step touches is then synchronised, whichever of the model's methods 
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -180,46 +179,3 @@ class ObjectiveStep(nn.Module):
     def forward(self, batch: Batch) -> StepOutput:
         """One (micro-)batch through the objective."""
         return self.objective(self.model, batch)
-
-
-# Recipe name -> "module:Class", imported when a recipe names it. A recipe may also name any "package.module:Class".
-OBJECTIVES: dict[str, str] = {
-    "supervised": "vitkit.training.objectives:Supervised",
-    "mpp": "vitkit.training.mpp:MaskedPatchPrediction",
-    "distill": "vitkit.training.distill:Distillation",
-}
-
-
-def register_objective(name: str, target: str) -> None:
-    """Make the objective class at `target` ("package.module:Class") available to recipes as `objective.name: NAME`."""
-    if ":" not in target:
-        raise UsageError(f"an objective is registered as 'package.module:Class', got {target!r}")
-    OBJECTIVES[name] = target
-
-
-def objective_class(name: str) -> type[Objective]:
-    """The Objective subclass a recipe's `objective.name` names (a registered name or "package.module:Class")."""
-    target = OBJECTIVES.get(name, name)
-    if ":" not in target:
-        raise UsageError(
-            f"objective.name must be one of {sorted(OBJECTIVES)} or a 'package.module:Class' path, got {name!r}"
-        )
-    module_name, _, attribute = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name is None or not (module_name == error.name or module_name.startswith(f"{error.name}.")):
-            raise  # the module exists but one of its own imports is missing: a bug, keep the traceback
-        raise UsageError(f"objective {name!r}: no module {module_name!r} on the Python path ({target})") from None
-    found = getattr(module, attribute, None)
-    if not (isinstance(found, type) and issubclass(found, Objective)):
-        raise UsageError(f"objective {name!r}: {target} is not an Objective subclass")
-    return found
-
-
-def create_objective(name: str, settings: object | None, context: BuildContext) -> Objective:
-    """The objective `name` names, built from its settings (its `Settings()` defaults when None)."""
-    cls = objective_class(name)
-    if settings is None and cls.Settings is not None:
-        settings = cls.Settings()
-    return cls.build(settings, context)
