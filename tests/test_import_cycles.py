@@ -7,8 +7,9 @@ module-level statements, including those under `if TYPE_CHECKING:` and in `try`/
 functions and methods run on call, after every module has loaded: they defer heavy dependencies (torch for
 `vitkit --help`), and a second test checks that none of them hides a cycle either. A package's `__init__`
 importing its own submodules is an edge as well; the implicit import of a module's parent packages is not
-(every package that re-exports its submodules would otherwise be a cycle with each of them). The test fails naming, for every group of modules that import each
-other, one cycle through them as a chain of modules and the whole group.
+(every package that re-exports its submodules would otherwise be a cycle with each of them). The test fails
+naming, for every group of modules that import each other, one cycle through them as a chain of modules and the
+whole group.
 """
 
 from __future__ import annotations

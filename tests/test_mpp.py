@@ -221,7 +221,8 @@ def test_validation_through_the_shared_loop_gives_the_same_numbers(tmp_path, pre
     )
     trainer = create_trainer(config, tmp_path / "unused")
     trainer.learner.model.train()
-    context = ValidationContext(trainer.inputs.data.val, trainer.inputs.eval_transform, 7, torch.device("cpu"), precision)
+    inputs = trainer.inputs
+    context = ValidationContext(inputs.data.val, inputs.eval_transform, 7, torch.device("cpu"), precision)
     result = trainer.learner.objective.validate(trainer.learner.model, context)
     assert trainer.learner.model.training and trainer.learner.objective.training  # modes restored
     assert result.values == hand_written_validation(trainer.learner.objective, trainer.learner.model, context)
