@@ -123,7 +123,8 @@ def test_a_plan_within_an_epoch_comes_at_powers_of_two_and_only_for_long_epochs(
     from vitkit.training.budget import replan_due
 
     due = [k for k in range(1, 200) if replan_due(k, 0, 1000)]
-    assert due == [8, 16, 32, 64, 128, 192]
+    assert due == [2, 4, 8, 16, 32, 64, 128, 192]
+    assert not replan_due(1, 0, 1000)
     assert replan_due(8, 30, 1000)  # the budget holds a few dozen steps of a 1000-step epoch
     assert not replan_due(8, 4000, 1000)  # four epochs or more: planning at epoch ends is enough
 

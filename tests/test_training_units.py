@@ -170,6 +170,7 @@ def test_a_longer_plan_after_an_epoch_cut_short_trains_its_steps(tmp_path: Path,
     # 5 steps an epoch; epoch 2 is cut at step 7, then 2 more steps fit: still within 2 epochs' worth of steps.
     plans = iter([Plan(7, 0), Plan(9, 0), Plan(9, 0)])
     monkeypatch.setattr(trainer_module, "plan_steps", lambda *args, **kwargs: next(plans))
+    monkeypatch.setattr(trainer_module, "replan_due", lambda *args: False)  # the plans at epoch ends only
     config = load_config(
         overrides={
             "data.limit_per_class": 5,

@@ -21,10 +21,11 @@ new length from the step and the progress at which the plan changed.
 
 An epoch may be longer than the whole budget (large images, a large model, a short budget). While the run is
 unplanned (its first epoch) or the budget holds fewer than `LONG_EPOCHS` epochs, the plan is also made within the
-epoch, after 8, 16, 32, ... and every 64 steps (`replan_due`), from the median of the epoch's step times so far
+epoch, after 2, 4, 8, 16, ... and every 64 steps (`replan_due`), from the median of the epoch's step times so far
 (`BudgetClock.with_partial_epoch`); an epoch end not yet measured is estimated from the step time and the
-validation set's size (`estimate_epoch_end`). The warm-up is capped at a third of the planned steps
-(`capped_warmup`), so a plan of a few dozen steps still warms up, decays and ends at the minimum rate.
+validation set's size (`estimate_epoch_end`), and the out-of-time check reserves that estimate after every step.
+The warm-up is capped at a third of the planned steps (`capped_warmup`), so a plan of a few dozen steps still warms
+up, decays and ends at the minimum rate. A validation that alone takes longer than the budget still runs once.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ MARGIN = 0.99  # plan for 99% of the budget: the last validation and checkpoint 
 WARMUP_SHARE = 0.1  # the share of a resolution's first epoch left out of its steady-state step time
 RECENT_EPOCHS = 3  # a step time is the median of this many latest epochs' means
 LONG_EPOCHS = 4  # plan within each epoch while the budget holds fewer epochs than this (or none is planned yet)
-REPLAN_FIRST = 8  # the first plan within an epoch comes after this many of its steps
+REPLAN_FIRST = 2  # the first plan within an epoch comes after this many of its steps
 REPLAN_EVERY = 64  # past the powers of two, plan within the epoch every this many steps
 WARMUP_CAP = 1 / 3  # the warm-up never takes more than this share of the planned steps
 VALIDATION_COST = 0.5  # a validation image costs about this share of a training image's step (forward only)

@@ -428,10 +428,13 @@ def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progress
         if metrics is not None:
             metrics.write("step", epoch=state.epoch + 1, step=state.step, time_s=clock.now(), **row)
         reporter.update(state.step, state.epoch + 1, state.planned_epochs, row)
-        if budget is not None and replan_due(len(step_times), state.planned_steps, schedule.steps_per_epoch):
+        due = budget is not None and replan_due(len(step_times), state.planned_steps, schedule.steps_per_epoch)
+        if due or (budget is not None and not state.budget_clock.epoch_end_s):
+            # Until an epoch end has been measured, the out-of-time check reserves an estimate of it after every step.
             passes = (2 if learner.ema is not None else 1) * TTA_PASSES.get(cfg.run.eval_tta, 6)
             budget = plan_within_epoch(state, schedule, step_times, len(trainer.inputs.data.val), passes)
-            apply_plan(budget, state, schedule, runtime, reporter, clock.now())
+            if due:
+                apply_plan(budget, state, schedule, runtime, reporter, clock.now())
         if budget is not None and budget.out_of_time(clock.now(), budget_s):
             # Slower than planned: stop here so that the last validation and checkpoint still fit in the budget.
             state.planned_steps, state.planned_epochs = state.step, state.epoch + 1
