@@ -152,3 +152,13 @@ def test_a_recipe_or_a_model_turns_the_plan_off(tmp_path, capsys):
             "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     assert "planned for" not in capsys.readouterr().out
+
+
+def test_digits_and_no_data_stay_the_embedded_recipe(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(autoplan, "plan_run", lambda *args, **kwargs: pytest.fail("planned for digits"))
+    argv = ["train", "--data", "digits", "--limit-per-class", "5", "--epochs", "1", "--batch-size", "8",
+            "--out", str(tmp_path / "run"), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert "planned for" not in capsys.readouterr().out
+    written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert written["model"]["name"] == "Mini/4" and written["data"]["img_size"] == 16  # the embedded digits recipe
