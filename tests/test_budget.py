@@ -185,3 +185,32 @@ def test_an_epoch_longer_than_the_budget_is_planned_within_it_and_stops_in_time(
     peak = max(rates)
     assert peak > 0.5 * config.optim.lr  # the capped warm-up reached (near) the peak
     assert rates[-1] < 0.1 * config.optim.lr  # and the decay ended near the minimum
+
+
+def test_a_validation_longer_than_the_budget_is_said_and_training_stops_at_once(tmp_path, monkeypatch, capsys):
+    import time as real_time
+    from types import SimpleNamespace
+
+    from vitkit.training import load_config, train
+    from vitkit.training import trainer as trainer_module
+
+    fake = {"offset": 0.0}
+    clock = SimpleNamespace(perf_counter=lambda: real_time.perf_counter() + fake["offset"])
+    monkeypatch.setattr(trainer_module, "time", clock)
+    original = trainer_module.train_step
+
+    def slow_step(*args):
+        fake["offset"] += 5.0  # 20 validation images at half a 5-s step of 2 images: 25 s, over an 18-s budget
+        return original(*args)
+
+    monkeypatch.setattr(trainer_module, "train_step", slow_step)
+    config = load_config(
+        overrides={"data.limit_per_class": 20, "data.img_size": 8, "model.name": "Mini/4", "model.hidden_dim": 16,
+                   "model.depth": 1, "model.num_heads": 2, "model.mlp_dim": 16, "run.epochs": 1, "run.batch_size": 2,
+                   "run.time_budget_min": 0.3, "runtime.precision": "fp32"}
+    )  # fmt: skip
+    summary = train(config, tmp_path / "run", progress_bar=False)
+    printed = capsys.readouterr().out
+    assert "one validation is estimated at 25s, longer than the budget" in printed
+    assert "stopping at step 1" in printed and summary["status"] == "finished"  # the first epoch stopped at once
+    assert summary["wall_s"] <= 18  # the real validation was quick: the plan after it used what was left

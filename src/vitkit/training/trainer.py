@@ -433,6 +433,12 @@ def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progress
             # Until an epoch end has been measured, the out-of-time check reserves an estimate of it after every step.
             passes = (2 if learner.ema is not None else 1) * TTA_PASSES.get(cfg.run.eval_tta, 6)
             budget = plan_within_epoch(state, schedule, step_times, len(trainer.inputs.data.val), passes)
+            if len(step_times) == 1 and budget.epoch_end_s >= budget_s:
+                reporter.message(
+                    f"time budget {cfg.run.time_budget_min:g} min: one validation is estimated at "
+                    f"{format_duration(budget.epoch_end_s)}, longer than the budget: training stops now and the run "
+                    "ends after that validation; lower --img-size, a smaller model or fewer validation images"
+                )
             if due:
                 apply_plan(budget, state, schedule, runtime, reporter, clock.now())
         if budget is not None and budget.out_of_time(clock.now(), budget_s):
