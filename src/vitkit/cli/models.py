@@ -16,6 +16,9 @@ CONVNET_NAMES = [
     "resnetv2_101x1",
     "vgg8",
     "vgg8_wide",
+    "xresnet18x0.5",
+    "xresnet18",
+    "xresnet50",
 ]
 
 
