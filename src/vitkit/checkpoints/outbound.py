@@ -7,8 +7,13 @@ the target's classes cannot compute; the rest is the target's own (its module ad
 
 from __future__ import annotations
 
-import torch
+import json
+from pathlib import Path
 
+import torch
+from safetensors.torch import save_file
+
+from vitkit.checkpoints.native import atomic_directory
 from vitkit.errors import UsageError
 from vitkit.models import Model, ViTConfig
 
@@ -66,3 +71,12 @@ def label_names(model: Model, class_names: list[str] | None) -> list[str]:
     if names is not None and len(names) != model.config.num_classes:
         raise UsageError(f"{len(names)} class names for a head of {model.config.num_classes} classes")
     return list(names) if names else [f"LABEL_{i}" for i in range(model.config.num_classes)]
+
+
+def write_directory(path: str | Path, documents: dict[str, dict], state: dict[str, torch.Tensor]) -> Path:
+    """Write the JSON `documents` (file name -> content) and `state` as model.safetensors at `path` (replaced whole)."""
+    with atomic_directory(path) as scratch:
+        for name, document in documents.items():
+            (scratch / name).write_text(json.dumps(document, indent=2) + "\n")
+        save_file(state, str(scratch / "model.safetensors"), metadata={"format": "pt"})
+    return Path(path)

@@ -12,14 +12,11 @@ pre-logits layer (`outbound.py`), a ConvNet.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
-from vitkit.checkpoints.native import atomic_directory
-from vitkit.checkpoints.outbound import label_names, position_table, require_plain_vit
+from vitkit.checkpoints.outbound import label_names, position_table, require_plain_vit, write_directory
 from vitkit.errors import UsageError
 from vitkit.models import Model
 
@@ -78,12 +75,8 @@ def write_hf(
         "image_mean": list(mean),
         "image_std": list(std),
     }
-    state = hf_state_dict(model, prefix)
-    with atomic_directory(path) as scratch:
-        (scratch / "config.json").write_text(json.dumps(document, indent=2) + "\n")
-        (scratch / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
-        save_file(state, str(scratch / "model.safetensors"), metadata={"format": "pt"})
-    return Path(path)
+    documents = {"config.json": document, "preprocessor_config.json": processor}
+    return write_directory(path, documents, hf_state_dict(model, prefix))
 
 
 def size_value(pair: tuple[int, int]) -> int | list[int]:

@@ -14,15 +14,12 @@ pre-logits layer (`outbound.py`), a ConvNet.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
-from vitkit.checkpoints.native import atomic_directory
-from vitkit.checkpoints.outbound import label_names, position_table, require_plain_vit
+from vitkit.checkpoints.outbound import label_names, position_table, require_plain_vit, write_directory
 from vitkit.errors import UsageError
 from vitkit.models import Model, ViTConfig
 
@@ -99,10 +96,7 @@ def write_timm(
     }
     if labels:
         document["label_names"] = labels
-    with atomic_directory(path) as scratch:
-        (scratch / "config.json").write_text(json.dumps(document, indent=2) + "\n")
-        save_file(timm_state_dict(model), str(scratch / "model.safetensors"), metadata={"format": "pt"})
-    return Path(path)
+    return write_directory(path, {"config.json": document}, timm_state_dict(model))
 
 
 def timm_state_dict(model: Model) -> dict[str, torch.Tensor]:

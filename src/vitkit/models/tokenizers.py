@@ -25,13 +25,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vitkit.models.resnet import init_convnet
 from vitkit.models.stems import tokenizer_layers
 from vitkit.models.xresnet import XStem, conv_bn
 
 CCT_WIDTH = 64  # CCT's channels between its convolutions (`in_planes`)
 
 
-class CCTTokenizer(nn.Module):
+class ConvTokenizer(nn.Module):
+    """What the tokenizers share: `stages`, run in channels-last layout; `num_features`, `needs_projection`."""
+
+    stages: nn.Sequential
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, num_features, H / 2^layers, W / 2^layers), channels-last (the tokens are then a view)."""
+        return self.stages(images.contiguous(memory_format=torch.channels_last))
+
+
+class CCTTokenizer(ConvTokenizer):
     """CCT's tokenizer: `layers` x [conv k x k -> ReLU -> max-pool 3/2], ending with `dim` channels."""
 
     def __init__(self, in_chans: int, dim: int, layers: int, kernel: int = 3) -> None:
@@ -52,12 +63,8 @@ class CCTTokenizer(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight)  # as CCT's release
 
-    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, D, H / 2^layers, W / 2^layers), channels-last (the tokens are then a view)."""
-        return self.stages(images.contiguous(memory_format=torch.channels_last))
 
-
-class EarlyConvStem(nn.Module):
+class EarlyConvStem(ConvTokenizer):
     """Xiao et al.'s stem: `layers` x [conv 3x3 / 2 -> BN -> ReLU], widths doubling to `dim` (the 1x1 comes after)."""
 
     def __init__(self, in_chans: int, dim: int, layers: int) -> None:
@@ -74,16 +81,10 @@ class EarlyConvStem(nn.Module):
             )
         )
         self.num_features, self.needs_projection = widths[-1], True
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, D, H / 2^layers, W / 2^layers), channels-last (the tokens are then a view)."""
-        return self.stages(images.contiguous(memory_format=torch.channels_last))
+        init_convnet(self)  # He fan-out convolutions, unit BatchNorms
 
 
-class XResTokenizer(nn.Module):
+class XResTokenizer(ConvTokenizer):
     """The xresnet stem (stride 4), then `layers - 2` stride-2 conv-BN-ReLU layers doubling the width."""
 
     def __init__(self, in_chans: int, layers: int) -> None:
@@ -93,13 +94,7 @@ class XResTokenizer(nn.Module):
         downs = [conv_bn(widths[i], widths[i + 1], 3, 2) for i in range(layers - 2)]
         self.stages = nn.Sequential(stem, *downs)
         self.num_features, self.needs_projection = widths[-1], True
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, 64 * 2^(layers-2), H / 2^layers, W / 2^layers), channels-last."""
-        return self.stages(images.contiguous(memory_format=torch.channels_last))
+        init_convnet(self)  # He fan-out convolutions, unit BatchNorms
 
 
 def build_tokenizer(stem: str, patch_size: tuple[int, int], in_chans: int, dim: int) -> nn.Module:

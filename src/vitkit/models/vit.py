@@ -172,7 +172,7 @@ class Attention(nn.Module):
         mask = None
         if self.log_temperature is not None:
             # attend() scales by 1/sqrt(d); q * sqrt(d)/tau makes the logits q k^T / tau.
-            q = q * (math.sqrt(self.head_dim) / self.log_temperature.exp()).to(q.dtype)
+            q = q * (math.sqrt(self.head_dim) / self.temperature).to(q.dtype)
             mask = ~torch.eye(tokens, dtype=torch.bool, device=x.device)
         out, weights = attend(q, k, v, self.attn_dropout if self.training else 0.0, need_weights, mask)
         out = out.transpose(1, 2).reshape(batch, tokens, dim)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -397,6 +396,7 @@ def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progress
     step_times: list[float] = []
     budget_s = cfg.run.time_budget_min * 60
     budget = state.budget_clock if budget_s > 0 else None
+    eval_passes = (2 if learner.ema is not None else 1) * TTA_PASSES.get(cfg.run.eval_tta, 6)
     while state.step < schedule.total_steps(state):  # run.steps may end the last epoch early
         start = time.perf_counter()
         try:
@@ -431,8 +431,7 @@ def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progress
         due = budget is not None and replan_due(len(step_times), state.planned_steps, schedule.steps_per_epoch)
         if due or (budget is not None and not state.budget_clock.epoch_end_s):
             # Until an epoch end has been measured, the out-of-time check reserves an estimate of it after every step.
-            passes = (2 if learner.ema is not None else 1) * TTA_PASSES.get(cfg.run.eval_tta, 6)
-            budget = plan_within_epoch(state, schedule, step_times, len(trainer.inputs.data.val), passes)
+            budget = plan_within_epoch(state, schedule, step_times, len(trainer.inputs.data.val), eval_passes)
             if len(step_times) == 1 and budget.epoch_end_s >= budget_s:
                 reporter.message(
                     f"time budget {cfg.run.time_budget_min:g} min: one validation is estimated at "
@@ -588,9 +587,11 @@ def plan_within_epoch(
     """The clock to plan from inside an epoch that is long beside the budget: its steps so far, and an epoch end not
     yet measured estimated from the validation set's size (`eval_passes` forward passes per image)."""
     resolution = schedule.resolution(progress, progress.epoch, max(0, progress.step - 1))
-    step_s = statistics.median(step_times) if step_times else 0.0
-    end_s = estimate_epoch_end(step_s, schedule.run.batch_size, val_images, eval_passes)
-    return progress.budget_clock.with_partial_epoch(resolution, step_times, end_s)
+    clock = progress.budget_clock.with_partial_epoch(resolution, step_times, 0.0)  # the median, taken once
+    if not clock.epoch_end_s:
+        step_s = clock.step_s[resolution] if step_times else 0.0
+        clock.epoch_end_s = estimate_epoch_end(step_s, schedule.run.batch_size, val_images, eval_passes)
+    return clock
 
 
 TTA_PASSES = {"none": 1, "flip": 2}  # forward passes per validation image (multi-crop: 6)
