@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import vitkit
 from test_interop_formats import to_jax
 from vitkit.checkpoints import read_checkpoint
-from vitkit.models import CifarResNet, ResNetV2, VisionTransformer, model_config
+from vitkit.models import CifarResNet, ResNetV2, VisionTransformer, XResNet, model_config
 
 # A hybrid small enough for CPU tests: ResNet-26 at half width, /16 (stages 2, 2, 4), a 2-layer 64-wide ViT.
 TINY_R = {"hidden_dim": 64, "depth": 2, "num_heads": 4, "mlp_dim": 128, "num_classes": 5}
@@ -156,6 +157,34 @@ def test_cifar_stems_for_32px_images(name, layers, grid):
     assert model(images()).shape == (2, 10)
 
 
+@pytest.mark.parametrize(
+    ("name", "layers", "width", "act"),
+    [
+        ("X50+Ti/16", (3, 4, 9), 1024, nn.ReLU),  # folded as R50 (App. B): stage 4's units moved into stage 3
+        ("X18x0.5_mish+Ti/16", (2, 2, 4), 128, nn.Mish),
+        ("X26+Ti/32", (2, 2, 2, 2), 2048, nn.ReLU),
+    ],
+)
+def test_xresnet_stems_for_photos(name, layers, width, act):
+    model = vitkit.create_model(name, img_size=128, num_classes=10, depth=1).eval()
+    backbone = model.patch_embed.backbone
+    assert isinstance(backbone, XResNet) and backbone.config.num_classes == 0
+    assert backbone.config.layers == layers and backbone.config.num_features == width
+    assert isinstance(backbone.stem[0][2], act) and model.patch_embed.proj.in_channels == width
+    grid = 128 // model.config.patch_size[0]
+    tokens, got = model.patch_embed(images(128))
+    assert got == (grid, grid) and tokens.shape == (2, grid * grid, 192)
+    assert model(images(128)).shape == (2, 10)
+
+
+def test_xresnet_hybrid_round_trip(tmp_path):
+    model = vitkit.create_model("X10x0.25_mish+Mini/16", img_size=64, num_classes=3, depth=1).eval()
+    vitkit.save(model, tmp_path / "x10")
+    loaded = vitkit.load(tmp_path / "x10").eval()
+    assert loaded.config.stem == "X10x0.25_mish"
+    torch.testing.assert_close(loaded(images(64)), model(images(64)), rtol=0, atol=0)
+
+
 def test_hybrid_presets_match_timm_names():
     config = model_config("vit_base_r50_s16_384")
     assert (config.stem, config.patch_size, config.img_size, config.hidden_dim) == ("R50", (16, 16), (384, 384), 768)
@@ -200,6 +229,9 @@ def test_native_round_trip_keeps_stem_and_logits(tmp_path):
         ("C20+Mini/8", "stem C20 cannot give patch size 8x8: its stages downsample by 1 or 2 or 4"),
         ("R34+B/16", "unknown hybrid stem 'R34'"),
         ("C21+Mini/4", "unknown hybrid stem 'C21'"),
+        ("X50+B/12", "stem X50 cannot give patch size 12x12"),
+        ("X20+B/16", "unknown hybrid stem 'X20'"),
+        ("R50_mish+B/16", "only the xresnet stems"),
     ],
 )
 def test_stem_name_errors(name, message):

@@ -2,6 +2,7 @@
 # The Imagenette lever runs of docs/photos.md (issue 25): 128 px from the 160 px copy, official val split,
 # random init, no test-time augmentation; each one `vitkit train` command on 1 thread.
 #   benchmarks/experiments/photos_levers.sh NAME [EPOCHS] [SEED]   # e.g. vit6_patch16 5 0; resumes a stopped run
+#   THREADS=2 benchmarks/experiments/photos_levers.sh ...          # the big models on both cores
 # Results: runs/photos/<name>_<epochs>ep[_s<seed>]/{summary.json,metrics.csv}; table: benchmarks/figures/photos_table.py.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,7 +16,7 @@ if [ -f "$OUT/checkpoints/last/config.json" ]; then exec .venv/bin/vitkit train 
 COMMON=(--data ../shared/data/imagenette-160 --img-size 128 --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225
   --crop rrc --rrc-scale 0.35 1 --hflip --randaugment-n 0 --mixup 0 --cutmix 0 --random-erasing 0
   --label-smoothing 0.1 --batch-size 64 --warmup-epochs 1 --schedule cosine --epochs "$EPOCHS" --seed "$SEED"
-  --threads 1 --no-progress --eval-batch-size 250)
+  --threads "${THREADS:-1}" --no-progress --eval-batch-size 250)
 # The ViT body of every lever: Ti's width (D=192, 3 heads), 6 blocks, MLP 384, GAP, learned position embeddings
 # (the CIFAR-10 recipes' transformer), 16x16 patches: 64 tokens at 128 px.
 BODY=(--depth 6 --mlp-dim 384 --pool gap --posemb learned --lr 1e-3 --weight-decay 0.05)
@@ -31,6 +32,9 @@ case $NAME in
   vit6_conv4_lsa) ARGS=(--model conv4+Ti/16 --lsa "${BODY[@]}") ;;
   xresnet18x0.5) ARGS=(--model xresnet18x0.5 --lr 3e-3 --weight-decay 0.05) ;;  # the ConvNet, half width
   xresnet18) ARGS=(--model xresnet18 --lr 3e-3 --weight-decay 0.05) ;;
+  # The leaderboard's model (xresnet50 + Mish) with its optimizer's settings as far as AdamW has them
+  # (lr 4e-3, betas 0.95 / 0.99, weight decay 1e-2).
+  xresnet50_mish) ARGS=(--model xresnet50_mish --lr 4e-3 --betas 0.95 0.99 --weight-decay 0.01) ;;
   *) echo "unknown run $NAME" >&2; exit 2 ;;
 esac
 exec .venv/bin/vitkit train "${COMMON[@]}" "${ARGS[@]}" --out "$OUT" --overwrite

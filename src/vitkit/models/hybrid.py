@@ -9,6 +9,9 @@ sizes, divisibility checks and position-embedding resampling work as for the pla
   units, GroupNorm, weight standardisation). At stride 32 it keeps all 4 stages; for stride 16 "we remove
   stage 4, place the same number of layers in stage 3 (keeping the total number of layers)" (App. B), so
   R50+B/16 has stages (3, 4, 9). Strides 8 and 4 fold the same way into 2 and 1 stages.
+- "X50" (also X10, X18, X26, X34, X101; width "X50x0.5", Mish "X50_mish"): the xresnet of the Imagenette
+  leaderboard (`xresnet.py`: three-convolution stem, ResNet-D shortcuts, BatchNorm), folded as R50: X50+S/16 keeps
+  stages (3, 4, 9) and feeds the transformer an 8x8 grid at 128 px. For photos from scratch at a small size.
 - "C20" (also C32, C44, C56, C110; width "C20x2"): the CIFAR ResNet of He et al. 2016, for 32x32 images. Its
   stages have stride 1, 2, 2, so strides 1, 2 and 4 keep 1, 2 and 3 stages, folded the same way:
   "C20+Mini/4" has stages (3, 3, 3) and feeds an 8x8 grid of 64-channel features to ViT-Mini.
@@ -23,10 +26,11 @@ from torch import nn
 
 from vitkit.errors import UsageError
 from vitkit.models.config import ViTConfig, nearest_multiples
-from vitkit.models.convnet_config import ResNetV2Config
+from vitkit.models.convnet_config import CifarResNetConfig, ResNetV2Config, XResNetConfig
 from vitkit.models.resnet import CifarResNet, ResNetV2
 from vitkit.models.stems import is_tokenizer, stem_config
 from vitkit.models.tokenizers import build_tokenizer
+from vitkit.models.xresnet import XResNet
 
 
 class HybridEmbedding(nn.Module):
@@ -43,7 +47,7 @@ class HybridEmbedding(nn.Module):
             stem = stem_config(
                 config.stem, config.patch_size, config.in_chans, config.stem_weight_std, config.stem_norm_eps
             )
-            self.backbone = ResNetV2(stem) if isinstance(stem, ResNetV2Config) else CifarResNet(stem)
+            self.backbone = build_stem_convnet(stem)
             features, project = stem.num_features, True
         # CCT's last convolution already has the token width: no projection after it.
         self.proj = nn.Conv2d(features, config.hidden_dim, kernel_size=1) if project else nn.Identity()
@@ -65,3 +69,12 @@ class HybridEmbedding(nn.Module):
         tokens = self.proj(self.backbone.forward_features(images))
         # (B, D, h, w) channels-last -> (B, h*w, D): a view, no copy (row-major tokens, as flatten(2) orders them).
         return tokens.permute(0, 2, 3, 1).flatten(1, 2), (tokens.shape[2], tokens.shape[3])
+
+
+def build_stem_convnet(config: ResNetV2Config | XResNetConfig | CifarResNetConfig) -> nn.Module:
+    """The headless ConvNet of a hybrid stem's config."""
+    if isinstance(config, ResNetV2Config):
+        return ResNetV2(config)
+    if isinstance(config, XResNetConfig):
+        return XResNet(config)
+    return CifarResNet(config)

@@ -107,7 +107,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _VARIANT_PATTERN = re.compile(
-    r"^(?:(?P<stem>[A-Z]\d+(?:x[\d.]+)?|(?:cct|conv|xres)\d+)\+)?(?P<width>[A-Za-z]+)/(?P<patch>\d+)$"
+    r"^(?:(?P<stem>[A-Z]\d+(?:x[\d.]+)?(?:_mish)?|(?:cct|conv|xres)\d+)\+)?(?P<width>[A-Za-z]+)/(?P<patch>\d+)$"
 )
 _CIFAR_NAME = re.compile(r"^resnet(?P<depth>\d+)$")
 _RESNETV2_NAME = re.compile(r"^resnetv2_(?P<depth>\d+)(?:x(?P<width>\d+))?$")

@@ -9,7 +9,14 @@ from __future__ import annotations
 import re
 
 from vitkit.errors import UsageError
-from vitkit.models.convnet_config import CIFAR_DEPTHS, RESNETV2_LAYERS, CifarResNetConfig, ResNetV2Config
+from vitkit.models.convnet_config import (
+    CIFAR_DEPTHS,
+    RESNETV2_LAYERS,
+    XRESNET_LAYERS,
+    CifarResNetConfig,
+    ResNetV2Config,
+    XResNetConfig,
+)
 
 TOKENIZER_PATTERN = re.compile(r"^(?P<kind>cct|conv|xres)(?P<layers>\d+)$")
 
@@ -35,10 +42,11 @@ def tokenizer_layers(stem: str, patch_size: tuple[int, int]) -> int:
     return layers
 
 
-STEM_PATTERN = re.compile(r"^(?P<family>[RC])(?P<depth>\d+)(?:x(?P<width>\d+(?:\.\d+)?))?$")
+STEM_PATTERN = re.compile(r"^(?P<family>[RCX])(?P<depth>\d+)(?:x(?P<width>\d+(?:\.\d+)?))?(?P<mish>_mish)?$")
 STEM_HELP = (
-    f"'R<depth>[x<width>]' (ResNetV2 depth {', '.join(map(str, RESNETV2_LAYERS))}; patch size 4, 8, 16 or 32) or "
-    f"'C<depth>[x<width>]' (CIFAR ResNet depth {', '.join(map(str, CIFAR_DEPTHS))}; patch size 1, 2 or 4)"
+    f"'R<depth>[x<width>]' (ResNetV2 depth {', '.join(map(str, RESNETV2_LAYERS))}; patch size 4, 8, 16 or 32), "
+    f"'X<depth>[x<width>][_mish]' (xresnet depth {', '.join(map(str, XRESNET_LAYERS))}; patch size 4, 8, 16 or 32) "
+    f"or 'C<depth>[x<width>]' (CIFAR ResNet depth {', '.join(map(str, CIFAR_DEPTHS))}; patch size 1, 2 or 4)"
 )
 
 
@@ -49,7 +57,7 @@ def fold_layers(layers: tuple[int, ...], stages: int) -> tuple[int, ...]:
 
 def stem_config(
     stem: str, patch_size: tuple[int, int], in_chans: int = 3, weight_std: str = "timm", norm_eps: float = 1e-5
-) -> CifarResNetConfig | ResNetV2Config:
+) -> CifarResNetConfig | ResNetV2Config | XResNetConfig:
     """The headless ConvNet config a stem name and a total stride (the ViT's patch size) describe.
 
     `weight_std` and `norm_eps` are the ResNet stems' conventions (timm's or the JAX releases'); the CIFAR
@@ -60,10 +68,14 @@ def stem_config(
         raise UsageError(f"unknown hybrid stem {stem!r}; use {STEM_HELP}")
     family, depth, width = match["family"], int(match["depth"]), float(match["width"] or 1)
     stride = patch_size[0]
-    if family == "R":
-        if depth not in RESNETV2_LAYERS:
+    if match["mish"] and family != "X":
+        raise UsageError(f"hybrid stem {stem!r}: only the xresnet stems ('X50_mish') take '_mish'")
+    if family in "RX":
+        depths = RESNETV2_LAYERS if family == "R" else XRESNET_LAYERS
+        if depth not in depths:
             raise UsageError(f"unknown hybrid stem {stem!r}; use {STEM_HELP}")
-        layers, strides = RESNETV2_LAYERS[depth], {4 * 2**i: i + 1 for i in range(4)}
+        layers = RESNETV2_LAYERS[depth] if family == "R" else XRESNET_LAYERS[depth][0]
+        strides = {4 * 2**i: i + 1 for i in range(4)}
     else:
         if depth not in CIFAR_DEPTHS or width != int(width):
             raise UsageError(f"unknown hybrid stem {stem!r}; use {STEM_HELP}")
@@ -74,6 +86,10 @@ def stem_config(
             f"{' or '.join(map(str, strides))}; use a variant like '{stem}+B/{max(strides)}'"
         )
     layers = fold_layers(layers, strides[stride])
+    if family == "X":
+        act = "mish" if match["mish"] else "relu"
+        bottleneck = XRESNET_LAYERS[depth][1]
+        return XResNetConfig(layers, bottleneck, width, act, num_classes=0, in_chans=in_chans, name=stem)
     if family == "R":
         conventions = {"weight_std": weight_std, "norm_eps": norm_eps}
         return ResNetV2Config(layers, width, preact=False, num_classes=0, in_chans=in_chans, name=stem, **conventions)
