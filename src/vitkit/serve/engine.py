@@ -3,7 +3,6 @@ prediction `vitkit predict` makes on the same file (same decoding, resize and cr
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from PIL import Image
 
 from vitkit.data.decode import normalize_pixels, prediction_pixels
 from vitkit.errors import UsageError
+from vitkit.export.metadata import source_sha256
 from vitkit.inference import LoadedModel, load_for_inference, with_precision
 from vitkit.inference.loading import require_head
 from vitkit.inference.predict import classify
@@ -55,7 +55,7 @@ class Engine:
         else:
             loaded = load_exported(source, threads)
         require_head(loaded.model, loaded.path)
-        return cls(loaded, chosen, display_name(source), weights_digest(loaded.path))
+        return cls(loaded, chosen, display_name(source), source_sha256(loaded.path))
 
     @property
     def img_size(self) -> int:
@@ -144,18 +144,6 @@ def display_name(source: str | Path) -> str:
     if ":" in text and not Path(text).exists():
         return text  # a hub id (hf-hub:..., timm:...)
     return Path(text).resolve().name
-
-
-def weights_digest(path: Path) -> str:
-    """sha256 of the weights served: the file, or a checkpoint directory's files in name order."""
-    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.name.encode())
-        with file.open("rb") as handle:
-            for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def overlay_png(pixels: torch.Tensor, rollout: np.ndarray, alpha: float = 0.5) -> bytes:
