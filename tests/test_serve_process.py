@@ -74,6 +74,23 @@ def test_sigterm_finishes_requests_in_flight(tmp_path):
         httpx.get(f"{url}/healthz", timeout=2)
     log = process.stderr.read()
     assert "127.0.0.1" in log and "Finished server process" in log
+    assert "POST /v1/predict" not in log  # no access log unless --access-log
+
+
+def test_access_log_flag_reaches_uvicorn(tmp_path, monkeypatch):
+    import torch
+    import uvicorn
+
+    from vitkit.cli.main import main
+
+    checkpoint = tiny_checkpoint(tmp_path / "tiny")
+    seen: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: seen.append(options))
+    monkeypatch.setattr(torch, "set_num_threads", lambda threads: None)  # keep this test process's threads
+    assert main(["serve", str(checkpoint), "--threads", "1"]) == 0
+    assert main(["serve", str(checkpoint), "--threads", "1", "--access-log"]) == 0
+    assert [options["access_log"] for options in seen] == [False, True]
+    assert all(options["host"] == "127.0.0.1" for options in seen)
 
 
 def worker_processes(pid: int) -> list[int]:

@@ -35,6 +35,10 @@ case $NAME in
   # The leaderboard's model (xresnet50 + Mish) with its optimizer's settings as far as AdamW has them
   # (lr 4e-3, betas 0.95 / 0.99, weight decay 1e-2).
   xresnet50_mish) ARGS=(--model xresnet50_mish --lr 4e-3 --betas 0.95 0.99 --weight-decay 0.01) ;;
+  # The paper's hybrid with the leaderboard's trunk: xresnet50 + Mish stages 1-3 (folded to 3, 4, 9 units, stride
+  # 16) in place of stage 4 a 6-block 192-wide ViT on the 8x8 feature map; between the two lrs above.
+  x50_vit6) ARGS=(--model X50_mish+Ti/16 --depth 6 --mlp-dim 384 --pool gap --posemb learned --lr 2e-3
+    --betas 0.95 0.99 --weight-decay 0.05) ;;
   *) echo "unknown run $NAME" >&2; exit 2 ;;
 esac
 exec .venv/bin/vitkit train "${COMMON[@]}" "${ARGS[@]}" --out "$OUT" --overwrite

@@ -49,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=0, help="model threads per worker (default: the CPU's cores / --workers)"
     )
     parser.add_argument("--decode-threads", type=int, default=2, help="image-decoding threads per worker (2)")
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log one line per request (off: /metrics counts requests; the log line costs time under load)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +86,13 @@ def run(args: argparse.Namespace) -> int:
         decode_threads=args.decode_threads,
         top_k=args.top_k,
     )
-    options = {"host": args.host, "port": args.port, "log_level": "info", "timeout_graceful_shutdown": 30}
+    options = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": "info",
+        "access_log": args.access_log,
+        "timeout_graceful_shutdown": 30,
+    }
     where = f"http://{args.host}:{args.port}"
     if args.workers == 1:
         engine = Engine.load(settings.source, settings.backend, settings.device, settings.threads, settings.precision)
