@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import random
+import shlex
 import socket
 import statistics
 import subprocess
@@ -323,6 +324,7 @@ def main() -> None:
     parser.add_argument("--soak", type=int, default=0, help="run the soak with this many requests instead")
     parser.add_argument("--bad-fraction", type=float, default=0.05)
     parser.add_argument("--soak-concurrency", type=int, default=32)
+    parser.add_argument("--server-args", default="", help="more flags for the batched server, e.g. '--access-log'")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
 
@@ -334,7 +336,9 @@ def main() -> None:
     batched_flags = [*common, "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
     if args.workers > 1:  # each worker gets threads / workers model threads
         batched_flags += ["--workers", str(args.workers), "--threads", str(max(1, args.threads // args.workers))]
+    batched_flags += shlex.split(args.server_args)
     results: dict = {"checkpoint": args.checkpoint, "data": str(args.data), "threads": args.threads,
+                     "server_args": args.server_args,
                      "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "workers": args.workers,
                      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
     if args.soak:
