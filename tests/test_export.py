@@ -108,6 +108,19 @@ def test_metadata_round_trip(tmp_path: Path) -> None:
     assert beside["mean"] == MEAN and beside["source_sha256"] == read.source_sha256
 
 
+def test_export_into_a_checkpoint_directory_keeps_its_config(tmp_path: Path, caplog) -> None:
+    path, model, _ = checkpoint(tmp_path, "deit")
+    before = (path / "config.json").read_text()
+    out, meta = export_onnx(path, path / "model.onnx")
+    assert (path / "config.json").read_text() == before  # the checkpoint still loads
+    assert "kept" in caplog.text and "config.json" in caplog.text
+    assert vitkit.load(path).config == model.config
+    assert read_metadata(out) == meta  # the file holds its metadata itself
+    export_onnx(path, tmp_path / "alone" / "m.onnx")
+    export_onnx(path, tmp_path / "alone" / "m.onnx", img_size=24)  # an export's own config.json is replaced
+    assert json.loads((tmp_path / "alone" / "config.json").read_text())["img_size"] == 24
+
+
 def test_include_preprocessing_takes_uint8(tmp_path: Path) -> None:
     path, model, size = checkpoint(tmp_path, "vit-token-learned")
     out, meta = export_onnx(path, tmp_path / "m.onnx", include_preprocessing=True)

@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vitkit.errors import MissingPathError, UsageError
 from vitkit.export.aoti import load_package
+
+log = logging.getLogger(__name__)
 
 PREFIX = "vitkit."
 REQUIRED = ("img_size", "mean", "std", "input")  # what inference cannot run without
@@ -140,9 +144,33 @@ def write_metadata(onnx_path: str | Path, meta: ExportMetadata) -> None:
     write_config(onnx_path, meta)
 
 
-def write_config(path: Path, meta: ExportMetadata) -> None:
-    """The config.json beside an exported file: the metadata as plain JSON, for any runtime to read."""
-    (path.parent / CONFIG_NAME).write_text(json.dumps(asdict(meta), indent=2) + "\n")
+def write_config(path: Path, meta: ExportMetadata) -> bool:
+    """The config.json beside an exported file: the metadata as plain JSON, for any runtime to read.
+
+    It replaces only an earlier export's config.json: any other one (a checkpoint's, when the file is exported
+    into a checkpoint directory) is kept, with a warning, and False returned; the file holds its metadata anyway.
+    """
+    beside = path.parent / CONFIG_NAME
+    if beside.exists() and not is_export_config(beside):
+        log.warning(
+            "kept %s: it is not an exported model's config (a checkpoint's?); %s holds its preprocessing itself. "
+            "Export into a folder of its own to get a config.json beside the file as well",
+            beside, path.name,
+        )  # fmt: skip
+        return False
+    scratch = beside.with_name(f".{CONFIG_NAME}.{os.getpid()}.tmp")
+    scratch.write_text(json.dumps(asdict(meta), indent=2) + "\n")
+    os.replace(scratch, beside)
+    return True
+
+
+def is_export_config(path: Path) -> bool:
+    """Whether a config.json holds an exported model's metadata (only ExportMetadata's keys), not something else."""
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(loaded, dict) and "img_size" in loaded and set(loaded) <= set(ExportMetadata.__dataclass_fields__)
 
 
 def source_sha256(path: Path) -> str:
