@@ -74,7 +74,6 @@ def test_sigterm_finishes_requests_in_flight(tmp_path):
         httpx.get(f"{url}/healthz", timeout=2)
     log = process.stderr.read()
     assert "127.0.0.1" in log and "Finished server process" in log
-    assert "POST /v1/predict" not in log  # no access log unless --access-log
 
 
 def test_access_log_flag_reaches_uvicorn(tmp_path, monkeypatch):
@@ -88,8 +87,8 @@ def test_access_log_flag_reaches_uvicorn(tmp_path, monkeypatch):
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: seen.append(options))
     monkeypatch.setattr(torch, "set_num_threads", lambda threads: None)  # keep this test process's threads
     assert main(["serve", str(checkpoint), "--threads", "1"]) == 0
-    assert main(["serve", str(checkpoint), "--threads", "1", "--access-log"]) == 0
-    assert [options["access_log"] for options in seen] == [False, True]
+    assert main(["serve", str(checkpoint), "--threads", "1", "--no-access-log"]) == 0
+    assert [options["access_log"] for options in seen] == [True, False]
     assert all(options["host"] == "127.0.0.1" for options in seen)
 
 

@@ -324,7 +324,11 @@ def main() -> None:
     parser.add_argument("--soak", type=int, default=0, help="run the soak with this many requests instead")
     parser.add_argument("--bad-fraction", type=float, default=0.05)
     parser.add_argument("--soak-concurrency", type=int, default=32)
-    parser.add_argument("--server-args", default="", help="more flags for the batched server, e.g. '--access-log'")
+    parser.add_argument(
+        "--server-args",
+        default="",
+        help="more flags for the batched server, written with '=': --server-args='--threads 1'",
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
 

@@ -50,9 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--decode-threads", type=int, default=2, help="image-decoding threads per worker (2)")
     parser.add_argument(
-        "--access-log",
-        action="store_true",
-        help="log one line per request (off: /metrics counts requests; the log line costs time under load)",
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        help="no log line per request (/metrics still counts them)",
     )
 
 
