@@ -32,6 +32,7 @@ case $NAME in
   vit6_conv4_lsa) ARGS=(--model conv4+Ti/16 --lsa "${BODY[@]}") ;;
   xresnet18x0.5) ARGS=(--model xresnet18x0.5 --lr 3e-3 --weight-decay 0.05) ;;  # the ConvNet, half width
   xresnet18) ARGS=(--model xresnet18 --lr 3e-3 --weight-decay 0.05) ;;
+  xresnet18x0.5_fp32) ARGS=(--model xresnet18x0.5 --lr 3e-3 --weight-decay 0.05 --precision fp32) ;;  # bf16's cost?
   # The leaderboard's model (xresnet50 + Mish) with its optimizer's settings as far as AdamW has them
   # (lr 4e-3, betas 0.95 / 0.99, weight decay 1e-2).
   xresnet50_mish) ARGS=(--model xresnet50_mish --lr 4e-3 --betas 0.95 0.99 --weight-decay 0.01) ;;
