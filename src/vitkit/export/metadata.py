@@ -22,13 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vitkit.errors import MissingPathError, UsageError
 from vitkit.export.aoti import load_package
+from vitkit.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +144,11 @@ def write_metadata(onnx_path: str | Path, meta: ExportMetadata) -> None:
     write_config(onnx_path, meta)
 
 
-def write_config(path: Path, meta: ExportMetadata) -> bool:
+def write_config(path: Path, meta: ExportMetadata) -> None:
     """The config.json beside an exported file: the metadata as plain JSON, for any runtime to read.
 
     It replaces only an earlier export's config.json: any other one (a checkpoint's, when the file is exported
-    into a checkpoint directory) is kept, with a warning, and False returned; the file holds its metadata anyway.
+    into a checkpoint directory) is kept, with a warning; the file holds its metadata anyway.
     """
     beside = path.parent / CONFIG_NAME
     if beside.exists() and not is_export_config(beside):
@@ -157,11 +157,8 @@ def write_config(path: Path, meta: ExportMetadata) -> bool:
             "Export into a folder of its own to get a config.json beside the file as well",
             beside, path.name,
         )  # fmt: skip
-        return False
-    scratch = beside.with_name(f".{CONFIG_NAME}.{os.getpid()}.tmp")
-    scratch.write_text(json.dumps(asdict(meta), indent=2) + "\n")
-    os.replace(scratch, beside)
-    return True
+        return
+    write_text_atomic(beside, json.dumps(asdict(meta), indent=2) + "\n")
 
 
 def is_export_config(path: Path) -> bool:

@@ -26,11 +26,9 @@ from torch import nn
 
 from vitkit.errors import UsageError
 from vitkit.models.config import ViTConfig, nearest_multiples
-from vitkit.models.convnet_config import CifarResNetConfig, ResNetV2Config, XResNetConfig
-from vitkit.models.resnet import CifarResNet, ResNetV2
+from vitkit.models.registry import build_model
 from vitkit.models.stems import is_tokenizer, stem_config
 from vitkit.models.tokenizers import build_tokenizer
-from vitkit.models.xresnet import XResNet
 
 
 class HybridEmbedding(nn.Module):
@@ -47,7 +45,7 @@ class HybridEmbedding(nn.Module):
             stem = stem_config(
                 config.stem, config.patch_size, config.in_chans, config.stem_weight_std, config.stem_norm_eps
             )
-            self.backbone = build_stem_convnet(stem)
+            self.backbone = build_model(stem)  # the headless ResNetV2, xresnet or CIFAR ResNet
             features, project = stem.num_features, True
         # CCT's last convolution already has the token width: no projection after it.
         self.proj = nn.Conv2d(features, config.hidden_dim, kernel_size=1) if project else nn.Identity()
@@ -69,12 +67,3 @@ class HybridEmbedding(nn.Module):
         tokens = self.proj(self.backbone.forward_features(images))
         # (B, D, h, w) channels-last -> (B, h*w, D): a view, no copy (row-major tokens, as flatten(2) orders them).
         return tokens.permute(0, 2, 3, 1).flatten(1, 2), (tokens.shape[2], tokens.shape[3])
-
-
-def build_stem_convnet(config: ResNetV2Config | XResNetConfig | CifarResNetConfig) -> nn.Module:
-    """The headless ConvNet of a hybrid stem's config."""
-    if isinstance(config, ResNetV2Config):
-        return ResNetV2(config)
-    if isinstance(config, XResNetConfig):
-        return XResNet(config)
-    return CifarResNet(config)

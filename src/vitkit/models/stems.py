@@ -71,11 +71,10 @@ def stem_config(
     if match["mish"] and family != "X":
         raise UsageError(f"hybrid stem {stem!r}: only the xresnet stems ('X50_mish') take '_mish'")
     if family in "RX":
-        depths = RESNETV2_LAYERS if family == "R" else XRESNET_LAYERS
+        depths = RESNETV2_LAYERS if family == "R" else {d: units for d, (units, _) in XRESNET_LAYERS.items()}
         if depth not in depths:
             raise UsageError(f"unknown hybrid stem {stem!r}; use {STEM_HELP}")
-        layers = RESNETV2_LAYERS[depth] if family == "R" else XRESNET_LAYERS[depth][0]
-        strides = {4 * 2**i: i + 1 for i in range(4)}
+        layers, strides = depths[depth], {4 * 2**i: i + 1 for i in range(4)}
     else:
         if depth not in CIFAR_DEPTHS or width != int(width):
             raise UsageError(f"unknown hybrid stem {stem!r}; use {STEM_HELP}")
@@ -87,8 +86,7 @@ def stem_config(
         )
     layers = fold_layers(layers, strides[stride])
     if family == "X":
-        act = "mish" if match["mish"] else "relu"
-        bottleneck = XRESNET_LAYERS[depth][1]
+        act, bottleneck = "mish" if match["mish"] else "relu", XRESNET_LAYERS[depth][1]
         return XResNetConfig(layers, bottleneck, width, act, num_classes=0, in_chans=in_chans, name=stem)
     if family == "R":
         conventions = {"weight_std": weight_std, "norm_eps": norm_eps}

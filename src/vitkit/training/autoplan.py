@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
 import statistics
 import time
@@ -34,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from vitkit.files import write_text_atomic
 
 DEFAULT_BUDGET_MIN = 30.0  # neither --epochs nor --time-budget-min: plan for this many minutes
 MAX_EPOCHS = 100  # a budget never plans more epochs than this
@@ -361,9 +362,7 @@ def time_candidates(
         out[(model_spec.label, size)] = stored[key]
     with contextlib.suppress(OSError, ValueError):
         cache.parent.mkdir(parents=True, exist_ok=True)
-        scratch = cache.with_suffix(f".tmp{os.getpid()}")
-        scratch.write_text(json.dumps(stored, indent=1))
-        scratch.replace(cache)
+        write_text_atomic(cache, json.dumps(stored, indent=1))
     return out
 
 

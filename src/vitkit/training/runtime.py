@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from vitkit.errors import UsageError
+from vitkit.files import write_text_atomic
 from vitkit.inference.device import autocast, resolve_device
 from vitkit.models import Model
 from vitkit.models.vit import attend, eager_attention
@@ -229,9 +230,7 @@ def bf16_speedup(cache: Path | None = None) -> float:
         stored = json.loads(cache.read_text()) if cache.is_file() else {}
         stored[key] = round(speedup, 3)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(stored, indent=1))
-        tmp.replace(cache)  # atomic: concurrent ranks or runs never read half a file
+        write_text_atomic(cache, json.dumps(stored, indent=1))  # concurrent ranks or runs never read half a file
     return speedup
 
 
