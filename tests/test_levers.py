@@ -278,3 +278,47 @@ def test_adamw_is_fused_where_torch_can_and_steps_like_the_per_tensor_loop(name)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, reference.state_dict()[key], rtol=1e-5, atol=1e-6, msg=key)
     assert all(not torch.equal(model.state_dict()[k], initial[k]) for k in ("head.weight", "blocks.0.mlp.fc1.weight"))
+
+
+def test_ranger_is_radam_pulled_back_to_its_slow_weights_every_k_steps():
+    from vitkit.training.ranger import Ranger
+
+    torch.manual_seed(0)
+    model = TinyBlocks()
+    start = copy.deepcopy(model.state_dict())
+    radam_model = copy.deepcopy(model)
+    groups = [{"params": list(model.parameters()), "weight_decay": 0.01}]
+    ranger = Ranger(groups, lr=1e-2, k=3, alpha=0.5)
+    radam = torch.optim.RAdam(
+        radam_model.parameters(), lr=1e-2, betas=(0.9, 0.99), eps=1e-6, weight_decay=0.01, decoupled_weight_decay=True
+    )
+    # Two fast steps are plain RAdam; the third lands half-way between the start and RAdam's third step.
+    train_steps(model, ranger, 2)
+    train_steps(radam_model, radam, 2)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, radam_model.state_dict()[key])
+    train_steps(model, ranger, 1, seed=1)
+    train_steps(radam_model, radam, 1, seed=1)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, start[key] + 0.5 * (radam_model.state_dict()[key] - start[key]))
+
+
+def test_ranger_resumes_exactly_with_its_slow_weights():
+    from vitkit.training.ranger import Ranger
+
+    def make(model: nn.Module) -> Ranger:
+        return Ranger([{"params": list(model.parameters()), "weight_decay": 0.01}], lr=1e-2, k=3)
+
+    torch.manual_seed(0)
+    model = TinyBlocks()
+    optimizer = make(model)
+    train_steps(model, optimizer, 4)  # mid-way through a Lookahead period: the slow weights differ from the fast
+    saved_model, saved_state = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+    train_steps(model, optimizer, 5, seed=1)
+    resumed = TinyBlocks()
+    resumed.load_state_dict(saved_model)
+    resumed_optimizer = make(resumed)
+    resumed_optimizer.load_state_dict(saved_state)
+    train_steps(resumed, resumed_optimizer, 5, seed=1)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0)

@@ -72,7 +72,7 @@ def test_bad_values_say_what_is_allowed(tmp_path: Path) -> None:
         load_config(write(tmp_path, "run:\n  threads: 2\n"))
     with pytest.raises(ValueError, match=r"batch_size 10 is not divisible by run\.grad_accum 3"):
         load_config(overrides={"run.batch_size": 10, "run.grad_accum": 3})
-    with pytest.raises(ValueError, match=r"optim\.optimizer must be one of \('adamw', 'sgd', 'muon'\)"):
+    with pytest.raises(ValueError, match=r"optim\.optimizer must be one of \('adamw', 'sgd', 'muon', 'ranger'\)"):
         load_config(overrides={"optim.optimizer": "lamb"})
     with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\)"):
         load_config(overrides={"data.val_fraction": 1.5})
@@ -178,6 +178,16 @@ def test_schedule_warms_up_then_decays() -> None:
     linear = OptimConfig(lr=1.0, min_lr=0.1, schedule="linear", warmup_epochs=0.0)
     assert learning_rate(50, linear, 0, 100) == pytest.approx(0.1 + 0.9 * 0.5)
     assert warmup_steps(OptimConfig(warmup_epochs=1.5), steps_per_epoch=10) == 15
+
+
+def test_flat_cos_holds_the_peak_then_follows_a_cosine() -> None:
+    config = OptimConfig(lr=1.0, min_lr=0.0, schedule="flat_cos", flat_fraction=0.75, warmup_steps=10)
+    rates = [learning_rate(step, config, 10, 110) for step in range(110)]
+    assert rates[10:85] == pytest.approx([1.0] * 75)
+    assert rates[85 + 12] == pytest.approx(0.5 * (1 + math.cos(math.pi * 12 / 25)))
+    assert all(a > b for a, b in zip(rates[85:], rates[86:], strict=False)) and rates[-1] < 0.01
+    with pytest.raises(ValueError, match="flat_fraction"):
+        OptimConfig(flat_fraction=1.0)
 
 
 def test_no_weight_decay_on_biases_norms_and_embeddings() -> None:

@@ -32,6 +32,12 @@ case $NAME in
   vit6_conv4_lsa) ARGS=(--model conv4+Ti/16 --lsa "${BODY[@]}") ;;
   xresnet18x0.5) ARGS=(--model xresnet18x0.5 --lr 3e-3 --weight-decay 0.05) ;;  # the ConvNet, half width
   xresnet18) ARGS=(--model xresnet18 --lr 3e-3 --weight-decay 0.05) ;;
+  # The leaderboard's rate and decay (1e-2, betas 0.9 / 0.99, weight decay 1e-2) with a short warm-up, in steps
+  xresnet18x0.5_lr6e-3) ARGS=(--model xresnet18x0.5 --lr 6e-3 --betas 0.9 0.99 --weight-decay 0.01 --warmup-epochs 0.2) ;;
+  # The leaderboard's optimizer and schedule: Ranger (RAdam + Lookahead) at 1e-2, flat for 75% then cosine to 0,
+  # no warm-up (RAdam rectifies), no clipping, weight decay 1e-2
+  xresnet18x0.5_ranger) ARGS=(--model xresnet18x0.5 --optimizer ranger --lr 1e-2 --betas 0.9 0.99 --weight-decay 0.01
+    --warmup-epochs 0 --schedule flat_cos --clip-grad 0 --min-lr 0) ;;
   xresnet18x0.5_fp32) ARGS=(--model xresnet18x0.5 --lr 3e-3 --weight-decay 0.05 --precision fp32) ;;  # bf16's cost?
   # The leaderboard's model (xresnet50 + Mish) with its optimizer's settings as far as AdamW has them
   # (lr 4e-3, betas 0.95 / 0.99, weight decay 1e-2).

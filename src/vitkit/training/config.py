@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vitkit.training")
 
-OPTIMIZERS = ("adamw", "sgd", "muon")
-SCHEDULES = ("cosine", "linear", "constant")
+OPTIMIZERS = ("adamw", "sgd", "muon", "ranger")
+SCHEDULES = ("cosine", "linear", "constant", "flat_cos")
 ATTENTION_KERNELS = ("auto", "math", "flash", "eager")
 DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -166,14 +166,17 @@ class OptimConfig(Section):
     optimizer: str = knob(
         "adamw",
         "adamw (no decay on biases, norms, position embeddings, tokens) | sgd | muon (Muon for the blocks' matrices, "
-        "AdamW for the rest, at AdamW's lr)",
+        "AdamW for the rest, at AdamW's lr) | ranger (RAdam + Lookahead, the Imagenette leaderboard's; eps 1e-6)",
     )
     lr: float = knob(2e-3, "peak learning rate, reached at the end of warm-up")
     weight_decay: float = knob(0.05, "weight decay (not on biases, norms, position embeddings, tokens)")
     momentum: float = knob(0.9, "SGD momentum")
     nesterov: bool = knob(False, "Nesterov momentum (SGD)")
-    betas: tuple[float, float] = knob((0.9, 0.999), "AdamW betas (2 values)")
-    schedule: str = knob("cosine", "decay after warm-up: cosine | linear | constant")
+    betas: tuple[float, float] = knob((0.9, 0.999), "AdamW and Ranger betas (2 values)")
+    schedule: str = knob(
+        "cosine", "decay after warm-up: cosine | linear | constant | flat_cos (flat for --flat-fraction, then cosine)"
+    )
+    flat_fraction: float = knob(0.75, "flat_cos: the share of the steps after warm-up held at the peak rate")
     warmup_epochs: float = knob(2.0, "linear warm-up length in epochs")
     warmup_steps: int | None = knob(None, "linear warm-up length in steps (overrides --warmup-epochs)")
     min_lr: float = knob(1e-5, "learning rate at the end of the decay")
@@ -190,6 +193,10 @@ class OptimConfig(Section):
             raise UsageError(f"optim.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise UsageError(f"optim.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not 0 <= self.flat_fraction < 1:
+            raise UsageError(
+                f"optim.flat_fraction must be in [0, 1) (fastai's flat_cos: 0.75), got {self.flat_fraction}"
+            )
         if self.lr <= 0:
             raise UsageError(f"optim.lr must be positive, got {self.lr}")
         if not 0 <= self.min_lr <= self.lr:

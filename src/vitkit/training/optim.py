@@ -13,6 +13,7 @@ from vitkit.training.budget import ScheduleAnchor
 from vitkit.training.config import OptimConfig
 from vitkit.training.distributed import clean_name
 from vitkit.training.muon import MuonAdamW, hidden_matrices
+from vitkit.training.ranger import Ranger
 
 HEAD_PREFIXES = ("head.", "head_dist.")  # what a linear probe trains
 TORCH_VERSION = tuple(int(part) for part in torch.__version__.split(".")[:2])
@@ -66,12 +67,14 @@ def parameter_layers(model: Model, blocks: nn.ModuleList | list) -> dict[nn.Para
 def build_optimizer(
     model: Model, objective: nn.Module | None, config: OptimConfig, precision: str = "fp32"
 ) -> torch.optim.Optimizer:
-    """AdamW (decoupled weight decay), SGD with momentum or Muon + AdamW, over the trainable parameters of model
-    and objective. `precision` is the run's compute precision: Muon's Newton-Schulz iteration runs in bf16 only
-    where the run does (where bf16 was measured fast or asked for), else in fp32."""
+    """AdamW (decoupled weight decay), SGD with momentum, Ranger (RAdam + Lookahead) or Muon + AdamW, over the
+    trainable parameters of model and objective. `precision` is the run's compute precision: Muon's Newton-Schulz
+    iteration runs in bf16 only where the run does (where bf16 was measured fast or asked for), else in fp32."""
     groups = parameter_groups(model, config.weight_decay, objective, config.layer_decay)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    if config.optimizer == "ranger":
+        return Ranger(groups, lr=config.lr, betas=config.betas)
     fused = can_fuse_adamw([p for group in groups for p in group["params"]])
     if config.optimizer == "muon":
         ns_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -131,7 +134,8 @@ def warmup_steps(config: OptimConfig, steps_per_epoch: int) -> int:
 def learning_rate(
     step: int, config: OptimConfig, warmup: int, total_steps: int, anchor: ScheduleAnchor | None = None
 ) -> float:
-    """The rate of optimizer step `step` (0-based): linear warm-up to `lr`, then cosine or linear decay to `min_lr`.
+    """The rate of optimizer step `step` (0-based): linear warm-up to `lr`, then cosine or linear decay to `min_lr`
+    (flat_cos: the peak held for `flat_fraction` of the decay's steps, cosine over the rest, as fastai's fit_flat_cos).
 
     `anchor` (a time budget's last re-plan) fits the rest of the decay to a changed `total_steps` without a jump.
     """
@@ -140,7 +144,9 @@ def learning_rate(
     if config.schedule == "constant":
         return config.lr
     progress = (anchor or ScheduleAnchor()).progress_at(step, warmup, total_steps)
-    factor = 0.5 * (1.0 + math.cos(math.pi * progress)) if config.schedule == "cosine" else 1.0 - progress
+    if config.schedule == "flat_cos":
+        progress = max(0.0, progress - config.flat_fraction) / (1.0 - config.flat_fraction)
+    factor = 1.0 - progress if config.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
     return config.min_lr + (config.lr - config.min_lr) * factor
 
 
