@@ -30,6 +30,9 @@ case $NAME in
   vit6_lsa) ARGS=(--model Ti/16 --lsa "${BODY[@]}") ;;                   # locality self-attention
   vit6_spt_lsa) ARGS=(--model Ti/16 --spt --lsa "${BODY[@]}") ;;         # both (SL-ViT)
   vit6_conv4_lsa) ARGS=(--model conv4+Ti/16 --lsa "${BODY[@]}") ;;
+  # The 5-epoch recipe's optimizer (Muon for the blocks' matrices) on the conv4 ViT, and the leaderboard's schedule
+  vit6_conv4_muon) ARGS=(--model conv4+Ti/16 "${BODY[@]}" --optimizer muon) ;;
+  vit6_conv4_muon_flatcos) ARGS=(--model conv4+Ti/16 "${BODY[@]}" --optimizer muon --schedule flat_cos) ;;
   xresnet18x0.5) ARGS=(--model xresnet18x0.5 --lr 3e-3 --weight-decay 0.05) ;;  # the ConvNet, half width
   xresnet18) ARGS=(--model xresnet18 --lr 3e-3 --weight-decay 0.05) ;;
   # The leaderboard's rate and decay (1e-2, betas 0.9 / 0.99, weight decay 1e-2) with a short warm-up, in steps

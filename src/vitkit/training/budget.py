@@ -22,14 +22,16 @@ new length from the step and the progress at which the plan changed.
 An epoch may be longer than the whole budget (large images, a large model, a short budget). While the run is
 unplanned (its first epoch) or the budget holds fewer than `LONG_EPOCHS` epochs, the plan is also made within the
 epoch, after 2, 4, 8, 16, ... and every 64 steps (`replan_due`), from the median of the epoch's step times so far
-(`BudgetClock.with_partial_epoch`); an epoch end not yet measured is estimated from the step time and the
-validation set's size (`estimate_epoch_end`), and the out-of-time check reserves that estimate after every step.
+(`BudgetClock.with_partial_epoch`; `StepTimes` keeps them sorted, so a re-plan after every step stays cheap); an
+epoch end not yet measured is estimated from the step time and the validation set's size (`estimate_epoch_end`),
+and the out-of-time check reserves that estimate after every step.
 The warm-up is capped at a third of the planned steps (`capped_warmup`), so a plan of a few dozen steps still warms
 up, decays and ends at the minimum rate. A validation that alone takes longer than the budget still runs once.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -80,12 +82,12 @@ class BudgetClock:
             self.step_s[resolution] = statistics.median(recent)
         self.epoch_end_s = epoch_end_s
 
-    def with_partial_epoch(self, resolution: int, step_times: list[float], epoch_end_s: float) -> BudgetClock:
+    def with_partial_epoch(self, resolution: int, step_times: StepTimes, epoch_end_s: float) -> BudgetClock:
         """A copy that plans from this epoch's steps so far (their median: robust to the first, slow ones); the
         epoch end is `epoch_end_s` until one has been measured. The run's own record is left unchanged."""
         step_s = dict(self.step_s)
         if step_times:
-            step_s[resolution] = statistics.median(step_times)
+            step_s[resolution] = step_times.median()
         recent = {k: list(v) for k, v in self.recent_s.items()}
         return BudgetClock(step_s, self.epoch_end_s or epoch_end_s, recent)
 
@@ -101,6 +103,30 @@ class BudgetClock:
             return None
         known, seconds = max(self.step_s.items())
         return seconds * (resolution / known) ** 2
+
+
+class StepTimes(list):
+    """An epoch's step times in order, with their median at any point in O(1): the run re-plans after every step
+    until its first epoch end is measured, and a median taken by sorting each time would make an epoch of n steps
+    cost O(n^2 log n) in planning alone. A sorted copy is kept beside the list (`bisect.insort`)."""
+
+    def __init__(self, times: list[float] | tuple[float, ...] = ()) -> None:
+        super().__init__()
+        self.ordered: list[float] = []
+        for seconds in times:
+            self.append(seconds)
+
+    def append(self, seconds: float) -> None:
+        """Record one step's time."""
+        super().append(seconds)
+        bisect.insort(self.ordered, seconds)
+
+    def median(self) -> float:
+        """The median step time so far (`statistics.median`'s value)."""
+        middle = len(self.ordered) // 2
+        if len(self.ordered) % 2:
+            return self.ordered[middle]
+        return (self.ordered[middle - 1] + self.ordered[middle]) / 2
 
 
 def replan_due(epoch_step: int, planned_steps: int, steps_per_epoch: int) -> bool:

@@ -32,6 +32,7 @@ from vitkit.errors import UsageError
 from vitkit.training import checkpointing, distributed
 from vitkit.training.budget import (
     BudgetClock,
+    StepTimes,
     capped_warmup,
     estimate_epoch_end,
     plan_steps,
@@ -393,7 +394,7 @@ def train_epoch(trainer: Trainer, metrics: MetricsLog | None, reporter: Progress
         rank=runtime.dist.rank, world_size=runtime.dist.world_size, repeats=cfg.augment.repeats,
     )  # fmt: skip
     batches = iter(loader)
-    step_times: list[float] = []
+    step_times = StepTimes()
     budget_s = cfg.run.time_budget_min * 60
     budget = state.budget_clock if budget_s > 0 else None
     eval_passes = (2 if learner.ema is not None else 1) * TTA_PASSES.get(cfg.run.eval_tta, 6)
@@ -582,12 +583,12 @@ def checkpoint(trainer: Trainer, metrics: MetricsLog | None, clock: Clock) -> No
 
 
 def plan_within_epoch(
-    progress: Progress, schedule: Schedule, step_times: list[float], val_images: int, eval_passes: int
+    progress: Progress, schedule: Schedule, step_times: StepTimes, val_images: int, eval_passes: int
 ) -> BudgetClock:
     """The clock to plan from inside an epoch that is long beside the budget: its steps so far, and an epoch end not
     yet measured estimated from the validation set's size (`eval_passes` forward passes per image)."""
     resolution = schedule.resolution(progress, progress.epoch, max(0, progress.step - 1))
-    clock = progress.budget_clock.with_partial_epoch(resolution, step_times, 0.0)  # the median, taken once
+    clock = progress.budget_clock.with_partial_epoch(resolution, step_times, 0.0)
     if not clock.epoch_end_s:
         step_s = clock.step_s[resolution] if step_times else 0.0
         clock.epoch_end_s = estimate_epoch_end(step_s, schedule.run.batch_size, val_images, eval_passes)
