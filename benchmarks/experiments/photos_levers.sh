@@ -33,6 +33,8 @@ case $NAME in
   # The 5-epoch recipe's optimizer (Muon for the blocks' matrices) on the conv4 ViT, and the leaderboard's schedule
   vit6_conv4_muon) ARGS=(--model conv4+Ti/16 "${BODY[@]}" --optimizer muon) ;;
   vit6_conv4_muon_flatcos) ARGS=(--model conv4+Ti/16 "${BODY[@]}" --optimizer muon --schedule flat_cos) ;;
+  vit6_conv4_ranger) ARGS=(--model conv4+Ti/16 "${BODY[@]}" --optimizer ranger --lr 2e-3 --betas 0.9 0.99
+    --warmup-epochs 0 --schedule flat_cos --clip-grad 0 --min-lr 0) ;;
   xresnet18x0.5) ARGS=(--model xresnet18x0.5 --lr 3e-3 --weight-decay 0.05) ;;  # the ConvNet, half width
   xresnet18) ARGS=(--model xresnet18 --lr 3e-3 --weight-decay 0.05) ;;
   # The leaderboard's rate and decay (1e-2, betas 0.9 / 0.99, weight decay 1e-2) with a short warm-up, in steps
