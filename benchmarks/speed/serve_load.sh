@@ -25,6 +25,7 @@ $PY benchmarks/speed/serve_load.py runs/serve_cifar10 --data $C10 --requests 960
 $PY benchmarks/speed/serve_load.py runs/serve_cifar10 --data $C10 --requests 960 --workers 2 --skip-naive --out $OUT/cifar10_torch_workers2.json
 $PY benchmarks/speed/serve_load.py runs/serve_cifar10_int8.onnx --data $C10 --requests 960 --out $OUT/cifar10_ort_int8.json
 $PY benchmarks/speed/serve_load.py runs/serve_imagenette --data $IN --requests 480 --out $OUT/imagenette_torch.json
+$PY benchmarks/speed/serve_load.py runs/serve_imagenette --data $IN --requests 960 --concurrency 32 --workers 2 --max-batch 16 --out $OUT/imagenette_torch_workers2_mb16.json
 $PY benchmarks/speed/serve_load.py runs/serve_imagenette_int8.onnx --data $IN --requests 480 --out $OUT/imagenette_ort_int8.json
 $PY benchmarks/speed/serve_load.py runs/serve_cifar10 --data $C10 --soak 20000 --bad-fraction 0.05 --out $OUT/soak_cifar10_torch.json
 # the one-request-at-a-time script (decode and classify on the event loop), for each model
