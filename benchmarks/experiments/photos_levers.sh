@@ -35,6 +35,9 @@ case $NAME in
   vit6_conv4_muon_flatcos) ARGS=(--model conv4+Ti/16 "${BODY[@]}" --optimizer muon --schedule flat_cos) ;;
   vit6_conv4_ranger) ARGS=(--model conv4+Ti/16 "${BODY[@]}" --optimizer ranger --lr 2e-3 --betas 0.9 0.99
     --warmup-epochs 0 --schedule flat_cos --clip-grad 0 --min-lr 0) ;;
+  # The paper's hybrid on the half-width xresnet18's trunk (stages 1-3 folded at /16) with the 6-block ViT, Muon for
+  # the blocks' matrices and AdamW for the trunk, at a rate between the ViT's 1e-3 and the ConvNet's 3e-3
+  x18h_vit6_muon) ARGS=(--model X18x0.5+Ti/16 "${BODY[@]}" --optimizer muon --lr 2e-3) ;;
   xresnet18x0.5) ARGS=(--model xresnet18x0.5 --lr 3e-3 --weight-decay 0.05) ;;  # the ConvNet, half width
   xresnet18) ARGS=(--model xresnet18 --lr 3e-3 --weight-decay 0.05) ;;
   # The leaderboard's rate and decay (1e-2, betas 0.9 / 0.99, weight decay 1e-2) with a short warm-up, in steps
