@@ -110,14 +110,19 @@ def test_muon_steps_move_every_parameter_and_resume_exactly():
     optimizer = make_optimizer(model)
     train_steps(model, optimizer, 3)
     assert all(not torch.equal(before[k], v) for k, v in model.state_dict().items())
-    # Save after 3 steps, continue 2 more; a copy restored from the saved state must land on the same weights.
+    assert_resumes_exactly(model, optimizer, make_optimizer, steps=2)  # saved after 3 steps
+
+
+def assert_resumes_exactly(model: nn.Module, optimizer: torch.optim.Optimizer, make, steps: int) -> None:
+    """Save model and optimizer, train `steps` more; a copy restored from the saved state must land on the same
+    weights bit for bit."""
     saved_model, saved_state = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
-    train_steps(model, optimizer, 2, seed=1)
+    train_steps(model, optimizer, steps, seed=1)
     resumed = TinyBlocks()
     resumed.load_state_dict(saved_model)
-    resumed_optimizer = make_optimizer(resumed)
+    resumed_optimizer = make(resumed)
     resumed_optimizer.load_state_dict(saved_state)
-    train_steps(resumed, resumed_optimizer, 2, seed=1)
+    train_steps(resumed, resumed_optimizer, steps, seed=1)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0)
 
@@ -313,12 +318,4 @@ def test_ranger_resumes_exactly_with_its_slow_weights():
     model = TinyBlocks()
     optimizer = make(model)
     train_steps(model, optimizer, 4)  # mid-way through a Lookahead period: the slow weights differ from the fast
-    saved_model, saved_state = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
-    train_steps(model, optimizer, 5, seed=1)
-    resumed = TinyBlocks()
-    resumed.load_state_dict(saved_model)
-    resumed_optimizer = make(resumed)
-    resumed_optimizer.load_state_dict(saved_state)
-    train_steps(resumed, resumed_optimizer, 5, seed=1)
-    for key, value in model.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0)
+    assert_resumes_exactly(model, optimizer, make, steps=5)
