@@ -40,7 +40,7 @@ case $NAME in
   x18h_vit6_muon) ARGS=(--model X18x0.5+Ti/16 "${BODY[@]}" --optimizer muon --lr 2e-3) ;;
   xresnet18x0.5) ARGS=(--model xresnet18x0.5 --lr 3e-3 --weight-decay 0.05) ;;  # the ConvNet, half width
   xresnet18) ARGS=(--model xresnet18 --lr 3e-3 --weight-decay 0.05) ;;
-  # The leaderboard's rate and decay (1e-2, betas 0.9 / 0.99, weight decay 1e-2) with a short warm-up, in steps
+  # AdamW at twice the rate (6e-3) with the leaderboard's betas (0.9 / 0.99) and weight decay (1e-2), a short warm-up
   xresnet18x0.5_lr6e-3) ARGS=(--model xresnet18x0.5 --lr 6e-3 --betas 0.9 0.99 --weight-decay 0.01 --warmup-epochs 0.2) ;;
   # The leaderboard's optimizer and schedule: Ranger (RAdam + Lookahead) at 1e-2, flat for 75% then cosine to 0,
   # no warm-up (RAdam rectifies), no clipping, weight decay 1e-2
