@@ -12,6 +12,7 @@ from PIL import Image
 from vitkit.cli.main import main
 from vitkit.training import autoplan
 from vitkit.training.autoplan import (
+    PHOTO_HYBRID,
     PHOTO_LARGE,
     PHOTO_LOW_RES,
     PHOTO_SMALL,
@@ -23,8 +24,8 @@ from vitkit.training.autoplan import (
 
 TINY = DatasetStats(train_images=90, val_images=10, classes=10, short_side=32)
 PHOTOS = DatasetStats(train_images=9000, val_images=3900, classes=40, short_side=300)
-FAST = {(SMALL_IMAGES.label, 32): 2e-4, (PHOTO_LARGE.label, 128): 2e-3, (PHOTO_SMALL.label, 128): 5e-4,
-        (PHOTO_LOW_RES.label, 96): 7e-4, (PHOTO_LOW_RES.label, 64): 2.5e-4}  # fmt: skip
+FAST = {(SMALL_IMAGES.label, 32): 2e-4, (PHOTO_LARGE.label, 128): 2e-3, (PHOTO_HYBRID.label, 128): 8e-4,
+        (PHOTO_SMALL.label, 128): 5e-4, (PHOTO_LOW_RES.label, 96): 7e-4, (PHOTO_LOW_RES.label, 64): 2.5e-4}  # fmt: skip
 
 
 def folder(root: Path, classes: int, per_class: int, size: tuple[int, int]) -> Path:
@@ -48,9 +49,10 @@ def test_small_images_are_trained_near_their_size_with_light_augmentation_for_fe
     assert recipe["run"]["batch_size"] == 8  # 90 images: at least 8 steps an epoch
 
 
-def test_photos_get_128_px_a_convolutional_stem_and_imagenet_statistics():
+def test_photos_get_128_px_the_hybrid_its_rate_and_imagenet_statistics():
     recipe = make_plan(PHOTOS, FAST, epochs=5).recipe()
-    assert recipe["data"]["img_size"] == 128 and recipe["model"]["name"] == PHOTO_SMALL.name
+    assert recipe["data"]["img_size"] == 128 and recipe["model"]["name"] == PHOTO_HYBRID.name
+    assert recipe["optim"]["lr"] == PHOTO_HYBRID.lr == 2e-3
     assert recipe["data"]["mean"] == autoplan.IMAGENET_MEAN and recipe["augment"]["crop"] == "rrc"
     assert recipe["run"]["batch_size"] == 128
 
@@ -62,7 +64,7 @@ def test_long_schedules_get_strong_regularisation_and_the_larger_model():
     assert [plan["augment"]["randaugment_n"] for plan in (short, medium, long)] == [0, 1, 2]
     assert short["augment"]["mixup"] == medium["augment"]["mixup"] == 0.0 < long["augment"]["mixup"]
     assert short["model"]["drop_path"] < medium["model"]["drop_path"] < long["model"]["drop_path"]
-    assert long["model"]["name"] == PHOTO_LARGE.name and short["model"]["name"] == PHOTO_SMALL.name
+    assert long["model"]["name"] == PHOTO_LARGE.name and short["model"]["name"] == PHOTO_HYBRID.name
 
 
 def test_a_budget_on_a_slow_machine_lowers_the_resolution_and_plans_the_epochs():
@@ -85,7 +87,8 @@ def test_only_what_the_choice_needs_is_timed():
 
     timed = []
     plan, _ = autoplan.plan_run(PHOTOS, timer(FAST), budget_min=30)
-    assert timed == [(PHOTO_SMALL.label, 128), (PHOTO_LARGE.label, 128)] and plan.model is PHOTO_LARGE
+    assert timed == [(PHOTO_SMALL.label, 128), (PHOTO_HYBRID.label, 128), (PHOTO_LARGE.label, 128)]
+    assert plan.model is PHOTO_LARGE
     timed = []
     slow = {key: seconds * 60 for key, seconds in FAST.items()}
     plan, _ = autoplan.plan_run(PHOTOS, timer(slow), budget_min=30)
@@ -93,8 +96,21 @@ def test_only_what_the_choice_needs_is_timed():
     assert (plan.size, plan.model) == (64, PHOTO_LOW_RES) and "64 tokens at 64 px" in plan.describe()
     assert "the budget fits under 8 epochs at the larger sizes" in plan.describe()
     timed = []
-    autoplan.plan_run(PHOTOS, timer(FAST), epochs=5)
-    assert timed == [(PHOTO_SMALL.label, 128)]
+    plan, _ = autoplan.plan_run(PHOTOS, timer(FAST), epochs=5)  # fixed epochs: only the chosen model, for its speed
+    assert timed == [(PHOTO_HYBRID.label, 128)] and "1250 training images/s" in plan.describe()
+
+
+def test_a_budget_too_short_for_the_hybrid_keeps_the_lighter_stem_and_times_nothing_slower():
+    timed = []
+
+    def time_pairs(pairs):
+        timed.extend((model.label, size) for model, size in pairs)
+        return {(model.label, size): FAST[(model.label, size)] * 28 for model, size in pairs}
+
+    plan, _ = autoplan.plan_run(PHOTOS, time_pairs, budget_min=30)  # conv4 stem: ~12 epochs, the hybrid ~7.4
+    assert timed == [(PHOTO_SMALL.label, 128), (PHOTO_HYBRID.label, 128)]
+    assert (plan.size, plan.model, plan.epochs) == (128, PHOTO_SMALL, 11)
+    assert plan.recipe()["optim"]["lr"] == PHOTO_SMALL.lr == 1e-3
 
 
 def test_every_choice_has_a_reason_and_a_given_flag_is_named():
