@@ -129,6 +129,20 @@ def test_stats_come_from_headers_of_a_sample(tmp_path):
     )
 
 
+def test_stats_count_what_training_loads_under_the_size_flags(tmp_path):
+    from vitkit.data import DataConfig, load_dataset
+
+    photos = folder(tmp_path / "photos", 3, 12, (64, 48))  # one folder: split by val_fraction
+    split = tmp_path / "split"
+    folder(split / "train", 2, 8, (40, 40)), folder(split / "val", 2, 6, (40, 40))
+    cases = [(photos, {}, (33, 3)), (photos, {"limit_per_class": 5}, (12, 3)), (split, {"limit_per_class": 4}, (8, 8)),
+             (photos, {"val_fraction": 0.25, "train_fraction": 0.5}, (12, 9))]  # fmt: skip
+    for root, knobs, expected in cases:
+        stats = read_stats(str(root), **knobs)
+        loaded = load_dataset(DataConfig(path=str(root), img_size=32, **knobs))
+        assert (stats.train_images, stats.val_images) == expected == (len(loaded.train), len(loaded.val)), knobs
+
+
 @pytest.fixture
 def fake_timings(monkeypatch):
     """The candidates' speed without timing them (the CLI's timing is exercised by the small-image test)."""
@@ -152,9 +166,10 @@ def test_a_flag_given_wins_over_the_plan(tmp_path, capsys, fake_timings):
     out = tmp_path / "run"
     argv = ["train", "--data", str(data), "--epochs", "1", "--img-size", "64", "--batch-size", "4",
             "--randaugment-n", "1", "--depth", "1", "--hidden-dim", "32", "--num-heads", "1", "--mlp-dim", "32",
-            "--out", str(out), "--no-progress"]  # fmt: skip
+            "--limit-per-class", "10", "--out", str(out), "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
+    assert "(27 training / 3 validation images" in printed  # planned for the 10 a class that are trained on
     written = yaml.safe_load((out / "config.yaml").read_text())
     assert written["data"]["img_size"] == 64 and written["run"]["batch_size"] == 4
     assert written["augment"]["randaugment_n"] == 1 and written["augment"]["crop"] == "rrc"

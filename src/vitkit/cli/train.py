@@ -152,7 +152,9 @@ def planned_config(overrides: dict[str, Any]) -> Any:
     from vitkit.training.runtime import default_threads, resolve_precision
 
     path = overrides["data.path"]
-    stats = autoplan.read_stats(path)
+    stats = autoplan.read_stats(
+        path, **{key: overrides[f"data.{key}"] for key in autoplan.SIZE_KNOBS if f"data.{key}" in overrides}
+    )
     device = resolve_device(overrides.get("runtime.device", "auto"))
     torch.set_num_threads(overrides.get("runtime.threads") or default_threads())
     precision = resolve_precision(overrides.get("runtime.precision", "auto"), device)[0]

@@ -44,6 +44,7 @@ MEDIUM_EPOCHS = 20  # from here RandAugment
 LONG_EPOCHS = 60  # from here Mixup/CutMix, random erasing, stochastic depth, the larger model
 HEADER_SAMPLE = 64  # image headers read for the typical size
 TIMING_BATCH = 32
+SIZE_KNOBS = ("limit_per_class", "val_fraction", "train_fraction")  # data flags that change what is trained on
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -301,8 +302,17 @@ def augmentation(epochs: int, size: int) -> tuple[str, dict[str, Any], str]:
     return "augmentation", values, reason
 
 
-def read_stats(path: str, sample: int = HEADER_SAMPLE, seed: int = 0) -> DatasetStats:
-    """Images, classes and the median shorter side of an ImageFolder (headers of a seeded sample only).
+def read_stats(
+    path: str,
+    sample: int = HEADER_SAMPLE,
+    seed: int = 0,
+    *,
+    limit_per_class: int | None = None,
+    val_fraction: float = 0.1,
+    train_fraction: float = 1.0,
+) -> DatasetStats:
+    """Images, classes and the median shorter side of an ImageFolder (headers of a seeded sample only), counted as
+    training will load them: `limit_per_class`, `val_fraction` and `train_fraction` are the data section's.
 
     Other sources (CIFAR, packed shards, Hugging Face) are loaded as training would load them, at 32 px.
     """
@@ -313,15 +323,21 @@ def read_stats(path: str, sample: int = HEADER_SAMPLE, seed: int = 0) -> Dataset
     if root.is_dir() and not (root / "data_batch_1").exists() and not (root / "index.json").exists():
         split_dirs = resolve_split_dirs(root)
         folders = split_dirs if split_dirs else (root,)
-        scanned = [scan_classes(folder, None)[0] for folder in folders]
+        scanned = [scan_classes(folder, limit_per_class)[0] for folder in folders]
         files = [f[0] for group in scanned for items in group.values() for f in items]
-        counts = [sum(len(items) for items in group.values()) for group in scanned]
-        held_out = counts[1] if split_dirs else round(counts[0] * 0.1)  # data.val_fraction's default
-        train, val = (counts[0], held_out) if split_dirs else (counts[0] - held_out, held_out)
+        per_class = [len(items) for items in scanned[0].values()]
+        if split_dirs:
+            train_per_class, val = per_class, sum(len(items) for items in scanned[1].values())
+        else:  # the stratified split's rule (imagefolder.stratified_split)
+            held = [min(max(round(n * val_fraction), 1), n - 1) if n > 1 else 0 for n in per_class]
+            train_per_class, val = [n - h for n, h in zip(per_class, held, strict=True)], sum(held)
+        train = sum(max(1, round(n * train_fraction)) if n else 0 for n in train_per_class)
         picked = random.Random(seed).sample(files, min(sample, len(files)))
         sides = [min(h) for h in (read_header(p) for p in picked) if not isinstance(h, str)]
         return DatasetStats(train, val, len(scanned[0]), int(statistics.median(sides)) if sides else 32)
-    splits = load_dataset(DataConfig(path=path, img_size=32))
+    config = DataConfig(path=path, img_size=32, limit_per_class=limit_per_class, val_fraction=val_fraction,
+                        train_fraction=train_fraction)  # fmt: skip
+    splits = load_dataset(config)
     return DatasetStats(len(splits.train), len(splits.val), splits.num_classes, splits.image_size)
 
 
