@@ -32,11 +32,16 @@ def load_dataset(config: DataConfig) -> DatasetSplits:
     splits = _load_splits(config)
     if config.train_fraction < 1.0:
         full = len(splits.train)
-        fraction = config.train_fraction  # of each class, at least one image
-        kept, _ = stratified_draw(splits.train.labels, lambda n: max(1, round(n * fraction)), config.seed)
+        fraction = config.train_fraction
+        kept, _ = stratified_draw(splits.train.labels, lambda n: kept_count(n, fraction), config.seed)
         splits.train = splits.train.subset(kept)
         logger.info("train_fraction %g: %d of %d training images kept", config.train_fraction, len(splits.train), full)
     return splits
+
+
+def kept_count(class_size: int, train_fraction: float) -> int:
+    """Training images of a class of `class_size` that `train_fraction` keeps: round(n * fraction), at least one."""
+    return max(1, round(class_size * train_fraction))
 
 
 def _load_splits(config: DataConfig) -> DatasetSplits:

@@ -349,9 +349,15 @@ def check_classes_nonempty(
         )
 
 
+def held_out_count(class_size: int, val_fraction: float) -> int:
+    """Images of a class of `class_size` that `stratified_split` holds out: round(n * val_fraction), at least 1 when
+    the class has 2+, and never the whole class."""
+    return min(max(round(class_size * val_fraction), 1), class_size - 1) if class_size > 1 else 0
+
+
 def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded per-class split: round(n * val_fraction) of each class (at least 1 when it has 2+) is held out."""
-    val, train = stratified_draw(labels, lambda n: min(max(round(n * val_fraction), 1), n - 1) if n > 1 else 0, seed)
+    """Seeded per-class split: `held_out_count` of each class is held out."""
+    val, train = stratified_draw(labels, lambda n: held_out_count(n, val_fraction), seed)
     return train, val
 
 

@@ -318,7 +318,8 @@ def read_stats(
     Other sources (CIFAR, packed shards, Hugging Face) are loaded as training would load them, at 32 px.
     """
     from vitkit.data import DataConfig, load_dataset
-    from vitkit.data.imagefolder import read_header, resolve_split_dirs, scan_classes
+    from vitkit.data.datasets import kept_count
+    from vitkit.data.imagefolder import held_out_count, read_header, resolve_split_dirs, scan_classes
 
     root = Path(path).expanduser()
     if root.is_dir() and not (root / "data_batch_1").exists() and not (root / "index.json").exists():
@@ -329,10 +330,10 @@ def read_stats(
         per_class = [len(items) for items in scanned[0].values()]
         if split_dirs:
             train_per_class, val = per_class, sum(len(items) for items in scanned[1].values())
-        else:  # the stratified split's rule (imagefolder.stratified_split)
-            held = [min(max(round(n * val_fraction), 1), n - 1) if n > 1 else 0 for n in per_class]
+        else:
+            held = [held_out_count(n, val_fraction) for n in per_class]
             train_per_class, val = [n - h for n, h in zip(per_class, held, strict=True)], sum(held)
-        train = sum(max(1, round(n * train_fraction)) if n else 0 for n in train_per_class)
+        train = sum(kept_count(n, train_fraction) for n in train_per_class if n)
         picked = random.Random(seed).sample(files, min(sample, len(files)))
         sides = [min(h) for h in (read_header(p) for p in picked) if not isinstance(h, str)]
         return DatasetStats(train, val, len(scanned[0]), int(statistics.median(sides)) if sides else 32)
@@ -419,10 +420,11 @@ def plan_run(
         if (model.label, size) not in timings:
             timings.update(time_pairs([(model, size)]))
 
-    plan = make_plan(stats, timings, epochs=epochs, budget_min=budget_min, img_size=img_size)
     if not budgeted:
-        measure(plan.model, plan.size)
-        return make_plan(stats, timings, epochs=epochs, budget_min=budget_min, img_size=img_size), timings
+        chosen = make_plan(stats, timings, epochs=epochs, img_size=img_size)
+        measure(chosen.model, chosen.size)
+        return make_plan(stats, timings, epochs=epochs, img_size=img_size), timings
+    plan = Plan()
     for size in [img_size] if img_size else candidate_sizes(stats.short_side):
         previous = None
         for model in reversed(candidates_for(size)):
