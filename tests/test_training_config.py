@@ -245,3 +245,32 @@ def test_resume_of_a_run_with_the_old_objective_keys(tmp_path: Path) -> None:
     (run / "config.yaml").write_text(head + old + "runtime:" + body)
     summary = train(None, run, resume=True)
     assert summary["steps"] == 3 and summary["objective"] == "supervised" and summary["status"] == "finished"
+
+
+def test_a_model_name_warns_of_the_recipe_fields_it_drops(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    recipe = write(tmp_path, "model:\n  name: Ti/4\n  pool: gap\n  drop_path: 0.1\n  depth: 6\n")
+    with caplog.at_level("WARNING", logger="vitkit.training"):
+        config = load_config(recipe, {"model.name": "S/4", "model.depth": 8})
+    assert config.model == ModelConfig(name="S/4", overrides={"depth": 8})
+    (message,) = [record.getMessage() for record in caplog.records]
+    assert message.startswith("command line: model 'S/4' resets the model fields")
+    assert "dropped: pool=gap, drop_path=0.1." in message and "depth" not in message.split("dropped:")[1]
+
+    caplog.clear()
+    base = write(tmp_path, "model:\n  name: Ti/4\n  posemb: sincos_2d\n")
+    child = tmp_path / "child.yaml"
+    child.write_text(f"base: {base.name}\nmodel:\n  name: S/4\n")
+    with caplog.at_level("WARNING", logger="vitkit.training"):
+        assert load_config(child).model.overrides == {}
+    assert "child.yaml: model 'S/4' resets" in caplog.text and "posemb=sincos_2d" in caplog.text
+
+
+def test_a_model_name_replacing_the_default_or_restating_every_field_is_quiet(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    recipe = write(tmp_path, "model:\n  name: Ti/4\n  pool: gap\n")
+    with caplog.at_level("WARNING", logger="vitkit.training"):
+        load_config(overrides={"model.name": "S/4"})  # the embedded default's fields are not a recipe's choice
+        load_config(recipe, {"model.name": "S/4", "model.pool": "gap"})
+        load_config(recipe, {"model.depth": 2})  # a field alone keeps the rest
+    assert caplog.records == []

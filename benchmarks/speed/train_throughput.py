@@ -181,7 +181,7 @@ def vitkit_config(args):
             "run.batch_size": args.batch_size,
             "runtime.precision": args.precision,
             "runtime.threads": args.threads,
-            "run.device": "cpu",
+            "runtime.device": "cpu",
             "run.epochs": 1,
         },
     )

@@ -96,10 +96,14 @@ class ModelConfig(Section):
     def updated(self, values: dict[str, Any], path: str, origin: str = "config") -> ModelConfig:
         """A copy with a recipe's flat model section (name, pretrained, new_head, override fields) applied.
 
-        A model name fixes the whole architecture: only the overrides given alongside it apply.
+        A model name fixes the whole architecture: only the overrides given alongside it apply. Fields set earlier
+        (by a base recipe or the recipe a flag overrides) that the new name drops are named in a warning, since
+        the run would otherwise silently train another model; replacing the embedded default stays quiet.
         """
         values = dict(values)
         overrides = {} if "name" in values else dict(self.overrides)
+        if "name" in values:
+            warn_dropped_fields(self, values, origin)
         own = {key: values.pop(key) for key in OWN_MODEL_KEYS if key in values}
         overrides.update(values.pop("overrides", None) or {})
         overrides.update(values)
@@ -108,6 +112,21 @@ class ModelConfig(Section):
             return ModelConfig(head.name, head.pretrained, head.new_head, overrides)
         except UsageError as error:
             raise UsageError(f"{origin}: {error}") from None
+
+
+def warn_dropped_fields(current: ModelConfig, values: dict[str, Any], origin: str) -> None:
+    """Warn when the model name in `values` drops model fields that a recipe set and `values` does not restate."""
+    if current == ModelConfig():
+        return  # the embedded default's fields are not the user's choice: replacing them is the point of a name
+    given = set(values) | set(values.get("overrides") or {})
+    dropped = {key: value for key, value in current.overrides.items() if key not in given}
+    if dropped:
+        log.warning(
+            "%s: model %r resets the model fields to its own defaults, so the ones set before it are dropped: %s. "
+            "To keep them, state them beside the name: in the recipe's model section, or as flags (`vitkit train "
+            "--help` lists the model's)",
+            origin, values["name"], ", ".join(f"{key}={value}" for key, value in dropped.items()),
+        )  # fmt: skip
 
 
 def model_fields(name: str, pretrained: str | None) -> tuple[str, dict[str, Any]]:
