@@ -319,3 +319,42 @@ def test_ranger_resumes_exactly_with_its_slow_weights():
     optimizer = make(model)
     train_steps(model, optimizer, 4)  # mid-way through a Lookahead period: the slow weights differ from the fast
     assert_resumes_exactly(model, optimizer, make, steps=5)
+
+
+def test_muon_convs_owns_the_stems_kernels_past_the_first():
+    import vitkit
+    from vitkit.training.config import OptimConfig
+    from vitkit.training.optim import build_optimizer
+
+    model = vitkit.create_model("C20+mu/4", img_size=16, num_classes=3, depth=1)
+    plain = build_optimizer(model, None, OptimConfig(optimizer="muon"))
+    with_convs = build_optimizer(model, None, OptimConfig(optimizer="muon", muon_convs=True))
+    owned = {id(p) for g in with_convs.muon.param_groups for p in g["params"]}
+    kernels = {n: p for n, p in model.named_parameters() if p.ndim == 4}
+    reads_image = {n for n, p in kernels.items() if p.size(1) == 3}
+    assert reads_image == {"patch_embed.backbone.stem.conv.weight"}
+    assert owned - {id(p) for g in plain.muon.param_groups for p in g["params"]} == {
+        id(p) for n, p in kernels.items() if n not in reads_image
+    }
+    adam = {id(p) for g in with_convs.adamw.param_groups for p in g["params"]}
+    assert id(kernels["patch_embed.backbone.stem.conv.weight"]) in adam and not adam & owned
+
+
+def test_muon_updates_a_kernel_as_the_matrix_it_applies():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, bias=False)
+    linear = nn.Linear(36, 6, bias=False)
+    linear.weight.data.copy_(conv.weight.detach().reshape(6, 36))
+    conv_muon = Muon(conv.parameters(), lr=0.02, weight_decay=0.1, ns_dtype=torch.float32)
+    linear_muon = Muon(linear.parameters(), lr=0.02, weight_decay=0.1, ns_dtype=torch.float32)
+    for step in range(3):
+        gradient = torch.randn(6, 4, 3, 3, generator=torch.Generator().manual_seed(step))
+        conv.weight.grad, linear.weight.grad = gradient.clone(), gradient.reshape(6, 36).clone()
+        conv_muon.step()
+        linear_muon.step()
+    assert conv.weight.shape == (6, 4, 3, 3)
+    torch.testing.assert_close(conv.weight.detach().reshape(6, 36), linear.weight.detach(), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="matrices and convolution kernels only"):
+        vector = nn.Parameter(torch.ones(3))
+        vector.grad = torch.ones(3)
+        Muon([vector]).step()

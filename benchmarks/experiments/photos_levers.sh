@@ -38,6 +38,8 @@ case $NAME in
   # The paper's hybrid on the half-width xresnet18's trunk (stages 1-3 folded at /16) with the 6-block ViT, Muon for
   # the blocks' matrices and AdamW for the trunk, at a rate between the ViT's 1e-3 and the ConvNet's 3e-3
   x18h_vit6_muon) ARGS=(--model X18x0.5+Ti/16 "${BODY[@]}" --optimizer muon --lr 2e-3) ;;
+  # ... with Muon for the trunk's convolution kernels too (all but the first; as the CIFAR-10 speedrun's Muon)
+  x18h_vit6_muonconv) ARGS=(--model X18x0.5+Ti/16 "${BODY[@]}" --optimizer muon --lr 2e-3 --muon-convs) ;;
   xresnet18x0.5) ARGS=(--model xresnet18x0.5 --lr 3e-3 --weight-decay 0.05) ;;  # the ConvNet, half width
   xresnet18) ARGS=(--model xresnet18 --lr 3e-3 --weight-decay 0.05) ;;
   # AdamW at twice the rate (6e-3) with the leaderboard's betas (0.9 / 0.99) and weight decay (1e-2), a short warm-up

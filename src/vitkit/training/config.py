@@ -187,6 +187,11 @@ class OptimConfig(Section):
         "adamw (no decay on biases, norms, position embeddings, tokens) | sgd | muon (Muon for the blocks' matrices, "
         "AdamW for the rest, at AdamW's lr) | ranger (RAdam + Lookahead, the Imagenette leaderboard's; eps 1e-6)",
     )
+    muon_convs: bool = knob(
+        False,
+        "muon: also the convolution kernels not reading the image (a hybrid's or tokenizer's stem), each as an "
+        "out x (in kh kw) matrix",
+    )
     lr: float = knob(2e-3, "peak learning rate, reached at the end of warm-up")
     weight_decay: float = knob(0.05, "weight decay (not on biases, norms, position embeddings, tokens)")
     momentum: float = knob(0.9, "SGD momentum")

@@ -4,6 +4,8 @@ Muon (Jordan et al. 2024, `torch.optim.Muon`) orthogonalises each 2D weight's mo
 iteration before the update. It is meant for the hidden matrices only: the blocks' qkv, attention output and
 MLP weights. Embeddings (the patch projection, tokens, E_pos), the head, norms and biases stay with AdamW, as
 in the speedruns that report it (the CIFAR-10 ConvNet speedrun 3.3 -> 2.6 s, nanoGPT 1.35x fewer steps).
+With `optim.muon_convs` it also owns the convolution kernels of a hybrid's or tokenizer's stem that do not read
+the image, each as the (out, in kh kw) matrix it applies to every patch, as the ConvNet speedrun's Muon does.
 
 The matrices use torch's `adjust_lr_fn="match_rms_adamw"` (Liu et al. 2025, "Muon is scalable"): each update
 is scaled to AdamW's typical RMS (0.2 sqrt(max(A, B))), so the recipe's AdamW learning rate and weight decay
@@ -81,23 +83,36 @@ class Muon(torch.optim.Optimizer):
             for param in group["params"]:
                 if param.grad is None:
                     continue
-                if param.grad.ndim != 2:
-                    raise UsageError(f"Muon updates 2D matrices only, got a parameter of shape {tuple(param.shape)}")
+                if param.grad.ndim not in (2, 4):
+                    raise UsageError(
+                        f"Muon updates matrices and convolution kernels only, got a parameter of shape "
+                        f"{tuple(param.shape)}"
+                    )
                 state = self.state[param]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(param.grad, memory_format=torch.preserve_format)
                 buffer = state["momentum_buffer"]
                 buffer.lerp_(param.grad, 1 - momentum)
                 update = param.grad.lerp(buffer, momentum) if group["nesterov"] else buffer
-                update = orthogonalise(update, self.ns_dtype)
+                # A kernel (out, in, kh, kw) is the matrix out x (in kh kw) it applies to each patch.
+                matrix = update.reshape(update.size(0), -1)
+                update = orthogonalise(matrix, self.ns_dtype).view_as(param)
                 param.mul_(1 - lr * decay)
-                param.add_(update, alpha=-adjusted_lr(lr, param.shape))
+                param.add_(update, alpha=-adjusted_lr(lr, matrix.shape))
         return loss
 
 
 def is_hidden_matrix(name: str, param: torch.Tensor) -> bool:
     """Whether Muon should own `param`: a 2D weight inside an encoder block (not embeddings, head, norms, biases)."""
     return param.ndim == 2 and name.startswith("blocks.") and name.endswith(".weight")
+
+
+def is_hidden_kernel(param: torch.Tensor, image_channels: int) -> bool:
+    """Whether `param` is a convolution kernel that does not read the image: the convolutions of a hybrid's or
+    tokenizer's stem past its first, which Muon may own as (out, in kh kw) matrices, as the CIFAR-10 speedrun's
+    Muon does (Jordan 2024). Kernels reading the image (the first convolution, a plain ViT's patch projection) stay with
+    AdamW, like the speedrun's first layer and Muon's rule for input embeddings."""
+    return param.ndim == 4 and param.size(1) != image_channels
 
 
 class MuonAdamW(torch.optim.Optimizer):
@@ -124,7 +139,8 @@ class MuonAdamW(torch.optim.Optimizer):
                 adam_groups.append({**settings, "params": rest})
         if not muon_groups:
             raise UsageError(
-                "optim.optimizer muon needs 2D weights inside encoder blocks (a ViT); this model has none: use adamw"
+                "optim.optimizer muon needs 2D weights inside encoder blocks (a ViT) or, with optim.muon_convs, "
+                "convolution kernels; this model has none: use adamw"
             )
         self.muon = Muon(muon_groups, lr=lr, momentum=MUON_MOMENTUM, nesterov=True, ns_dtype=ns_dtype)
         self.adamw = torch.optim.AdamW(adam_groups or [{"params": []}], lr=lr, betas=betas, fused=fused)
@@ -153,6 +169,13 @@ class MuonAdamW(torch.optim.Optimizer):
         self.param_groups = self.muon.param_groups + self.adamw.param_groups
 
 
-def hidden_matrices(model: nn.Module, clean_name=lambda name: name) -> list[torch.Tensor]:
-    """The trainable parameters of `model` that Muon owns (`clean_name` strips compile/DDP prefixes)."""
-    return [p for n, p in model.named_parameters() if p.requires_grad and is_hidden_matrix(clean_name(n), p)]
+def hidden_matrices(
+    model: nn.Module, clean_name=lambda name: name, convs: bool = False, image_channels: int = 3
+) -> list[torch.Tensor]:
+    """The trainable parameters of `model` that Muon owns (`clean_name` strips compile/DDP prefixes): the blocks'
+    matrices, and with `convs` the convolution kernels that do not read the `image_channels`-channel input."""
+    return [
+        p
+        for n, p in model.named_parameters()
+        if p.requires_grad and (is_hidden_matrix(clean_name(n), p) or (convs and is_hidden_kernel(p, image_channels)))
+    ]

@@ -78,7 +78,7 @@ def build_optimizer(
     fused = can_fuse_adamw([p for group in groups for p in group["params"]])
     if config.optimizer == "muon":
         ns_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        hidden = hidden_matrices(model, clean_name)
+        hidden = hidden_matrices(model, clean_name, convs=config.muon_convs, image_channels=model.config.in_chans)
         return MuonAdamW(groups, hidden, lr=config.lr, betas=config.betas, ns_dtype=ns_dtype, fused=fused)
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=fused)
 
