@@ -47,12 +47,14 @@ def test_small_images_are_trained_near_their_size_with_light_augmentation_for_fe
     assert recipe["augment"]["randaugment_n"] == 0
     assert recipe["run"]["epochs"] == 5 and recipe["run"]["time_budget_min"] == 0.0
     assert recipe["run"]["batch_size"] == 8  # 90 images: at least 8 steps an epoch
+    assert recipe["optim"]["optimizer"] == "muon" and recipe["optim"]["muon_convs"] is SMALL_IMAGES.muon_convs is True
 
 
 def test_photos_get_128_px_the_hybrid_its_rate_and_imagenet_statistics():
     recipe = make_plan(PHOTOS, FAST, epochs=5).recipe()
     assert recipe["data"]["img_size"] == 128 and recipe["model"]["name"] == PHOTO_HYBRID.name
     assert recipe["optim"]["lr"] == PHOTO_HYBRID.lr == 2e-3
+    assert recipe["optim"]["muon_convs"] is True and PHOTO_SMALL.muon_convs is False
     assert recipe["data"]["mean"] == autoplan.IMAGENET_MEAN and recipe["augment"]["crop"] == "rrc"
     assert recipe["run"]["batch_size"] == 128
 
@@ -120,6 +122,26 @@ def test_every_choice_has_a_reason_and_a_given_flag_is_named():
         assert f"  {what}:" in text
     assert text.count("because") == len(plan.choices)
     assert "replaced by the flag(s) for data.img_size" in text
+
+
+def test_candidates_are_timed_with_the_optimizer_the_plan_trains_with(tmp_path, monkeypatch):
+    from vitkit.training import optim
+
+    built = []
+    real_build = optim.build_optimizer
+
+    def recording_build(model, objective, config, precision="fp32"):
+        built.append(config)
+        return real_build(model, objective, config, precision)
+
+    monkeypatch.setattr(optim, "build_optimizer", recording_build)
+    monkeypatch.setattr(autoplan, "timing_cache_path", lambda: tmp_path / "timings.json")
+    tiny = autoplan.narrow_vit("C20", 4, 1, "tiny hybrid", width=64, muon_convs=True)
+    seconds = autoplan.time_candidates([(tiny, 16)], classes=3, precision="fp32", steps=1, batch=2)
+    assert seconds[("tiny hybrid", 16)] > 0
+    assert [(c.optimizer, c.muon_convs) for c in built] == [("muon", True)]
+    autoplan.time_candidates([(tiny, 16)], classes=3, precision="fp32", steps=1, batch=2)
+    assert len(built) == 1  # the second plan reads the cache
 
 
 def test_stats_come_from_headers_of_a_sample(tmp_path):
