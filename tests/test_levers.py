@@ -340,20 +340,21 @@ def test_muon_convs_owns_the_stems_kernels_past_the_first():
     assert id(kernels["patch_embed.backbone.stem.conv.weight"]) in adam and not adam & owned
 
 
-def test_muon_updates_a_kernel_as_the_matrix_it_applies():
+@pytest.mark.parametrize("shape", [(6, 4, 3, 3), (12, 1, 3, 3), (8, 4, 1, 1)])  # fewer, more outputs than inputs
+def test_muon_updates_a_kernel_as_the_matrix_it_applies(shape):
     torch.manual_seed(0)
-    conv = nn.Conv2d(4, 6, 3, bias=False)
-    linear = nn.Linear(36, 6, bias=False)
-    linear.weight.data.copy_(conv.weight.detach().reshape(6, 36))
-    conv_muon = Muon(conv.parameters(), lr=0.02, weight_decay=0.1, ns_dtype=torch.float32)
-    linear_muon = Muon(linear.parameters(), lr=0.02, weight_decay=0.1, ns_dtype=torch.float32)
+    out, fan_in = shape[0], shape[1] * shape[2] * shape[3]
+    kernel = nn.Parameter(torch.randn(shape))
+    matrix = nn.Parameter(kernel.detach().reshape(out, fan_in).clone())
+    kernel_muon = Muon([kernel], lr=0.02, weight_decay=0.1, ns_dtype=torch.float32)
+    matrix_muon = Muon([matrix], lr=0.02, weight_decay=0.1, ns_dtype=torch.float32)
     for step in range(3):
-        gradient = torch.randn(6, 4, 3, 3, generator=torch.Generator().manual_seed(step))
-        conv.weight.grad, linear.weight.grad = gradient.clone(), gradient.reshape(6, 36).clone()
-        conv_muon.step()
-        linear_muon.step()
-    assert conv.weight.shape == (6, 4, 3, 3)
-    torch.testing.assert_close(conv.weight.detach().reshape(6, 36), linear.weight.detach(), rtol=0, atol=0)
+        gradient = torch.randn(shape, generator=torch.Generator().manual_seed(step))
+        kernel.grad, matrix.grad = gradient.clone(), gradient.reshape(out, fan_in).clone()
+        kernel_muon.step()
+        matrix_muon.step()
+    assert kernel.shape == shape
+    torch.testing.assert_close(kernel.detach().reshape(out, fan_in), matrix.detach(), rtol=0, atol=0)
     with pytest.raises(ValueError, match="matrices and convolution kernels only"):
         vector = nn.Parameter(torch.ones(3))
         vector.grad = torch.ones(3)

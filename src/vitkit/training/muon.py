@@ -96,7 +96,7 @@ class Muon(torch.optim.Optimizer):
                 update = param.grad.lerp(buffer, momentum) if group["nesterov"] else buffer
                 # A kernel (out, in, kh, kw) is the matrix out x (in kh kw) it applies to each patch.
                 matrix = update.reshape(update.size(0), -1)
-                update = orthogonalise(matrix, self.ns_dtype).view_as(param)
+                update = orthogonalise(matrix, self.ns_dtype).reshape_as(param)
                 param.mul_(1 - lr * decay)
                 param.add_(update, alpha=-adjusted_lr(lr, matrix.shape))
         return loss
