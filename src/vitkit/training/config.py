@@ -187,15 +187,15 @@ class OptimConfig(Section):
         "adamw (no decay on biases, norms, position embeddings, tokens) | sgd | muon (Muon for the blocks' matrices, "
         "AdamW for the rest, at AdamW's lr) | ranger (RAdam + Lookahead, the Imagenette leaderboard's; eps 1e-6)",
     )
+    lr: float = knob(2e-3, "peak learning rate, reached at the end of warm-up")
+    weight_decay: float = knob(0.05, "weight decay (not on biases, norms, position embeddings, tokens)")
+    momentum: float = knob(0.9, "SGD momentum")
+    nesterov: bool = knob(False, "Nesterov momentum (SGD)")
     muon_convs: bool = knob(
         False,
         "muon: also the convolution kernels not reading the image (a hybrid's or tokenizer's stem), each as an "
         "out x (in kh kw) matrix",
     )
-    lr: float = knob(2e-3, "peak learning rate, reached at the end of warm-up")
-    weight_decay: float = knob(0.05, "weight decay (not on biases, norms, position embeddings, tokens)")
-    momentum: float = knob(0.9, "SGD momentum")
-    nesterov: bool = knob(False, "Nesterov momentum (SGD)")
     betas: tuple[float, float] = knob((0.9, 0.999), "AdamW and Ranger betas (2 values)")
     schedule: str = knob(
         "cosine", "decay after warm-up: cosine | linear | constant | flat_cos (flat for --flat-fraction, then cosine)"
